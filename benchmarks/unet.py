@@ -1,0 +1,214 @@
+"""Our U-Net against diffusers' `UNet2DModel` built to the same architecture, on this machine's CPU.
+
+For each preset it builds `engine.unet.UNet` and a `UNet2DModel` with the same channels, blocks, attention levels,
+GroupNorm groups, dropout and timestep embedding (google/ddpm-cifar10-32's settings: positional, flip_sin_to_cos=False,
+freq_shift=1, single-head attention), checks that their parameter counts and forward FLOPs agree, then measures
+
+  * training images/s: forward + MSE loss against a random target + backward + Adam step, train mode;
+  * sampling image-evaluations/s: a no_grad forward at batch 16, eval mode;
+
+in eager fp32 and under bf16 autocast. The two models alternate repeat by repeat (ours, reference, ours, ...) so that
+load from elsewhere on a shared machine falls on both; the figures are medians. The headline is the ratio
+ours / reference (above 1: ours is faster), not absolute seconds, which drift with the machine.
+
+    pip install -e ".[bench]"        # diffusers, the reference
+    python benchmarks/unet.py --presets tiny,small          # ~3 minutes on 2 cores
+    python benchmarks/unet.py --presets cifar10 --repeats 3 # the paper's 35.7M model: slow on a CPU
+
+JSON goes to stdout, progress to stderr. Keep the machine otherwise idle: two threads slow down several-fold
+when another process competes for the cores (shared/FACTS.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout, uninstalled
+from engine.config import PRESETS, UNetConfig  # noqa: E402
+from engine.unet import UNet, count_parameters  # noqa: E402
+
+TRAIN_BATCH = {"cifar10": 8}  # FACTS.md's batches: 32 for the CPU presets, 8 for the paper's model
+SAMPLE_BATCH = 16
+NUM_TIMESTEPS = 1000
+TARGET_REPEAT_S = 0.5  # each timed repeat runs enough steps to last about this long; fewer makes medians jumpy
+
+
+def build_reference(config: UNetConfig) -> nn.Module:
+    """diffusers' UNet2DModel with our architecture; output via `.sample`, wrapped to take (x, t) like ours."""
+    try:
+        from diffusers import UNet2DModel
+    except ImportError:
+        sys.exit("benchmarks/unet.py needs diffusers as its reference: pip install -e '.[bench]'")
+
+    height, width = config.image_size
+    attention = [min(height, width) // 2 ** i in config.attention_resolutions for i in range(len(config.channel_mults))]
+    model = UNet2DModel(
+        sample_size=config.image_size,
+        in_channels=config.in_channels,
+        out_channels=config.in_channels,
+        block_out_channels=tuple(config.base_channels * m for m in config.channel_mults),
+        layers_per_block=config.num_res_blocks,
+        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention),
+        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)),
+        attention_head_dim=None,  # None: each level's channel count, i.e. one head, as in the paper
+        norm_num_groups=config.norm_groups,
+        norm_eps=1e-6,
+        dropout=config.dropout,
+        time_embedding_type="positional",
+        flip_sin_to_cos=False,
+        freq_shift=1,  # exp(-log(10000) * i / (half - 1)), the paper's frequencies (and ours)
+        downsample_padding=1,  # ours: a symmetric padding=1 stride-2 conv (google's config pads (0, 1) instead)
+    )
+    return _SampleOutput(model)
+
+
+class _SampleOutput(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.model(x, t, return_dict=False)[0]
+
+
+def forward_gflops(model: nn.Module, config: UNetConfig) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, t = torch.zeros(1, config.in_channels, *config.image_size), torch.zeros(1, dtype=torch.long)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x, t)
+    return counter.get_total_flops() / 1e9
+
+
+def train_step_fn(model: nn.Module, config: UNetConfig, batch: int, bf16: bool) -> Callable[[], None]:
+    """One optimiser step of L_simple's shape (Ho et al. 2020, Eq. 14) on fixed random data."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, config.in_channels, *config.image_size, generator=gen)
+    t = torch.randint(0, NUM_TIMESTEPS, (batch,), generator=gen)
+    target = torch.randn(x.shape, generator=gen)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # = engine.device.autocast(cpu, BF16)
+            eps = model(x, t)
+        F.mse_loss(eps.float(), target).backward()
+        optimizer.step()
+
+    return step
+
+
+def sample_step_fn(model: nn.Module, config: UNetConfig, batch: int, bf16: bool) -> Callable[[], None]:
+    """One network evaluation of a reverse-process step (Ho et al. 2020, Algorithm 2, line 4)."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, config.in_channels, *config.image_size, generator=gen)
+    t = torch.randint(0, NUM_TIMESTEPS, (batch,), generator=gen)
+
+    def step() -> None:
+        model.eval()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            model(x, t).float()
+
+    return step
+
+
+def compare(ours: Callable[[], None], ref: Callable[[], None], batch: int, repeats: int, warmup: int) -> dict:
+    """Images per second of each, medians over `repeats` alternating repeats, and ours / reference."""
+    for _ in range(warmup):
+        ours()
+        ref()
+    start = time.perf_counter()
+    ours()
+    steps = max(1, round(TARGET_REPEAT_S / (time.perf_counter() - start)))  # the same count for both
+
+    rates: dict[str, list[float]] = {"ours": [], "reference": []}
+    for _ in range(repeats):
+        for name, step in (("ours", ours), ("reference", ref)):
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            rates[name].append(steps * batch / (time.perf_counter() - start))
+    ours_rate, ref_rate = statistics.median(rates["ours"]), statistics.median(rates["reference"])
+    return {
+        "ours": round(ours_rate, 2),
+        "reference": round(ref_rate, 2),
+        "ratio": round(ours_rate / ref_rate, 3),
+        "spread": {k: f"{min(v):.1f}..{max(v):.1f}" for k, v in rates.items()},  # min..max over the repeats
+        "batch": batch,
+        "steps_per_repeat": steps,
+    }
+
+
+def bench_preset(name: str, repeats: int, warmup: int) -> dict:
+    config = PRESETS[name].unet
+    torch.manual_seed(0)
+    ours, ref = UNet(config), build_reference(config)
+    params = {"ours": count_parameters(ours), "reference": count_parameters(ref)}
+    gflops = {"ours": round(forward_gflops(ours, config), 4), "reference": round(forward_gflops(ref, config), 4)}
+    print(f"{name}: parameters {params}, forward GFLOP/image {gflops}", file=sys.stderr)
+
+    train_batch = TRAIN_BATCH.get(name, 32)
+    result: dict = {"params": params, "forward_gflop_per_image": gflops}
+    for precision, bf16 in (("fp32", False), ("bf16", True)):
+        result[precision] = {}
+        for task, make, batch in (("train_images_per_s", train_step_fn, train_batch),
+                                  ("sample_evals_per_s", sample_step_fn, SAMPLE_BATCH)):
+            figures = compare(make(ours, config, batch, bf16), make(ref, config, batch, bf16), batch, repeats, warmup)
+            result[precision][task] = figures
+            print(f"{name} {precision} {task}: ours {figures['ours']}, reference {figures['reference']}, "
+                  f"ratio {figures['ratio']}", file=sys.stderr)
+    return result
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        import diffusers
+        diffusers_version = diffusers.__version__
+    except ImportError:
+        diffusers_version = None
+    return {"torch": torch.__version__, "diffusers": diffusers_version, "python": platform.python_version(),
+            "cpu": cpu, "threads": torch.get_num_threads()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", default="tiny,small", help="comma-separated, from: " + ", ".join(PRESETS))
+    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per model (median taken)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model before timing")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    args = parser.parse_args(argv)
+
+    names = [n.strip() for n in args.presets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PRESETS]
+    if unknown:
+        parser.error(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    report = {"machine": machine_info(),
+              "settings": {"repeats": args.repeats, "warmup": args.warmup, "sample_batch": SAMPLE_BATCH,
+                           "ratio": "ours / reference; above 1 means ours is faster"},
+              "presets": {name: bench_preset(name, args.repeats, args.warmup) for name in names}}
+    json.dump(report, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()

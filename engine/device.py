@@ -1,0 +1,82 @@
+"""Where the engine runs and in what precision: CUDA, else MPS, else CPU; bf16 autocast where it pays.
+
+`Denoiser` wraps a network into the `EpsModel` the samplers call: autocast, channels_last and a float32 result,
+so the samplers' arithmetic stays in float32 whatever the network ran in.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .config import Precision
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """`name` ("cuda", "mps", "cpu", "cuda:1") if given, else the best available device."""
+    if name not in (None, "", "auto"):
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_has_native_bf16() -> bool:
+    # AVX-512 BF16 or AMX make bf16 convolutions ~2x the fp32 rate (FACTS.md); without them bf16 is emulated and slower.
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def supports_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return _cpu_has_native_bf16()
+    return False  # MPS autocast to bf16 is not reliably faster; stay in fp32 there
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> Precision:
+    """AUTO becomes BF16 or FP32 for this device; an explicit choice is kept."""
+    if precision is Precision.AUTO:
+        return Precision.BF16 if supports_bf16(device) else Precision.FP32
+    return precision
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: Precision) -> Iterator[None]:
+    """bf16 autocast on `device` when `precision` resolves to BF16, else nothing."""
+    if resolve_precision(precision, device) is Precision.BF16:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+class Denoiser:
+    """The `EpsModel` for a network: (x_t, t) -> float32 eps, under the chosen precision and memory format."""
+
+    def __init__(self, model: nn.Module, precision: Precision = Precision.FP32, channels_last: bool = False):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.precision = resolve_precision(precision, self.device)
+        self.channels_last = channels_last
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
+        if self.channels_last:
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.precision):
+            eps = self.model(x_t, t)
+        return eps.float().contiguous()

@@ -1,0 +1,50 @@
+"""Device and precision choice, and the bf16 path agreeing with fp32."""
+import torch
+
+from engine.config import PRESETS, Precision
+from engine.device import Denoiser, autocast, pick_device, resolve_precision
+from engine.unet import UNet
+
+
+def test_pick_device_honours_an_explicit_name_and_falls_back_to_the_cpu():
+    assert pick_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available() and not torch.backends.mps.is_available():
+        assert pick_device() == torch.device("cpu")
+
+
+def test_explicit_precision_is_kept_and_auto_resolves():
+    cpu = torch.device("cpu")
+    assert resolve_precision(Precision.FP32, cpu) is Precision.FP32
+    assert resolve_precision(Precision.BF16, cpu) is Precision.BF16
+    assert resolve_precision(Precision.AUTO, cpu) in (Precision.FP32, Precision.BF16)
+
+
+def _trained_looking_micro() -> UNet:
+    torch.manual_seed(0)
+    model = UNet(PRESETS["micro"].unet).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if torch.count_nonzero(p) == 0:
+                p.normal_(0, 0.05)  # undo the zero init so the output is not trivially 0
+    return model
+
+
+def test_bf16_autocast_runs_the_network_in_bf16_and_returns_float32_close_to_fp32():
+    """The U-Net under bf16 autocast: convolutions in bf16, eps back in float32 within a few percent of fp32."""
+    model = _trained_looking_micro()
+    x, t = torch.randn(4, 3, 8, 8), torch.tensor([0, 10, 50, 99])
+    with torch.no_grad(), autocast(torch.device("cpu"), Precision.BF16):
+        assert model.conv_in(x).dtype == torch.bfloat16
+    fp32 = Denoiser(model, Precision.FP32)(x, t)
+    bf16 = Denoiser(model, Precision.BF16)(x, t)
+    assert fp32.dtype == bf16.dtype == torch.float32
+    relative = ((bf16 - fp32).norm() / fp32.norm()).item()
+    assert 0 < relative < 0.05
+
+
+def test_channels_last_gives_the_same_eps():
+    model = _trained_looking_micro()
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([3, 7])
+    reference = Denoiser(model)(x, t)
+    assert torch.count_nonzero(reference) > 0
+    assert torch.allclose(Denoiser(model, channels_last=True)(x, t), reference, atol=1e-5)

@@ -1,0 +1,101 @@
+"""The paper's U-Net: parameter counts of the presets, shapes, the zero-init identity, gradient flow."""
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from engine.config import PRESETS, UNetConfig
+from engine.unet import UNet, count_parameters, forward_flops, timestep_embedding
+
+MICRO = PRESETS["micro"].unet
+
+
+def _meta_count(config: UNetConfig) -> int:
+    with torch.device("meta"):
+        return count_parameters(UNet(config))
+
+
+def test_cifar10_preset_has_the_papers_35_7M_parameters():
+    assert _meta_count(PRESETS["cifar10"].unet) == pytest.approx(35.7e6, rel=0.005)
+
+
+def test_celebahq256_preset_has_the_papers_114M_parameters():
+    assert _meta_count(PRESETS["celebahq256"].unet) == pytest.approx(114e6, rel=0.01)
+
+
+def test_cpu_presets_are_small_and_cheap():
+    """tiny and small match the sizes measured in FACTS.md (1.62M and 6.47M parameters; 0.19 and 3.0 GFLOP)."""
+    assert _meta_count(PRESETS["tiny"].unet) == pytest.approx(1.62e6, rel=0.01)
+    assert _meta_count(PRESETS["small"].unet) == pytest.approx(6.47e6, rel=0.01)
+    assert forward_flops(PRESETS["tiny"].unet) / 1e9 == pytest.approx(0.19, rel=0.05)
+    assert forward_flops(PRESETS["small"].unet) / 1e9 == pytest.approx(3.1, rel=0.05)
+
+
+@pytest.mark.parametrize("channels,size", [(1, (8, 8)), (3, (8, 8)), (4, (8, 8)), (3, (8, 12)), (1, (16, 4))])
+def test_output_shape_matches_input(channels, size):
+    """eps has x_t's shape for 1, 3 and 4 channels and for non-square images."""
+    config = dataclasses.replace(MICRO, in_channels=channels, image_size=size)
+    model = UNet(config)
+    x = torch.randn(2, channels, *size)
+    assert model(x, torch.tensor([0, 99])).shape == x.shape
+
+
+def test_attention_sits_at_the_configured_resolution():
+    """CIFAR-10: attention in the 16x16 level (down and up) and in the middle, nowhere else."""
+    with torch.device("meta"):
+        model = UNet(PRESETS["cifar10"].unet)
+    from engine.unet import AttentionBlock
+    attention_levels = [i for i, level in enumerate(model.down) if isinstance(level.attns[0], AttentionBlock)]
+    assert attention_levels == [1]
+    assert sum(isinstance(m, AttentionBlock) for m in model.modules()) == 2 + 3 + 1
+
+
+def test_sizes_the_levels_cannot_divide_are_refused():
+    with pytest.raises(ValueError, match="not divisible"):
+        UNetConfig(image_size=(30, 32))
+    with pytest.raises(ValueError, match="1, 3 or 4"):
+        UNetConfig(in_channels=2)
+
+
+def test_every_residual_path_starts_at_zero():
+    """The paper's init: zero output layer (and zero residual branches), so an untrained model predicts eps = 0."""
+    model = UNet(MICRO)
+    out = model(torch.randn(3, 3, 8, 8), torch.tensor([0, 50, 99]))
+    assert torch.count_nonzero(out) == 0
+
+
+def test_gradients_reach_every_parameter():
+    """No parameter is unused: with the zero-initialised layers perturbed, every one receives a gradient."""
+    torch.manual_seed(0)
+    model = UNet(dataclasses.replace(MICRO, dropout=0.1))
+    with torch.no_grad():
+        for p in model.parameters():
+            if torch.count_nonzero(p) == 0:
+                p.normal_(0, 0.02)
+    x = torch.randn(4, 3, 8, 8)
+    model(x, torch.tensor([0, 3, 50, 99])).pow(2).mean().backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or torch.count_nonzero(p.grad) == 0]
+    assert missing == []
+
+
+def test_timestep_embedding_is_sinusoidal():
+    t = torch.tensor([0, 1, 999])
+    emb = timestep_embedding(t, 8)
+    freqs = [math.exp(-math.log(10000) * i / 3) for i in range(4)]
+    for row, step in zip(emb.tolist(), t.tolist()):
+        expected = [math.sin(step * f) for f in freqs] + [math.cos(step * f) for f in freqs]
+        assert row == pytest.approx(expected, abs=1e-4)
+
+
+def test_dropout_only_in_training():
+    torch.manual_seed(0)
+    model = UNet(dataclasses.replace(MICRO, dropout=0.5))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([1, 2])
+    model.eval()
+    assert torch.equal(model(x, t), model(x, t))
+    model.train()
+    assert not torch.equal(model(x, t), model(x, t))
