@@ -1,69 +1,63 @@
 """The command line: `python -m engine COMMAND ...` (also installed as `ddpm`).
 
-Each command is a small function over the engine's public API; `--help` on any of them says what it does.
+Each command is a small function over the engine's public API; `python -m engine COMMAND --help` says what it does.
+Long work shows a progress bar on stderr; Ctrl-C during training saves a checkpoint and exits cleanly.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
+from pathlib import Path
 
 from . import config as cfg
 
-
-def _preset_rows(measure: bool, batch: int, device_name: str | None) -> list[dict]:
-    import torch
-
-    from .device import autocast, pick_device, resolve_precision
-    from .unet import UNet, count_parameters, forward_flops
-
-    device = pick_device(device_name)
-    rows = []
-    for name, preset in cfg.PRESETS.items():
-        unet = preset.unet
-        with torch.device("meta"):
-            params = count_parameters(UNet(unet))
-        row = {
-            "preset": name,
-            "params_M": round(params / 1e6, 3),
-            "gflop_per_image": round(forward_flops(unet) / 1e9, 3),
-            "resolution": f"{unet.image_size[0]}x{unet.image_size[1]}x{unet.in_channels}",
-            "T": preset.diffusion.num_timesteps,
-            "description": preset.description,
-        }
-        if measure:
-            row.update(_time_forward(UNet(unet).to(device).eval(), unet, batch, device, autocast, resolve_precision))
-        rows.append(row)
-    return rows
+EXAMPLES = """examples:
+  python -m engine inspect ~/Pictures/cats
+  python -m engine train --data builtin:shapes --preset tiny --steps 3000 --run runs/shapes
+  python -m engine sample --run runs/shapes --n 16 --steps 100 --seed 0 --out samples.png
+  python -m engine trajectory --run runs/shapes --n 4 --seed 0 --out trajectory.png --gif trajectory.gif
+  python -m engine fork --run runs/shapes --t 500 --forks 8 --seed 0 --out fork.png
+  python -m engine interpolate --run runs/shapes --a data:0 --b data:1 --t 500 --out interp.png
+  python -m engine eval --run runs/shapes --n 64
+"""
 
 
-def _time_forward(model, unet: cfg.UNetConfig, batch: int, device, autocast, resolve_precision) -> dict:
-    """Median milliseconds per image of a no-grad forward pass, fp32 and (where native) bf16."""
-    import torch
+class Progress:
+    """A one-line progress bar on stderr (quiet when stderr is not a terminal, except for the final line)."""
 
-    x = torch.randn(batch, unet.in_channels, *unet.image_size, device=device)
-    t = torch.randint(0, 1000, (batch,), device=device)
-    out = {}
-    precisions = [cfg.Precision.FP32]
-    if resolve_precision(cfg.Precision.AUTO, device) is cfg.Precision.BF16:
-        precisions.append(cfg.Precision.BF16)
-    for precision in precisions:
-        times = []
-        with torch.no_grad(), autocast(device, precision):
-            for i in range(4):
-                start = time.perf_counter()
-                model(x, t)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                if i:  # the first call warms up
-                    times.append(time.perf_counter() - start)
-        out[f"ms_per_image_{precision.value}"] = round(sorted(times)[len(times) // 2] / batch * 1000, 2)
-    return out
+    def __init__(self, total: int, label: str):
+        self.total, self.label, self.start = max(1, total), label, time.perf_counter()
+        self.live = sys.stderr.isatty()
+        self._last = 0.0
 
+    def update(self, done: int, extra: str = "") -> None:
+        now = time.perf_counter()
+        if not self.live or (now - self._last < 0.1 and done < self.total):
+            return
+        self._last = now
+        frac = min(1.0, done / self.total)
+        elapsed = now - self.start
+        eta = elapsed / frac - elapsed if frac > 0 else 0.0
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\r{self.label} [{bar:<30}] {done}/{self.total} {elapsed:5.0f}s eta {eta:5.0f}s {extra}   ")
+        sys.stderr.flush()
+
+    def close(self, message: str = "") -> None:
+        if self.live:
+            sys.stderr.write("\n")
+        if message:
+            print(message, file=sys.stderr)
+
+
+# ---- presets ----
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    rows = _preset_rows(args.time, args.batch, args.device)
+    from .report import preset_rows
+
+    rows = preset_rows(args.time, args.batch, args.device)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -77,31 +71,383 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- data ----
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .data import inspect_data, parse_data_spec
+
+    report = inspect_data(parse_data_spec(args.data))
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+# ---- training ----
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .runs import Run, RunSpec
+    from .train import CheckpointSaved, RolledBack, SamplesReady, StepLogged, StepSkipped, Trainer, TrainFinished, TrainStarted
+
+    run_dir = Path(args.run)
+    if (run_dir / "run.json").exists():
+        run = Run.open(run_dir)
+        print(f"resuming {run_dir} (preset {run.spec.preset or 'custom'}, data {run.spec.data})", file=sys.stderr)
+        trainer = Trainer(run, device=args.device)
+        for problem in trainer.resume():
+            print(f"passed over: {problem}", file=sys.stderr)
+    else:
+        spec, dataset = _new_run_spec(args)
+        run = Run.create(run_dir, spec)
+        trainer = Trainer(run, device=args.device, dataset=dataset)
+
+    stop_requested = {"flag": False}
+
+    def on_interrupt(signum, frame):
+        if stop_requested["flag"]:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, the last checkpoint stays
+        stop_requested["flag"] = True
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    last_checkpoint = ""
+    total = args.steps or run.spec.train.total_steps
+    progress = Progress(total, "train")
+    try:
+        for event in trainer.run(total, stop=lambda: stop_requested["flag"]):
+            if isinstance(event, TrainStarted):
+                print(f"{event.parameters / 1e6:.2f}M parameters on {event.device} ({event.precision}), "
+                      f"{event.dataset_size:,} images, step {event.step} -> {event.total_steps}", file=sys.stderr)
+            elif isinstance(event, StepLogged):
+                progress.update(event.step, f"loss {event.loss:.4f} {event.images_per_s:.0f} img/s")
+                if not progress.live and event.step % (run.spec.train.log_every * 10) == 0:
+                    print(f"step {event.step} loss {event.loss:.4f} lr {event.lr:.2e} "
+                          f"{event.images_per_s:.0f} img/s eta {event.eta_s:.0f}s", file=sys.stderr)
+            elif isinstance(event, SamplesReady):
+                progress.update(event.step, f"samples -> {event.path}")
+            elif isinstance(event, (StepSkipped, RolledBack)):
+                print(f"\n{event}", file=sys.stderr)
+            elif isinstance(event, CheckpointSaved):
+                last_checkpoint = event.path
+            elif isinstance(event, TrainFinished):
+                progress.close(f"{event.reason} at step {event.step}; checkpoint {last_checkpoint}")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return 0
+
+
+def _new_run_spec(args: argparse.Namespace):
+    """A new run's configs: the preset, with the data's channels and size, and the command line's changes."""
+    import dataclasses
+
+    from .data import load_dataset, parse_data_spec
+    from .runs import RunSpec
+
+    preset = cfg.get_preset(args.preset)
+    spec = parse_data_spec(args.data)
+    if "size=" not in args.data:
+        spec = dataclasses.replace(spec, image_size=preset.unet.image_size)
+    dataset = load_dataset(spec)
+    for skipped in dataset.report.skipped[:20]:
+        print(f"skipped {skipped.reason.value}: {skipped.path}", file=sys.stderr)
+    for warning in dataset.report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    unet = dataclasses.replace(preset.unet, in_channels=dataset.channels, image_size=dataset.image_size)
+    changes = {k: v for k, v in (("batch_size", args.batch_size), ("learning_rate", args.lr), ("seed", args.seed),
+                                 ("total_steps", args.steps)) if v is not None}
+    if args.precision:
+        changes["precision"] = cfg.Precision(args.precision)
+    train = dataclasses.replace(preset.train, **changes)
+    return RunSpec(unet, preset.diffusion, train, str(spec), preset.name), dataset
+
+
+# ---- exploring a trained model ----
+
+def _load(args: argparse.Namespace):
+    from .loading import Weights, load_model
+
+    return load_model(args.run, Weights.RAW if getattr(args, "raw", False) else Weights.EMA, args.device)
+
+
+def _provenance(loaded, **extra) -> dict:
+    return {"run": str(Path(loaded.source).parent.parent), "checkpoint": loaded.source, "step": str(loaded.step),
+            "weights": loaded.weights.value, **{k: str(v) for k, v in extra.items()},
+            "config": cfg.to_jsonable(loaded.unet_config)}
+
+
+def _drain(steps, total: int, label: str, keep=None):
+    """Run a step stream with a progress bar; `keep(step)` picks the steps to remember. Returns (last, kept)."""
+    progress = Progress(total, label)
+    kept, last, done = [], None, 0
+    for step in steps:
+        last, done = step, done + 1
+        if keep is not None and keep(step):
+            kept.append(step)
+        progress.update(done)
+    progress.close()
+    return last, kept
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from .images import make_grid, save_png, to_uint8, upscale
+    from .sampling import generate
+
+    loaded = _load(args)
+    c = loaded.unet_config
+    T = loaded.diffusion.num_timesteps
+    steps = generate(loaded.denoiser(cfg.Precision(args.precision)), loaded.diffusion, (args.n, c.in_channels, *c.image_size),
+                     torch.Generator().manual_seed(args.seed), num_steps=args.steps, eta=args.eta)
+    last, _ = _drain(steps, min(args.steps or T, T), "sample")
+    picture = upscale(make_grid(to_uint8(last.x_t), nrow=args.nrow), args.scale)
+    sampler = "ancestral" if (args.steps or T) >= T else f"strided (eta={args.eta})"
+    save_png(args.out, picture, _provenance(loaded, sampler=sampler, steps=min(args.steps or T, T), seed=args.seed, n=args.n))
+    print(args.out)
+    return 0
+
+
+def cmd_trajectory(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .images import make_grid, save_gif, save_png, to_uint8, upscale
+    from .sampling import generate
+
+    loaded = _load(args)
+    c, T = loaded.unet_config, loaded.diffusion.num_timesteps
+    shown = set(np.linspace(T, 0, args.frames).round().astype(int).tolist())
+    steps = generate(loaded.denoiser(), loaded.diffusion, (args.n, c.in_channels, *c.image_size),
+                     torch.Generator().manual_seed(args.seed))
+    _, kept = _drain(steps, T + 1, "trajectory", keep=lambda s: s.t in shown)
+    # Fig. 6: for each image, a row of x_t (top) and x^0 (bottom) from t = T to 0.
+    rows = []
+    for i in range(args.n):
+        rows.append(np.stack([to_uint8(s.x_t[i:i + 1])[0] for s in kept]))
+        rows.append(np.stack([to_uint8(s.pred_x0[i:i + 1])[0] for s in kept]))
+    picture = upscale(make_grid(np.concatenate(rows), nrow=len(kept)), args.scale)
+    meta = _provenance(loaded, sampler="ancestral", steps=T, seed=args.seed, n=args.n,
+                       frames=",".join(str(s.t) for s in kept), layout="rows: x_t then x0_pred per image")
+    save_png(args.out, picture, meta)
+    if args.gif:
+        frames = [upscale(make_grid(to_uint8(s.pred_x0 if args.gif_pred else s.x_t)), args.scale) for s in kept]
+        save_gif(args.gif, frames)
+    print(args.out)
+    return 0
+
+
+def cmd_fork(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .images import make_grid, save_png, to_uint8, upscale
+    from .sampling import fork, generate
+
+    loaded = _load(args)
+    c, T = loaded.unet_config, loaded.diffusion.num_timesteps
+    denoiser = loaded.denoiser()
+    g = torch.Generator().manual_seed(args.seed)
+    held = None
+    for step in generate(denoiser, loaded.diffusion, (args.n, c.in_channels, *c.image_size), g):
+        if step.t == args.t:
+            held = step.x_t
+            break
+    last, _ = _drain(fork(denoiser, loaded.diffusion, held, args.t, args.forks, g), args.t + 1, "fork")
+    # Fig. 7: each row is one held x_t followed by its forks.
+    rows = [np.concatenate([to_uint8(held[i:i + 1]), to_uint8(last.x_t[i * args.forks:(i + 1) * args.forks])])
+            for i in range(args.n)]
+    picture = upscale(make_grid(np.concatenate(rows), nrow=args.forks + 1), args.scale)
+    save_png(args.out, picture, _provenance(loaded, sampler="ancestral", t=args.t, forks=args.forks, seed=args.seed,
+                                            layout="rows: held x_t then its forks"))
+    print(args.out)
+    return 0
+
+
+def _source_image(text: str, loaded, data_spec: str):
+    """'data:INDEX' (the run's data), 'test:INDEX' (its test split) or an image file, as [1, C, H, W] in [-1, 1]."""
+    import dataclasses
+
+    from .data import Split, decode_image, load_dataset, parse_data_spec
+    from .images import from_uint8
+
+    c = loaded.unet_config
+    if text.startswith(("data:", "test:")):
+        split = Split.TEST if text.startswith("test:") else Split.TRAIN
+        spec = dataclasses.replace(parse_data_spec(data_spec), split=split)
+        image = load_dataset(spec)[int(text.split(":", 1)[1])]  # [C, H, W] uint8
+        return from_uint8(image.permute(1, 2, 0)[None].numpy())
+    from .data import FitMode
+    array = decode_image(text, c.image_size, c.in_channels, FitMode.CROP)  # [H, W, C] uint8
+    return from_uint8(array[None])
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .images import make_grid, save_png, to_uint8, upscale
+    from .runs import Run
+    from .sampling import interpolate
+
+    loaded = _load(args)
+    data_spec = Run.open(Path(loaded.source).parent.parent).spec.data
+    device = loaded.diffusion.device
+    a = _source_image(args.a, loaded, data_spec).to(device)
+    b = _source_image(args.b, loaded, data_spec).to(device)
+    lambdas = np.linspace(0, 1, args.lambdas).tolist()
+    steps = interpolate(loaded.denoiser(), loaded.diffusion, a, b, args.t, lambdas, torch.Generator().manual_seed(args.seed),
+                        num_steps=args.steps)
+    last, _ = _drain(steps, min(args.steps or args.t, args.t) + 1, "interpolate")
+    row = np.concatenate([to_uint8(a), to_uint8(last.x_t), to_uint8(b)])  # source A, lambda = 0..1, source B
+    picture = upscale(make_grid(row, nrow=len(row)), args.scale)
+    save_png(args.out, picture, _provenance(loaded, a=args.a, b=args.b, t=args.t, lambdas=json.dumps(lambdas),
+                                            seed=args.seed, steps=args.steps or args.t,
+                                            layout="source A, lambda = 0 .. 1, source B"))
+    print(args.out)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from .data import Split, load_dataset, parse_data_spec
+    from .likelihood import evaluate_bound
+    from .runs import Run
+
+    loaded = _load(args)
+    run = Run.open(Path(loaded.source).parent.parent)
+    spec = dataclasses.replace(parse_data_spec(run.spec.data), split=Split(args.split))
+    dataset = load_dataset(spec)
+    n = min(args.n, len(dataset))
+    x0 = (torch.stack([dataset[i] for i in range(n)]).float() / 127.5 - 1).to(loaded.diffusion.device)
+    T = loaded.diffusion.num_timesteps
+    progress = Progress(T, "bound")
+    result = evaluate_bound(loaded.denoiser(), loaded.diffusion, x0, torch.Generator().manual_seed(args.seed),
+                            on_term=lambda term: progress.update(T - term.t + 1))
+    progress.close()
+    rate, distortion = result.rate_distortion()
+    summary = {"bits_per_dim": float(result.total_bpd.mean()), "stderr": float(result.total_bpd.std() / n ** 0.5),
+               "prior_bpd": float(result.prior_bpd.mean()), "decoder_bpd": float(result.terms_bpd[:, 0].mean()), "images": n,
+               "split": args.split, "step": loaded.step, "weights": loaded.weights.value}
+    print(json.dumps(summary, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps({**summary, "rate_bpd": rate.tolist(), "distortion_rmse": distortion.tolist()}))
+    return 0
+
+
+# ---- the parser ----
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m engine",
+        prog="python -m engine", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
         description="DDPM Studio's engine: train and explore Denoising Diffusion Probabilistic Models (Ho et al. 2020).")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    presets = commands.add_parser(
-        "presets", help="list the model presets with their size and cost",
-        description="List every preset: parameter count, forward GFLOP per image (2 FLOPs per multiply-add), "
-                    "resolution and number of diffusion steps. With --time, also measure a forward pass here.")
-    presets.add_argument("--time", action="store_true", help="time a no-grad forward pass of each preset on this machine")
-    presets.add_argument("--batch", type=int, default=8, help="batch size for --time (default 8)")
-    presets.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
-    presets.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    presets.set_defaults(run=cmd_presets)
+    def command(name: str, run, help: str, description: str) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, help=help, description=description)
+        p.set_defaults(handler=run)
+        return p
+
+    def explore_options(p: argparse.ArgumentParser, out: str) -> None:
+        p.add_argument("--run", required=True, help="a run directory (its newest checkpoint) or a checkpoint file")
+        p.add_argument("--seed", type=int, default=0, help="the random seed: the same seed gives the same picture")
+        p.add_argument("--out", default=out, help=f"the PNG to write (default {out}); it records how it was made")
+        p.add_argument("--scale", type=int, default=4, help="nearest-neighbour zoom of the saved picture (default 4)")
+        p.add_argument("--raw", action="store_true", help="use the live training weights instead of their EMA")
+        p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+
+    p = command("presets", cmd_presets, "list the model presets with their size and cost",
+                "List every preset: parameter count, forward GFLOP per image (2 FLOPs per multiply-add), "
+                "resolution and number of diffusion steps. With --time, also measure a forward pass here.")
+    p.add_argument("--time", action="store_true", help="time a no-grad forward pass of each preset on this machine")
+    p.add_argument("--batch", type=int, default=8, help="batch size for --time (default 8)")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = command("inspect", cmd_inspect, "report what a dataset holds and what would be skipped",
+                "Look through a dataset without training: image count, sizes, modes, channels, the memory it needs, "
+                "and every file that would be skipped, with the reason. DATA is builtin:shapes, a folder of images, "
+                "a CIFAR-10 python folder or .tar.gz, or an MNIST IDX file; add ?size=32&channels=3 to choose the "
+                "training shape.")
+    p.add_argument("data", help="e.g. builtin:shapes, ~/Pictures/cats, cifar-10-python.tar.gz, train-images-idx3-ubyte.gz")
+
+    p = command("train", cmd_train, "train a model (or resume a run)",
+                "Train a DDPM on DATA with a preset's recipe, writing the run directory (run.json, metrics.jsonl, "
+                "checkpoints/, samples/). If --run already holds a run, it resumes from its newest checkpoint. "
+                "Ctrl-C stops after the current step and saves a checkpoint.")
+    p.add_argument("--data", default="builtin:shapes", help="the images (default builtin:shapes); see `inspect --help`")
+    p.add_argument("--preset", default="tiny", choices=list(cfg.PRESETS), help="model and recipe (default tiny)")
+    p.add_argument("--steps", type=int, default=None, help="train until this step (default: the preset's total)")
+    p.add_argument("--run", required=True, help="the run directory to create or resume")
+    p.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
+    p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
+    p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
+    p.add_argument("--precision", choices=[p.value for p in cfg.Precision], default=None,
+                   help="fp32, bf16 (autocast) or auto (bf16 where the device runs it natively)")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+
+    p = command("sample", cmd_sample, "generate a grid of samples",
+                "Draw N samples x_0 from the model: the exact ancestral chain of Algorithm 2 when --steps is T (or "
+                "omitted), else a strided chain of K steps (Song et al. 2021, with --eta).")
+    explore_options(p, "samples.png")
+    p.add_argument("--n", type=int, default=16, help="how many samples (default 16)")
+    p.add_argument("--steps", type=int, default=None, help="reverse steps K (default: all T; fewer is faster)")
+    p.add_argument("--eta", type=float, default=1.0, help="strided sampler noise: 1 = DDPM-like, 0 = deterministic DDIM")
+    p.add_argument("--nrow", type=int, default=None, help="images per row (default: a square grid)")
+    p.add_argument("--precision", choices=[p.value for p in cfg.Precision], default="fp32", help="network precision")
+
+    p = command("trajectory", cmd_trajectory, "show the denoising process step by step (Fig. 6)",
+                "Run the exact reverse chain and save, for each of N samples, a row of x_t and a row of the "
+                "network's prediction x^0 at evenly spaced steps from t = T to 0, as in the paper's Fig. 6.")
+    explore_options(p, "trajectory.png")
+    p.add_argument("--n", type=int, default=4, help="how many samples (default 4)")
+    p.add_argument("--frames", type=int, default=11, help="steps shown from T to 0 (default 11)")
+    p.add_argument("--gif", default=None, help="also write an animated GIF of the grid over time")
+    p.add_argument("--gif-pred", action="store_true", help="animate x^0 instead of x_t")
+
+    p = command("fork", cmd_fork, "draw several completions of one noisy state (Fig. 7)",
+                "Sample N chains down to step t, hold each x_t, and draw --forks samples x_0 ~ p(x_0 | x_t) from it. "
+                "Large t shares only coarse layout; small t shares detail (the paper's Fig. 7).")
+    explore_options(p, "fork.png")
+    p.add_argument("--t", type=int, default=500, help="the step to fork at (default 500)")
+    p.add_argument("--forks", type=int, default=8, help="completions per held state (default 8)")
+    p.add_argument("--n", type=int, default=2, help="how many held states (default 2)")
+
+    p = command("interpolate", cmd_interpolate, "interpolate two images in latent space (Figs. 8-9)",
+                "Encode A and B with q(x_t | x_0) at the mixing step t, mix the noised latents for evenly spaced "
+                "lambda, and decode with the reverse chain. Small t keeps the sources' detail, large t only their "
+                "coarse layout. A and B are image files, or data:INDEX / test:INDEX from the run's data.")
+    explore_options(p, "interpolation.png")
+    p.add_argument("--a", required=True, help="source A: an image file, data:INDEX or test:INDEX")
+    p.add_argument("--b", required=True, help="source B: an image file, data:INDEX or test:INDEX")
+    p.add_argument("--t", type=int, default=500, help="the mixing step (default 500)")
+    p.add_argument("--lambdas", type=int, default=9, help="how many lambda values from 0 to 1 (default 9)")
+    p.add_argument("--steps", type=int, default=None, help="reverse steps (default: all t, the exact chain)")
+
+    p = command("eval", cmd_eval, "bits/dim and the rate-distortion curve (Fig. 5)",
+                "Evaluate the variational bound (Ho et al. 2020, Eq. 5 with the discretized decoder of Eq. 13) on "
+                "held-out images in bits per dimension, and the rate-distortion curve of Fig. 5. T network "
+                "evaluations of the batch.")
+    p.add_argument("--run", required=True, help="a run directory or a checkpoint file")
+    p.add_argument("--n", type=int, default=64, help="how many images (default 64)")
+    p.add_argument("--split", choices=["test", "train"], default="test", help="which split (default test)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the curve as JSON here")
+    p.add_argument("--raw", action="store_true", help="use the live weights instead of their EMA")
+    p.add_argument("--device", default=None)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.handler(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (ValueError, OSError) as e:  # bad input: a readable message, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

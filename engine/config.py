@@ -91,6 +91,14 @@ class TrainConfig:
     precision: Precision = Precision.FP32
     total_steps: int = 800_000  # CIFAR-10 in the paper
     seed: int = 0
+    # Bookkeeping (ours): how often to log, sample and checkpoint, and what the preview grids cost.
+    log_every: int = 50
+    sample_every: int = 5000
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 3
+    sample_count: int = 16
+    sample_steps: int = 100  # strided (DDIM eta = 1) steps for the periodic previews; T gives the exact chain
+    nonfinite_patience: int = 3  # consecutive non-finite steps before rolling back to the last good checkpoint
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,8 @@ PRESETS: dict[str, Preset] = {
             "Ours, for a CPU: the paper's architecture at width 64 on 32x32 images (6.5M parameters).",
             UNetConfig(base_channels=64, channel_mults=(1, 2, 2), attention_resolutions=(16,), dropout=0.1),
             train=TrainConfig(batch_size=32, learning_rate=2e-4, warmup_steps=200, ema_decay=0.999,
-                              ema_warmup=True, precision=Precision.AUTO, total_steps=20_000),
+                              ema_warmup=True, precision=Precision.AUTO, total_steps=20_000,
+                              log_every=10, sample_every=500, checkpoint_every=500),
         ),
         Preset(
             "tiny",
@@ -129,7 +138,8 @@ PRESETS: dict[str, Preset] = {
             UNetConfig(image_size=(16, 16), base_channels=32, channel_mults=(1, 2, 2),
                        attention_resolutions=(8,), dropout=0.0),
             train=TrainConfig(batch_size=32, learning_rate=1e-3, warmup_steps=100, ema_decay=0.999,
-                              ema_warmup=True, precision=Precision.AUTO, total_steps=5_000),
+                              ema_warmup=True, precision=Precision.AUTO, total_steps=5_000,
+                              log_every=10, sample_every=500, checkpoint_every=500),
         ),
         Preset(
             "micro",
@@ -138,7 +148,8 @@ PRESETS: dict[str, Preset] = {
                        attention_resolutions=(4,), dropout=0.0, norm_groups=8),
             diffusion=DiffusionConfig(num_timesteps=100, beta_end=0.2),
             train=TrainConfig(batch_size=16, learning_rate=1e-3, warmup_steps=10, ema_decay=0.99,
-                              ema_warmup=True, total_steps=200),
+                              ema_warmup=True, total_steps=200, log_every=5, sample_every=100,
+                              checkpoint_every=100, sample_count=4, sample_steps=10),
         ),
     )
 }

@@ -101,10 +101,7 @@ class GaussianDiffusion:
         s = self.schedule
         if self.config.variance is VarianceType.FIXED_SMALL:
             return extract(s.posterior_variance, t, x_shape), extract(s.posterior_log_variance_clipped, t, x_shape)
-        # sigma_t^2 = beta_t. At t = 1 the paper's code uses beta~_2 instead of beta_1 for a better decoder
-        # likelihood (diffusion_utils_2.py, 'fixedlarge'); sampling is unaffected, as it adds no noise at t = 1.
-        large = torch.cat([s.posterior_variance[1:2], s.betas[1:]])
-        return extract(large, t, x_shape), extract(torch.log(large), t, x_shape)
+        return extract(s.fixed_large_variance, t, x_shape), extract(s.fixed_large_log_variance, t, x_shape)
 
     def p_mean_variance(self, eps: Tensor, x_t: Tensor, t: Tensor, clip_denoised: bool) -> ReverseDistribution:
         """p_theta(x_{t-1} | x_t) from the network's eps (Ho et al. 2020, Eqs. 11 and 15).

@@ -11,7 +11,7 @@ x^0(x_t): that pair, per step, is the rate-distortion curve of Fig. 5.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -63,13 +63,16 @@ def bound_terms(model: EpsModel, diffusion: GaussianDiffusion, x0: Tensor, gener
 
 
 def evaluate_bound(model: EpsModel, diffusion: GaussianDiffusion, x0: Tensor, generator: torch.Generator,
-                   *, clip_denoised: bool | None = None) -> BoundResult:
-    """The full bound for the batch x0 (T network evaluations of the batch)."""
+                   *, clip_denoised: bool | None = None,
+                   on_term: Callable[[BoundTerm], None] | None = None) -> BoundResult:
+    """The full bound for the batch x0 (T network evaluations of the batch); `on_term` sees each term (progress)."""
     n, T = x0.shape[0], diffusion.num_timesteps
     terms = x0.new_zeros(n, T)
     mse = x0.new_zeros(n, T)
     for term in bound_terms(model, diffusion, x0, generator, clip_denoised=clip_denoised):
         terms[:, term.t - 1] = term.term_bpd
         mse[:, term.t - 1] = term.x0_mse
+        if on_term is not None:
+            on_term(term)
     prior = diffusion.prior_bpd(x0)
     return BoundResult(total_bpd=prior + terms.sum(dim=1), prior_bpd=prior, terms_bpd=terms, x0_mse=mse)

@@ -80,6 +80,10 @@ class NoiseSchedule(nn.Module):
             "posterior_variance": posterior_variance,
             # beta~_1 = 0, so the log takes beta~_2 at t = 1 (the paper's code does the same)
             "posterior_log_variance_clipped": torch.log(torch.cat([posterior_variance[1:2], posterior_variance[1:]])),
+            # sigma_t^2 = beta_t ("fixed large", Sec. 3.2), except beta~_2 at t = 1 as in the paper's code
+            # (diffusion_utils_2.py), for a better decoder likelihood; sampling adds no noise at t = 1 either way.
+            "fixed_large_variance": torch.cat([posterior_variance[1:2], betas[1:]]),
+            "fixed_large_log_variance": torch.log(torch.cat([posterior_variance[1:2], betas[1:]])),
             "posterior_mean_coef1": betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod),
             "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * alphas.sqrt() / (1.0 - alphas_cumprod),
         }
@@ -115,5 +119,7 @@ class NoiseSchedule(nn.Module):
     sqrt_recipm1_alphas_cumprod: Tensor
     posterior_variance: Tensor
     posterior_log_variance_clipped: Tensor
+    fixed_large_variance: Tensor
+    fixed_large_log_variance: Tensor
     posterior_mean_coef1: Tensor
     posterior_mean_coef2: Tensor

@@ -1,0 +1,150 @@
+"""Checkpoints: tensors in safetensors, everything else in JSON, written atomically; nothing is ever unpickled.
+
+A checkpoint is two files, `step_XXXXXXX.safetensors` (model, EMA and optimiser tensors, RNG states) and
+`step_XXXXXXX.json` (configs, step, optimiser hyper-parameters, data spec, the tensor file's SHA-256). The tensor
+file is written first and the JSON last, each through a temporary file, fsync and rename: the JSON is the mark of a
+complete checkpoint, so a process killed at any instant leaves the previous checkpoint loadable. A checkpoint whose
+files are missing, truncated, altered or of another format is refused with a message that says which.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from .atomic import atomic_write_bytes
+
+FORMAT = "ddpm-studio-checkpoint"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^step_(\d{7,})\.json$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path  # the .json file
+    step: int
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, Any]
+
+    def group(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The tensors under `prefix.` with the prefix removed (e.g. "model" -> a state dict)."""
+        head = prefix + "."
+        return {k[len(head):]: v for k, v in self.tensors.items() if k.startswith(head)}
+
+
+def checkpoint_paths(folder: Path, step: int) -> tuple[Path, Path]:
+    stem = f"step_{step:07d}"
+    return folder / f"{stem}.safetensors", folder / f"{stem}.json"
+
+
+def save_checkpoint(folder: str | Path, step: int, tensors: dict[str, torch.Tensor], metadata: dict[str, Any],
+                    keep: int = 3) -> Path:
+    """Write a checkpoint atomically, then delete all but the newest `keep` complete ones. Returns the .json path."""
+    folder = Path(folder)
+    weights_path, meta_path = checkpoint_paths(folder, step)
+    blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+    atomic_write_bytes(weights_path, blob)
+    record = {"format": FORMAT, "version": FORMAT_VERSION, "step": step,
+              "weights": weights_path.name, "sha256": hashlib.sha256(blob).hexdigest(), **metadata}
+    text = json.dumps(record, indent=1, sort_keys=True).encode("utf-8")
+    atomic_write_bytes(meta_path, text)
+    if keep > 0:
+        _prune(folder, keep)
+    return meta_path
+
+
+def _prune(folder: Path, keep: int) -> None:
+    for meta in list_checkpoints(folder)[:-keep]:
+        meta.unlink(missing_ok=True)  # the metadata first: a half-pruned checkpoint reads as incomplete
+        (folder / meta.name.replace(".json", ".safetensors")).unlink(missing_ok=True)
+
+
+def list_checkpoints(folder: str | Path) -> list[Path]:
+    """The .json files of a checkpoint folder, oldest first (complete or not: see `load_checkpoint`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if _NAME.match(p.name)), key=lambda p: int(_NAME.match(p.name).group(1)))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's JSON, checked for format and version (cheap: no tensors are read)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        path = path.with_suffix(".json")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path.name}: no such checkpoint (its metadata file is missing)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path.name}: the metadata is not valid JSON ({e}); the file is damaged") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise CheckpointError(f"{path.name}: not a DDPM Studio checkpoint")
+    if record.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path.name}: checkpoint format version {record.get('version')} is not supported "
+                              f"(this version reads {FORMAT_VERSION})")
+    for key in ("step", "weights", "sha256"):
+        if key not in record:
+            raise CheckpointError(f"{path.name}: the metadata lacks {key!r}")
+    return record
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
+    """Load and verify one checkpoint (the .json or the .safetensors path)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        path = path.with_suffix(".json")
+    record = read_metadata(path)
+    weights_path = path.parent / record["weights"]
+    try:
+        blob = weights_path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path.name}: its weights file {weights_path.name} is missing") from None
+    if hashlib.sha256(blob).hexdigest() != record["sha256"]:
+        raise CheckpointError(f"{weights_path.name}: the weights do not match their checksum "
+                              f"(truncated or altered; {len(blob):,} bytes)")
+    try:
+        tensors = load_file(str(weights_path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights_path.name}: not a readable safetensors file ({e})") from None
+    return Checkpoint(path, int(record["step"]), tensors, record)
+
+
+def latest_checkpoint(folder: str | Path, device: torch.device | str = "cpu") -> tuple[Checkpoint | None, list[str]]:
+    """The newest checkpoint that loads and verifies, and the reasons any newer ones were passed over."""
+    problems = []
+    for meta in reversed(list_checkpoints(folder)):
+        try:
+            return load_checkpoint(meta, device), problems
+        except CheckpointError as e:
+            problems.append(str(e))
+    return None, problems
+
+
+def check_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse, with the first differences named, a state dict that does not fit `module` exactly."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                  for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
+        if mismatched:
+            parts.append(f"wrong shape: {'; '.join(mismatched[:3])}")
+        raise CheckpointError(f"the {what} weights do not fit this model's architecture: {', '.join(parts)}")

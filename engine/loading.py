@@ -1,0 +1,73 @@
+"""Open a trained model for exploration: from a run directory, a checkpoint file, or the bundled model.
+
+Returns the network (EMA or live weights) in eval mode with its diffusion process and configs, verified against
+the checkpoint's own record of its architecture, so a checkpoint from another model is refused with the reason.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .config import DiffusionConfig, Precision, UNetConfig, from_jsonable
+from .device import Denoiser, pick_device
+from .diffusion import GaussianDiffusion
+from .runs import Run
+from .unet import UNet
+
+BUNDLED_RUN = Path(__file__).resolve().parents[1] / "assets" / "bundled"
+
+
+class Weights(Enum):
+    EMA = "ema"  # the exponential moving average the paper samples from
+    RAW = "model"  # the live training weights
+
+
+@dataclass
+class LoadedModel:
+    model: UNet
+    diffusion: GaussianDiffusion
+    unet_config: UNetConfig
+    step: int
+    weights: Weights
+    source: str  # the checkpoint path, for provenance
+
+    def denoiser(self, precision: Precision = Precision.FP32) -> Denoiser:
+        return Denoiser(self.model, precision)
+
+
+def find_checkpoint(source: str | Path) -> Path:
+    """The checkpoint a path names: a .json/.safetensors file itself, or a run's newest complete one."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    if (path / "run.json").exists():
+        found, problems = ckpt.latest_checkpoint(Run.open(path).checkpoints_dir)
+        if found is None:
+            why = f": {'; '.join(problems)}" if problems else ""
+            raise ckpt.CheckpointError(f"{path} has no usable checkpoint yet{why}")
+        return found.path
+    if path.is_dir() and ckpt.list_checkpoints(path):
+        found, problems = ckpt.latest_checkpoint(path)
+        if found is None:
+            raise ckpt.CheckpointError(f"no usable checkpoint in {path}: {'; '.join(problems)}")
+        return found.path
+    raise ckpt.CheckpointError(f"{path} is neither a checkpoint nor a run directory")
+
+
+def load_model(source: str | Path, weights: Weights = Weights.EMA, device: torch.device | str | None = None) -> LoadedModel:
+    device = pick_device(str(device) if device is not None else None)
+    found = ckpt.load_checkpoint(find_checkpoint(source), device)
+    try:
+        unet_config = from_jsonable(UNetConfig, found.metadata["unet"])
+        diffusion_config = from_jsonable(DiffusionConfig, found.metadata["diffusion"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ckpt.CheckpointError(f"{found.path.name}: its configuration is unreadable ({e})") from None
+    model = UNet(unet_config).to(device).eval().requires_grad_(False)
+    state = found.group(weights.value)
+    ckpt.check_state_dict(model, state, weights.value)
+    model.load_state_dict(state)
+    return LoadedModel(model, GaussianDiffusion(diffusion_config, device), unet_config, found.step, weights, str(found.path))

@@ -1,0 +1,153 @@
+"""The run directory, shared by the studio, the command line and multi-GPU jobs (DESIGN.md).
+
+    runs/NAME/run.json                     every config, the data spec, versions, created_at
+    runs/NAME/metrics.jsonl                one JSON object per logged step
+    runs/NAME/checkpoints/step_XXXXXXX.*   safetensors + JSON (see checkpoint.py); the newest complete one wins
+    runs/NAME/samples/step_XXXXXXX.png     periodic sample grids
+
+Everything is readable while a trainer writes it: run.json is written once, atomically; metrics lines are appended
+whole and flushed, and a reader ignores a last line that is not finished yet.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_write_bytes
+from .config import DiffusionConfig, Preset, TrainConfig, UNetConfig, from_jsonable, to_jsonable
+
+RUN_FORMAT = "ddpm-studio-run"
+RUN_VERSION = 1
+
+
+class RunError(ValueError):
+    """A folder that is not a usable run; the message says why."""
+
+
+def software_versions() -> dict[str, str]:
+    import numpy
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "ddpm_studio": "0.1.0"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run trains: the three configs, the data it learns from, and the preset it started as."""
+
+    unet: UNetConfig
+    diffusion: DiffusionConfig
+    train: TrainConfig
+    data: str  # a data spec string (engine.data.parse_data_spec), e.g. "builtin:shapes"
+    preset: str = ""
+
+    @classmethod
+    def from_preset(cls, preset: Preset, data: str) -> "RunSpec":
+        return cls(preset.unet, preset.diffusion, preset.train, data, preset.name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"preset": self.preset, "data": self.data, "unet": to_jsonable(self.unet),
+                "diffusion": to_jsonable(self.diffusion), "train": to_jsonable(self.train)}
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> "RunSpec":
+        try:
+            return cls(from_jsonable(UNetConfig, record["unet"]), from_jsonable(DiffusionConfig, record["diffusion"]),
+                       from_jsonable(TrainConfig, record["train"]), str(record["data"]), str(record.get("preset", "")))
+        except KeyError as e:
+            raise RunError(f"the run's configuration lacks {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            raise RunError(f"the run's configuration is invalid: {e}") from None
+
+
+class Run:
+    """One run directory. `Run.create` makes a new one; `Run.open` reads an existing one."""
+
+    def __init__(self, root: Path, spec: RunSpec, record: dict[str, Any]):
+        self.root = root
+        self.spec = spec
+        self.record = record
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @classmethod
+    def create(cls, root: str | Path, spec: RunSpec) -> "Run":
+        root = Path(root)
+        if (root / "run.json").exists():
+            raise RunError(f"{root} already holds a run; open it to resume, or choose another folder")
+        record = {"format": RUN_FORMAT, "version": RUN_VERSION,
+                  "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                  "versions": software_versions(), **spec.to_json()}
+        atomic_write_bytes(root / "run.json", json.dumps(record, indent=2).encode("utf-8"))
+        (root / "checkpoints").mkdir(exist_ok=True)
+        (root / "samples").mkdir(exist_ok=True)
+        return cls(root, spec, record)
+
+    @classmethod
+    def open(cls, root: str | Path) -> "Run":
+        root = Path(root)
+        path = root / "run.json"
+        if not path.exists():
+            raise RunError(f"{root} is not a run directory (no run.json)")
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RunError(f"{path}: unreadable ({e})") from None
+        if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
+            raise RunError(f"{path} is not a DDPM Studio run")
+        if record.get("version") != RUN_VERSION:
+            raise RunError(f"{path}: run format version {record.get('version')} is not supported")
+        return cls(root, RunSpec.from_json(record), record)
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, sort_keys=True) + "\n"
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+
+    def read_metrics(self, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """Records appended since byte `offset`, and the offset to pass next time (follows a live run)."""
+        try:
+            with open(self.metrics_path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except FileNotFoundError:
+            return [], offset
+        records = []
+        consumed = 0
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # a line still being written
+            consumed += len(line)
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a damaged line (e.g. a crash mid-write in an older run) is skipped, not fatal
+        return records, offset + consumed
+
+    def truncate_metrics_after(self, step: int) -> None:
+        """Drop records logged after `step` (a resume from an older checkpoint replays those steps)."""
+        records, _ = self.read_metrics()
+        kept = [r for r in records if int(r.get("step", 0)) <= step]
+        if len(kept) != len(records):
+            text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+            atomic_write_bytes(self.metrics_path, text.encode("utf-8"))

@@ -1,0 +1,314 @@
+"""The training loop (Ho et al. 2020, Algorithm 1), written as one readable generator of events.
+
+    repeat: x_0 ~ data;  t ~ Uniform({1..T});  eps ~ N(0, I)
+            gradient step on || eps - eps_theta(sqrt(a-bar_t) x_0 + sqrt(1 - a-bar_t) eps, t) ||^2
+
+around which sit the paper's recipe (Adam, linear warmup, gradient clipping, EMA of the weights), a guard against
+non-finite steps, periodic sample grids from the EMA and the raw weights, and atomic checkpoints. `Trainer.run`
+yields an event per logged step, grid, checkpoint, skip or rollback; the CLI prints them, the studio turns them
+into signals, the tests assert on them. Stopping is cooperative: `stop()` is asked between steps.
+
+Resume is exact: every step's randomness (t, eps, dropout) is drawn from generators seeded by (seed, step), and the
+data order by (seed, epoch), so N steps straight and N/2 + resume + N/2 give the same weights bit for bit on a CPU.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import checkpoint as ckpt
+from .config import Precision, to_jsonable
+from .data import BatchPosition, ImageDataset, batches, load_dataset
+from .device import Denoiser, autocast, pick_device, resolve_precision
+from .diffusion import GaussianDiffusion
+from .images import make_grid, save_png, to_uint8
+from .runs import Run
+from .sampling import generate, sample
+from .unet import UNet, count_parameters
+
+
+# ---- events ----
+
+@dataclass(frozen=True)
+class TrainStarted:
+    step: int
+    total_steps: int
+    resumed_from: int | None  # the checkpoint's step when resuming
+    device: str
+    precision: str
+    parameters: int
+    dataset_size: int
+
+
+@dataclass(frozen=True)
+class StepLogged:
+    step: int
+    loss: float  # mean L_simple over the steps since the last log
+    loss_by_quartile: tuple[float | None, ...]  # the same by t-quartile (t in [1, T/4], ...); None where no sample fell
+    lr: float
+    grad_norm: float  # before clipping
+    images_per_s: float
+    eta_s: float
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class StepSkipped:
+    step: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    from_step: int
+    to_step: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class SamplesReady:
+    step: int
+    ema: np.ndarray  # [N, H, W, C] uint8
+    raw: np.ndarray  # [N, H, W, C] uint8, the live weights with the same noise
+    path: str
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    step: int
+    path: str
+
+
+@dataclass(frozen=True)
+class TrainFinished:
+    step: int
+    reason: str  # "done" or "stopped"
+
+
+TrainEvent = Union[TrainStarted, StepLogged, StepSkipped, RolledBack, SamplesReady, CheckpointSaved, TrainFinished]
+
+
+def _step_seed(seed: int, step: int, stream: int, rollbacks: int) -> int:
+    """A seed for one step's draws; after a rollback the replayed steps draw afresh instead of diverging again."""
+    return int(np.random.SeedSequence([seed, step, stream, rollbacks]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class Trainer:
+    """Owns the model, its EMA copy, the optimiser and the data stream of one run."""
+
+    def __init__(self, run: Run, device: torch.device | str | None = None, dataset: ImageDataset | None = None):
+        self.run_dir = run
+        spec = run.spec
+        self.config = spec.train
+        self.device = pick_device(str(device) if device is not None else None)
+        self.precision = resolve_precision(self.config.precision, self.device)
+        self.dataset = dataset if dataset is not None else load_dataset(spec.data)
+        if (self.dataset.channels, self.dataset.image_size) != (spec.unet.in_channels, spec.unet.image_size):
+            raise ValueError(f"the data is {self.dataset.image_size} with {self.dataset.channels} channels but the model "
+                             f"expects {spec.unet.image_size} with {spec.unet.in_channels}")
+        self.diffusion = GaussianDiffusion(spec.diffusion, self.device)
+        torch.manual_seed(self.config.seed)  # the initial weights
+        self.model = UNet(spec.unet).to(self.device)
+        self.ema = UNet(spec.unet).to(self.device).eval().requires_grad_(False)
+        self.ema.load_state_dict(self.model.state_dict())
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
+        self.step = 0
+        self.rollbacks = 0
+        self.resumed_from: int | None = None
+        self._batches = None
+        self._start_position = BatchPosition()
+
+    # ---- state ----
+
+    def resume(self) -> list[str]:
+        """Load the newest complete checkpoint of the run, if any; returns why newer ones were passed over."""
+        found, problems = ckpt.latest_checkpoint(self.run_dir.checkpoints_dir)
+        if found is not None:
+            self._load(found)
+            self.resumed_from = found.step
+            self.run_dir.truncate_metrics_after(found.step)
+        return problems
+
+    def _load(self, found: ckpt.Checkpoint) -> None:
+        for name, module in (("model", self.model), ("ema", self.ema)):
+            state = found.group(name)
+            ckpt.check_state_dict(module, state, name)
+            module.load_state_dict(state)
+        optim_state = {"state": {}, "param_groups": found.metadata["optimizer"]["param_groups"]}
+        for key, tensor in found.group("optim").items():
+            index, field = key.split(".", 1)
+            optim_state["state"].setdefault(int(index), {})[field] = tensor
+        self.optimizer.load_state_dict(optim_state)
+        self.step = found.step
+        self.rollbacks = int(found.metadata.get("rollbacks", 0))
+        position = found.metadata["data_position"]
+        self._start_position = BatchPosition(int(position["epoch"]), int(position["index"]))
+        self._batches = None
+
+    def save(self) -> str:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors |= {f"ema.{k}": v for k, v in self.ema.state_dict().items()}
+        state = self.optimizer.state_dict()
+        for index, fields in state["state"].items():
+            tensors |= {f"optim.{index}.{name}": value for name, value in fields.items()}
+        position = self._batches.position if self._batches is not None else self._start_position
+        metadata = {
+            "run": self.run_dir.name, **self.run_dir.spec.to_json(),
+            "optimizer": {"param_groups": state["param_groups"]},
+            "data_position": {"epoch": position.epoch, "index": position.index},
+            "precision": self.precision.value,
+            "rollbacks": self.rollbacks,
+        }
+        path = ckpt.save_checkpoint(self.run_dir.checkpoints_dir, self.step, tensors, metadata,
+                                    keep=self.config.keep_checkpoints)
+        return str(path)
+
+    # ---- one step of Algorithm 1 ----
+
+    def learning_rate(self, step: int) -> float:
+        """Linear warmup over `warmup_steps`, then constant (Ho et al. 2020, Appendix B)."""
+        return self.config.learning_rate * min(1.0, (step + 1) / max(1, self.config.warmup_steps))
+
+    def ema_decay(self, step: int) -> float:
+        if self.config.ema_warmup:  # ours: short runs average over fewer steps, so early EMA samples are not noise
+            return min(self.config.ema_decay, (1 + step) / (10 + step))
+        return self.config.ema_decay
+
+    def _next_batch(self) -> torch.Tensor:
+        if self._batches is None:
+            generator = torch.Generator().manual_seed(self.config.seed)
+            self._batches = batches(self.dataset, self.config.batch_size, generator, self.config.hflip,
+                                    start=self._start_position, device=self.device)
+        return next(self._batches)
+
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """One optimiser step. Returns (per-example losses [B], t [B], grad norm); nothing is applied if non-finite."""
+        x0 = self._next_batch()
+        g = torch.Generator().manual_seed(_step_seed(self.config.seed, self.step, 0, self.rollbacks))
+        t = torch.randint(0, self.diffusion.num_timesteps, (x0.shape[0],), generator=g).to(self.device)
+        noise = torch.randn(x0.shape, generator=g).to(self.device)
+        torch.manual_seed(_step_seed(self.config.seed, self.step, 1, self.rollbacks))  # dropout draws from the global generator
+
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(self.step)
+        with autocast(self.device, self.precision):
+            losses = self.diffusion.training_losses(self.model, x0, t, noise)  # Ho et al. 2020, Eq. 14
+        loss = losses.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
+        if not (math.isfinite(float(loss.detach())) and math.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return losses.detach(), t, grad_norm
+        self.optimizer.step()
+        with torch.no_grad():
+            decay = self.ema_decay(self.step)
+            ema_params, params = list(self.ema.parameters()), list(self.model.parameters())
+            torch._foreach_lerp_(ema_params, params, 1.0 - decay)  # ema <- decay * ema + (1 - decay) * theta
+        return losses.detach(), t, grad_norm
+
+    # ---- previews ----
+
+    def preview(self, count: int | None = None, num_steps: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Samples from the EMA and the live weights with the same noise: ([N,H,W,C], [N,H,W,C]) uint8."""
+        cfg = self.run_dir.spec.unet
+        count = count or self.config.sample_count
+        num_steps = num_steps or self.config.sample_steps
+        shape = (count, cfg.in_channels, *cfg.image_size)
+        grids = []
+        for module in (self.ema, self.model):
+            was_training = module.training
+            module.eval()
+            denoiser = Denoiser(module, self.precision)
+            x0 = sample(generate(denoiser, self.diffusion, shape, torch.Generator().manual_seed(seed), num_steps=num_steps))
+            module.train(was_training)
+            grids.append(to_uint8(x0))
+        return grids[0], grids[1]
+
+    def _save_preview(self) -> SamplesReady:
+        ema, raw = self.preview()
+        picture = make_grid(ema, nrow=int(math.ceil(math.sqrt(len(ema)))))
+        path = save_png(self.run_dir.samples_dir / f"step_{self.step:07d}.png", picture, {
+            "run": self.run_dir.name, "step": str(self.step), "weights": "ema",
+            "sampler": "strided" if self.config.sample_steps < self.diffusion.num_timesteps else "ancestral",
+            "steps": str(self.config.sample_steps), "seed": "0", "config": to_jsonable(self.run_dir.spec.unet)})
+        return SamplesReady(self.step, ema, raw, str(path))
+
+    # ---- the loop ----
+
+    def run(self, total_steps: int | None = None, stop: Callable[[], bool] = lambda: False) -> Iterator[TrainEvent]:
+        """Train until `total_steps` (default: the config's) or until `stop()` is true; yields events."""
+        cfg = self.config
+        total = total_steps or cfg.total_steps
+        yield TrainStarted(self.step, total, self.resumed_from, str(self.device), self.precision.value,
+                           count_parameters(self.model), len(self.dataset))
+        if self.step == 0 and not ckpt.list_checkpoints(self.run_dir.checkpoints_dir):
+            yield CheckpointSaved(0, self.save())  # something to roll back to if the first steps diverge
+        started = time.perf_counter()
+        window_start, window_images = started, 0
+        window_losses, window_t, last_grad_norm = [], [], 0.0
+        bad_in_a_row = 0
+        reason = "done"
+        while self.step < total:
+            if stop():
+                reason = "stopped"
+                break
+            losses, t, grad_norm = self.train_step()
+            if not (torch.isfinite(losses).all() and math.isfinite(grad_norm)):
+                bad_in_a_row += 1
+                yield StepSkipped(self.step, f"non-finite {'loss' if not torch.isfinite(losses).all() else 'gradient'}")
+                if bad_in_a_row >= cfg.nonfinite_patience:
+                    yield self._roll_back(f"{bad_in_a_row} non-finite steps in a row")
+                    bad_in_a_row = 0
+                continue
+            bad_in_a_row = 0
+            self.step += 1
+            window_losses.append(losses.float().cpu())
+            window_t.append(t.cpu())
+            window_images += losses.shape[0]
+            last_grad_norm = grad_norm
+
+            if self.step % cfg.log_every == 0 or self.step == total:
+                now = time.perf_counter()
+                rate = window_images / max(now - window_start, 1e-9)
+                yield self._log(window_losses, window_t, last_grad_norm, rate, now - started, total)
+                window_start, window_images, window_losses, window_t = now, 0, [], []
+            if self.step % cfg.sample_every == 0:
+                yield self._save_preview()
+            if self.step % cfg.checkpoint_every == 0 and self.step != total:
+                yield CheckpointSaved(self.step, self.save())
+        yield CheckpointSaved(self.step, self.save())
+        if self._batches is not None:  # stop any read-ahead threads; a later run() continues from here
+            self._start_position = self._batches.position
+            self._batches.close()
+            self._batches = None
+        yield TrainFinished(self.step, reason)
+
+    def _log(self, losses: list, ts: list, grad_norm: float, rate: float, elapsed: float, total: int) -> StepLogged:
+        loss_all, t_all = torch.cat(losses), torch.cat(ts)
+        quartile = (t_all * 4) // self.diffusion.num_timesteps
+        by_quartile = tuple(float(loss_all[quartile == q].mean()) if bool((quartile == q).any()) else None for q in range(4))
+        remaining = (total - self.step) * self.config.batch_size / max(rate, 1e-9)
+        event = StepLogged(self.step, float(loss_all.mean()), by_quartile, self.learning_rate(self.step - 1),
+                           grad_norm, rate, remaining, elapsed)
+        self.run_dir.append_metrics({"step": event.step, "loss": event.loss, "loss_q": list(by_quartile),
+                                     "lr": event.lr, "grad_norm": grad_norm, "img_per_s": rate,
+                                     "time": time.time(), "elapsed_s": elapsed})
+        return event
+
+    def _roll_back(self, reason: str) -> RolledBack:
+        found, _ = ckpt.latest_checkpoint(self.run_dir.checkpoints_dir)
+        if found is None:
+            raise RuntimeError(f"training diverged ({reason}) and the run has no checkpoint to roll back to; "
+                               "lower the learning rate or use fp32")
+        from_step = self.step
+        self._load(found)
+        self.rollbacks += 1
+        return RolledBack(from_step, found.step, reason)

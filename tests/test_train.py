@@ -1,0 +1,201 @@
+"""Training, checkpoints and runs: exact resume, crash-safe saves, the NaN guard, refusal of bad checkpoints."""
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine import checkpoint as ckpt
+from engine.config import get_preset
+from engine.data import load_dataset
+from engine.runs import Run, RunError, RunSpec
+from engine.train import CheckpointSaved, RolledBack, SamplesReady, StepLogged, StepSkipped, Trainer, TrainFinished
+
+DATA = "builtin:shapes?size=8&count=64"
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return load_dataset(DATA)
+
+
+def _spec(**train_changes) -> RunSpec:
+    preset = get_preset("micro")
+    train = dataclasses.replace(preset.train, batch_size=8, log_every=2, sample_every=1000, checkpoint_every=1000,
+                                **train_changes)
+    return RunSpec(dataclasses.replace(preset.unet, dropout=0.1), preset.diffusion, train, DATA, "micro")
+
+
+def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    state = {f"model.{k}": v.clone() for k, v in trainer.model.state_dict().items()}
+    state |= {f"ema.{k}": v.clone() for k, v in trainer.ema.state_dict().items()}
+    return state
+
+
+def test_resume_is_bit_exact(tmp_path, dataset):
+    """N steps straight == N/2 steps, a new process-like Trainer from the checkpoint, N/2 more (bitwise, CPU)."""
+    straight = Trainer(Run.create(tmp_path / "a", _spec()), dataset=dataset)
+    list(straight.run(10))
+
+    first = Trainer(Run.create(tmp_path / "b", _spec()), dataset=dataset)
+    events = list(first.run(5))
+    assert isinstance(events[-1], TrainFinished) and events[-1].step == 5
+    second = Trainer(Run.open(tmp_path / "b"), dataset=dataset)
+    assert second.resume() == [] and second.step == 5 and second.resumed_from == 5
+    list(second.run(10))
+
+    a, b = _weights(straight), _weights(second)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
+    # The optimiser state too.
+    sa, sb = straight.optimizer.state_dict()["state"], second.optimizer.state_dict()["state"]
+    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+
+
+def test_training_reduces_the_loss_and_logs_metrics(tmp_path, dataset):
+    run = Run.create(tmp_path / "r", _spec(learning_rate=2e-3))
+    events = list(Trainer(run, dataset=dataset).run(30))
+    logs = [e for e in events if isinstance(e, StepLogged)]
+    assert [e.step for e in logs] == list(range(2, 31, 2))
+    assert sum(e.loss for e in logs[-3:]) < sum(e.loss for e in logs[:3])
+    assert all(e.lr <= 2e-3 and e.images_per_s > 0 for e in logs)
+    assert logs[0].lr == pytest.approx(2e-3 * 2 / 10)  # linear warmup over 10 steps
+    records, offset = run.read_metrics()
+    assert [r["step"] for r in records] == [e.step for e in logs] and offset == run.metrics_path.stat().st_size
+    assert len(records[0]["loss_q"]) == 4
+
+
+def test_samples_and_checkpoints_on_schedule(tmp_path, dataset):
+    spec = _spec()
+    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, sample_every=4, checkpoint_every=4,
+                                                               keep_checkpoints=2, sample_count=4, sample_steps=5))
+    run = Run.create(tmp_path / "r", spec)
+    events = list(Trainer(run, dataset=dataset).run(9))
+    grids = [e for e in events if isinstance(e, SamplesReady)]
+    assert [g.step for g in grids] == [4, 8]
+    assert grids[0].ema.shape == grids[0].raw.shape == (4, 8, 8, 3) and grids[0].ema.dtype.name == "uint8"
+    assert Path(grids[0].path).exists()
+    saved = [e.step for e in events if isinstance(e, CheckpointSaved)]
+    assert saved == [0, 4, 8, 9]
+    assert [p.name for p in ckpt.list_checkpoints(run.checkpoints_dir)] == ["step_0000008.json", "step_0000009.json"]
+
+
+def test_stop_is_cooperative_and_saves(tmp_path, dataset):
+    run = Run.create(tmp_path / "r", _spec())
+    trainer = Trainer(run, dataset=dataset)
+    events = list(trainer.run(100, stop=lambda: trainer.step >= 3))
+    assert isinstance(events[-1], TrainFinished) and events[-1].reason == "stopped" and events[-1].step == 3
+    assert isinstance(events[-2], CheckpointSaved) and events[-2].step == 3
+    assert ckpt.latest_checkpoint(run.checkpoints_dir)[0].step == 3
+
+
+def test_a_crash_mid_save_leaves_the_previous_checkpoint(tmp_path, dataset, monkeypatch):
+    """Killing the process while a checkpoint is written (here: the write raises half-way) loses nothing."""
+    run = Run.create(tmp_path / "r", _spec())
+    trainer = Trainer(run, dataset=dataset)
+    list(trainer.run(2))
+    good = ckpt.latest_checkpoint(run.checkpoints_dir)[0]
+
+    real_replace = os.replace
+    def crash_on_weights(src, dst):
+        if str(dst).endswith(".safetensors"):
+            raise KeyboardInterrupt("killed mid-save")
+        return real_replace(src, dst)
+    monkeypatch.setattr(os, "replace", crash_on_weights)
+    trainer.step = 4
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save()
+    monkeypatch.undo()
+    assert not any(p.name.endswith(".tmp") for p in run.checkpoints_dir.iterdir())
+    found, problems = ckpt.latest_checkpoint(run.checkpoints_dir)
+    assert found.step == good.step == 2 and problems == []
+
+    # Weights written but killed before the metadata: the half checkpoint is passed over too.
+    trainer.step = 6
+    weights, meta = ckpt.checkpoint_paths(run.checkpoints_dir, 6)
+    monkeypatch.setattr(os, "replace", lambda s, d: (_ for _ in ()).throw(KeyboardInterrupt()) if str(d).endswith(".json") else real_replace(s, d))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save()
+    monkeypatch.undo()
+    assert weights.exists() and not meta.exists()
+    assert ckpt.latest_checkpoint(run.checkpoints_dir)[0].step == 2
+
+
+def test_damaged_checkpoints_are_refused_with_the_reason(tmp_path, dataset):
+    run = Run.create(tmp_path / "r", _spec())
+    trainer = Trainer(run, dataset=dataset)
+    list(trainer.run(2))
+    weights, meta = ckpt.checkpoint_paths(run.checkpoints_dir, 2)
+
+    blob = weights.read_bytes()
+    weights.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ckpt.CheckpointError, match="checksum"):
+        ckpt.load_checkpoint(meta)
+    found, problems = ckpt.latest_checkpoint(run.checkpoints_dir)
+    assert found.step == 0 and "checksum" in problems[0]  # falls back to the older one and says why
+
+    meta.write_text("{not json")
+    with pytest.raises(ckpt.CheckpointError, match="not valid JSON"):
+        ckpt.load_checkpoint(meta)
+    meta.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ckpt.CheckpointError, match="not a DDPM Studio checkpoint"):
+        ckpt.load_checkpoint(meta)
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(tmp_path, dataset):
+    run = Run.create(tmp_path / "r", _spec())
+    list(Trainer(run, dataset=dataset).run(1))
+    found, _ = ckpt.latest_checkpoint(run.checkpoints_dir)
+    from engine.unet import UNet
+    wider = UNet(dataclasses.replace(get_preset("micro").unet, base_channels=32))
+    with pytest.raises(ckpt.CheckpointError, match="do not fit"):
+        ckpt.check_state_dict(wider, found.group("model"), "model")
+
+
+def test_non_finite_steps_are_skipped_then_rolled_back(tmp_path, dataset, monkeypatch):
+    """A NaN loss skips the step without touching the weights; three in a row roll back to the last checkpoint."""
+    run = Run.create(tmp_path / "r", _spec(nonfinite_patience=3))
+    trainer = Trainer(run, dataset=dataset)
+    list(trainer.run(4))
+    before = _weights(trainer)
+
+    real = trainer.diffusion.training_losses
+    poisoned = {"left": 3}
+    def nan_losses(*args, **kwargs):
+        losses = real(*args, **kwargs)
+        if poisoned["left"] > 0:
+            poisoned["left"] -= 1
+            return losses * float("nan")
+        return losses
+    monkeypatch.setattr(trainer.diffusion, "training_losses", nan_losses)
+    events = list(trainer.run(6))
+    skipped = [e for e in events if isinstance(e, StepSkipped)]
+    rolled = [e for e in events if isinstance(e, RolledBack)]
+    assert len(skipped) == 3 and "non-finite loss" in skipped[0].reason
+    assert len(rolled) == 1 and rolled[0].to_step == 4
+    assert isinstance(events[-1], TrainFinished) and events[-1].step == 6
+    assert all(torch.isfinite(v).all() for v in _weights(trainer).values())
+    assert trainer.rollbacks == 1 and before.keys() == _weights(trainer).keys()
+
+
+def test_run_directory_round_trip_and_refusals(tmp_path):
+    spec = _spec()
+    run = Run.create(tmp_path / "r", spec)
+    assert Run.open(tmp_path / "r").spec == spec
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["versions"]["torch"] == torch.__version__
+    with pytest.raises(RunError, match="already holds a run"):
+        Run.create(tmp_path / "r", spec)
+    with pytest.raises(RunError, match="not a run directory"):
+        Run.open(tmp_path)
+    # A line still being written is not returned until it is complete.
+    run.append_metrics({"step": 1, "loss": 0.5})
+    with open(run.metrics_path, "a") as f:
+        f.write('{"step": 2, "lo')
+    records, offset = run.read_metrics()
+    assert [r["step"] for r in records] == [1]
+    with open(run.metrics_path, "a") as f:
+        f.write('ss": 0.4}\n')
+    more, _ = run.read_metrics(offset)
+    assert [r["step"] for r in more] == [2]
