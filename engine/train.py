@@ -59,6 +59,14 @@ class StepLogged:
 
 
 @dataclass(frozen=True)
+class StepDone:
+    """Every optimiser step (cheap: a progress counter, and the point where other work may run)."""
+
+    step: int
+    loss: float
+
+
+@dataclass(frozen=True)
 class StepSkipped:
     step: int
     reason: str
@@ -91,7 +99,7 @@ class TrainFinished:
     reason: str  # "done" or "stopped"
 
 
-TrainEvent = Union[TrainStarted, StepLogged, StepSkipped, RolledBack, SamplesReady, CheckpointSaved, TrainFinished]
+TrainEvent = Union[TrainStarted, StepDone, StepLogged, StepSkipped, RolledBack, SamplesReady, CheckpointSaved, TrainFinished]
 
 
 def _step_seed(seed: int, step: int, stream: int, rollbacks: int) -> int:
@@ -274,6 +282,7 @@ class Trainer:
             window_t.append(t.cpu())
             window_images += losses.shape[0]
             last_grad_norm = grad_norm
+            yield StepDone(self.step, float(losses.mean()))
 
             if self.step % cfg.log_every == 0 or self.step == total:
                 now = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Files that exercise engine/data.py: broken images, a crafted decompression bomb, CIFAR-10 batches as Python 2
+"""Files that exercise engine/data/: broken images, a crafted decompression bomb, CIFAR-10 batches as Python 2
 wrote them, malicious pickles and IDX files. Each helper writes one file and allocates nothing large.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""engine/data.py: every source, every bad input, and batches that replay exactly."""
+"""engine/data/: every source, every bad input, and batches that replay exactly."""
 from __future__ import annotations
 
 import builtins
@@ -15,7 +15,7 @@ from PIL import Image
 from engine.data import (
     BatchPosition, DataError, DataSpec, FitMode, ImageDataset, LoadOptions, SkipReason, SourceKind, Split,
     UnsafePickleError, batches, detect_source, find_image_files, inspect_data, load_dataset, make_shapes,
-    parse_data_spec, read_cifar10, read_idx, read_mnist, render_shape, to_model_range, to_uint8,
+    parse_data_spec, read_cifar10, read_idx, read_mnist, render_shape, to_model_range, to_uint8_tensor,
 )
 from tests import data_fixtures as fx
 
@@ -429,8 +429,8 @@ def test_uint8_and_model_range_round_trip():
     values = torch.arange(256, dtype=torch.int32).to(torch.uint8)
     x = to_model_range(values)
     assert x.dtype == torch.float32 and x.min() == -1 and x.max() == 1
-    assert torch.equal(to_uint8(x), values)
-    assert to_uint8(torch.tensor([-3.0, 3.0, 0.0])).tolist() == [0, 255, 128]
+    assert torch.equal(to_uint8_tensor(x), values)
+    assert to_uint8_tensor(torch.tensor([-3.0, 3.0, 0.0])).tolist() == [0, 255, 128]
 
 
 @pytest.fixture()
@@ -445,8 +445,8 @@ def striped() -> ImageDataset:
 
 def _decode(batch: torch.Tensor) -> list[tuple[int, bool]]:
     """(image index, flipped) of each image of a batch of `striped` images."""
-    left = to_uint8(batch)[:, 0, 0, 0].tolist()
-    right = to_uint8(batch)[:, 0, 0, 3].tolist()
+    left = to_uint8_tensor(batch)[:, 0, 0, 0].tolist()
+    right = to_uint8_tensor(batch)[:, 0, 0, 3].tolist()
     return [(l, False) if l < 128 else (r, True) for l, r in zip(left, right)]
 
 

@@ -1,0 +1,171 @@
+"""The one studio module that talks to the engine: jobs go out, events come back as Qt signals and asyncio futures.
+
+Panels call coroutines such as `images = await bridge.sample(n=16, seed=seed)` or pass an `on_progress` callback
+for progressive views; they never see a tensor (the engine's jobs return uint8 numpy arrays). Engine events arrive
+on the engine thread and are re-emitted on the GUI thread through a queued signal, so every slot and every future
+callback runs on the GUI thread.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from PySide6.QtCore import QObject, Qt, Signal
+
+from engine import jobs
+from engine.config import PRESETS, Precision, Preset, TrainConfig, UNetConfig, DiffusionConfig, to_jsonable
+from engine.runs import RunSpec
+from engine.images import make_grid, read_png_metadata, save_gif, save_png, strip, upscale
+from engine.loading import BUNDLED_RUN
+from engine.worker import (EngineWorker, JobCancelled, JobFailed, JobFinished, JobProgress, JobStarted, Priority)
+
+# Re-exported for panels, which must not import the engine's torch-backed modules themselves.
+Refined = jobs.Refined
+ChainProgress = jobs.ChainProgress
+TrajectoryFrames = jobs.TrajectoryFrames
+ModelInfo = jobs.ModelInfo
+DataPreview = jobs.DataPreview
+LikelihoodResult = jobs.LikelihoodResult
+__all__ = ["Bridge", "EngineError", "Refined", "ChainProgress", "TrajectoryFrames", "ModelInfo", "DataPreview",
+           "LikelihoodResult", "PRESETS", "Preset", "Precision", "TrainConfig", "UNetConfig", "DiffusionConfig",
+           "RunSpec", "to_jsonable", "save_png", "save_gif", "make_grid", "upscale", "strip", "read_png_metadata",
+           "BUNDLED_RUN"]
+
+
+class EngineError(RuntimeError):
+    """A job failed on the engine thread; the message is meant for a person."""
+
+    def __init__(self, message: str, details: str = ""):
+        super().__init__(message)
+        self.details = details
+
+
+class Bridge(QObject):
+    job_started = Signal(int, str)  # job id, key
+    job_finished = Signal(int, str)
+    job_failed = Signal(int, str, str)  # job id, key, message
+    job_cancelled = Signal(int, str)
+    model_changed = Signal(object)  # jobs.ModelInfo
+    train_event = Signal(object)  # engine.train events (TrainStarted, StepDone, StepLogged, SamplesReady, ...)
+    training_changed = Signal(bool)  # a training job started (True) or ended (False)
+    _engine_event = Signal(object)
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._futures: dict[int, asyncio.Future] = {}
+        self._progress: dict[int, Callable[[Any], None]] = {}
+        self._keys: dict[int, str] = {}
+        self._running: set[int] = set()
+        self._train_job: int | None = None
+        self.model: jobs.ModelInfo | None = None
+        self.last_job_id = 0
+        self._engine_event.connect(self._on_engine_event, Qt.ConnectionType.QueuedConnection)
+        self._worker = EngineWorker(emit=self._engine_event.emit)
+
+    # ---- generic ----
+
+    def submit(self, key: str, fn, priority: Priority = Priority.ONE_OFF,
+               on_progress: Callable[[Any], None] | None = None, graceful: bool = False) -> asyncio.Future:
+        """Run an engine job; the future resolves with its result (cancelled if superseded, EngineError if it failed)."""
+        future = asyncio.get_event_loop().create_future()
+        job_id = self._worker.submit(key, fn, priority, supersede=True, graceful=graceful)
+        self.last_job_id = job_id
+        self._futures[job_id] = future
+        self._keys[job_id] = key
+        if on_progress is not None:
+            self._progress[job_id] = on_progress
+        return future
+
+    def cancel(self, key: str) -> None:
+        self._worker.cancel(key=key)
+
+    @property
+    def busy(self) -> list[str]:
+        """The keys of the jobs running now (for the status bar)."""
+        return [self._keys[j] for j in self._running if j in self._keys]
+
+    def _on_engine_event(self, event: Any) -> None:
+        job_id = event.job_id
+        if isinstance(event, JobProgress):
+            if job_id == self._train_job:
+                self.train_event.emit(event.value)
+            callback = self._progress.get(job_id)
+            if callback is not None:
+                callback(event.value)
+            return
+        if isinstance(event, JobStarted):
+            self._running.add(job_id)
+            self.job_started.emit(job_id, event.key)
+            return
+        self._running.discard(job_id)
+        future = self._futures.pop(job_id, None)
+        self._progress.pop(job_id, None)
+        self._keys.pop(job_id, None)
+        if job_id == self._train_job:
+            self._train_job = None
+            self.training_changed.emit(False)
+        if isinstance(event, JobFinished):
+            if isinstance(event.result, jobs.ModelInfo):
+                self.model = event.result
+                self.model_changed.emit(event.result)
+            if future is not None and not future.done():
+                future.set_result(event.result)
+            self.job_finished.emit(job_id, event.key)
+        elif isinstance(event, JobFailed):
+            if future is not None and not future.done():
+                future.set_exception(EngineError(event.message, event.details))
+            self.job_failed.emit(job_id, event.key, event.message)
+        elif isinstance(event, JobCancelled):
+            if future is not None and not future.done():
+                future.cancel()
+            self.job_cancelled.emit(job_id, event.key)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop every job (training saves its checkpoint first) and end the engine thread."""
+        self._worker.shutdown(timeout)
+
+    # ---- the studio's jobs ----
+
+    def load_model(self, source: str, weights: str = "ema") -> asyncio.Future:
+        return self.submit("model", jobs.load_model_job(source, weights), Priority.ONE_OFF)
+
+    def sample(self, n: int, seed: int, num_steps: int | None = None, eta: float = 1.0,
+               on_progress: Callable[[Any], None] | None = None) -> asyncio.Future:
+        return self.submit("sample", jobs.sample_job(n, seed, num_steps, eta), Priority.ONE_OFF, on_progress)
+
+    def trajectory(self, n: int, seed: int, on_frames: Callable[[jobs.TrajectoryFrames], None] | None = None) -> asyncio.Future:
+        return self.submit("trajectory", jobs.trajectory_job(n, seed), Priority.ONE_OFF, on_frames)
+
+    def fork(self, trajectory_id: int, index: int, t: int, forks: int, seed: int,
+             on_refined: Callable[[Any], None] | None = None) -> asyncio.Future:
+        return self.submit("fork", jobs.fork_job(trajectory_id, index, t, forks, seed), Priority.INTERACTIVE, on_refined)
+
+    def interpolate(self, a: np.ndarray, b: np.ndarray, t: int, lambdas: Sequence[float], seed: int,
+                    on_refined: Callable[[Any], None] | None = None, exact: bool = True) -> asyncio.Future:
+        return self.submit("interpolate", jobs.interpolate_job(a, b, t, lambdas, seed, exact), Priority.INTERACTIVE,
+                           on_refined)
+
+    def likelihood(self, images: np.ndarray, seed: int = 0, on_progress: Callable[[Any], None] | None = None) -> asyncio.Future:
+        return self.submit("likelihood", jobs.likelihood_job(images, seed), Priority.ONE_OFF, on_progress)
+
+    def load_dataset(self, spec: str) -> asyncio.Future:
+        return self.submit("dataset", jobs.dataset_job(spec), Priority.ONE_OFF)
+
+    def dataset_images(self, indices: Sequence[int]) -> asyncio.Future:
+        return self.submit("dataset-images", jobs.dataset_images_job(list(indices)), Priority.ONE_OFF)
+
+    def start_training(self, run_dir: str, spec=None, total_steps: int | None = None) -> asyncio.Future:
+        """Train in the background (resuming the run if it exists); `train_event` carries its events."""
+        future = self.submit("train", jobs.train_job(run_dir, spec, total_steps), Priority.TRAINING, graceful=True)
+        self._train_job = self.last_job_id
+        self.training_changed.emit(True)
+        return future
+
+    def stop_training(self) -> None:
+        """Finish the current step, save a checkpoint, end the training job."""
+        self.cancel("train")
+
+    @property
+    def training(self) -> bool:
+        return self._train_job is not None
