@@ -10,11 +10,21 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 
+def _default_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_mode()  # read once at import, before any threads, since reading the umask sets it
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; runs are meant to be read by other processes and users
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

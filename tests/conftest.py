@@ -1,4 +1,59 @@
-"""Test-session setup: Qt runs offscreen (with no display and no platform, Qt aborts the process)."""
+"""Test-session setup: Qt offscreen, one qasync event loop for the whole session, and a tiny trained run.
+
+With no display and no platform, Qt aborts the process, so the platform is set before anything imports Qt.
+Drive a coroutine from a test with `run_async(qtbot, coro)`; never call loop.stop() or app.quit() in a test.
+"""
+import asyncio
 import os
 
+import pytest
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+MICRO_DATA = "builtin:shapes?size=8&count=64"
+
+
+@pytest.fixture(scope="session")
+def event_loop_qt(qapp):
+    """The qasync loop of the session, already running inside Qt's event loop (FACTS.md)."""
+    import qasync
+
+    loop = qasync.QEventLoop(qapp, already_running=True)
+    asyncio.set_event_loop(loop)
+    return loop
+
+
+def run_async(qtbot, coro, timeout: int = 60_000):
+    """Run a coroutine on the qasync loop while Qt processes events; return its result (or raise its error)."""
+    task = asyncio.ensure_future(coro)
+    qtbot.waitUntil(task.done, timeout=timeout)
+    return task.result()
+
+
+@pytest.fixture(scope="session")
+def micro_run(tmp_path_factory):
+    """A run directory of the micro preset trained for 6 steps on 8x8 shapes: something to load and explore."""
+    import dataclasses
+
+    from engine.config import get_preset
+    from engine.runs import Run, RunSpec
+    from engine.train import Trainer
+
+    preset = get_preset("micro")
+    train = dataclasses.replace(preset.train, batch_size=8, log_every=2, sample_every=1000, checkpoint_every=1000)
+    spec = RunSpec(preset.unet, preset.diffusion, train, MICRO_DATA, "micro")
+    root = tmp_path_factory.mktemp("runs") / "micro"
+    list(Trainer(Run.create(root, spec)).run(6))
+    return root
+
+
+@pytest.fixture
+def bridge(qtbot, event_loop_qt, micro_run):
+    """A Bridge (with its engine thread) with the micro model loaded; shut down after the test."""
+    from studio.bridge import Bridge
+
+    b = Bridge()
+    info = run_async(qtbot, b.load_model(str(micro_run)))
+    assert info.step == 6
+    yield b
+    b.shutdown()

@@ -1,0 +1,171 @@
+"""MainWindow: the panels as tabs, the menus and shortcuts, and a status bar that says what the engine is doing.
+
+On start it loads the built-in dataset and a model: the run given on the command line, else the bundled model, so a
+new user can scrub, fork, interpolate and export before training anything. Window geometry, the last run and the
+last folder persist between launches (QSettings). Closing the window while training stops it after the current
+step and saves a checkpoint first.
+"""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QTabWidget, QWidget)
+
+from .bridge import BUNDLED_RUN, Bridge, EngineError
+from .panels.dataset import DatasetPanel
+from .panels.export import ExportPanel
+from .panels.interpolation import InterpolationPanel
+from .panels.likelihood import LikelihoodPanel
+from .panels.trajectory import TrajectoryPanel
+from .panels.training import TrainingPanel
+from .state import AppState
+
+PANELS = (DatasetPanel, TrainingPanel, TrajectoryPanel, InterpolationPanel, LikelihoodPanel, ExportPanel)
+JOB_NAMES = {"model": "loading the model", "sample": "sampling", "trajectory": "running the reverse chain",
+             "fork": "forking", "interpolate": "interpolating", "likelihood": "evaluating the bound",
+             "dataset": "loading the dataset", "dataset-images": "reading images", "train": "training"}
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, run_dir: str | None = None, bridge: Bridge | None = None, load_defaults: bool = True):
+        super().__init__()
+        self.setWindowTitle("DDPM Studio")
+        self.settings = QSettings("DDPM Studio", "DDPM Studio")
+        self.bridge = bridge or Bridge(self)
+        self.state = AppState()
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.panels: dict[str, QWidget] = {}
+        for cls in PANELS:
+            panel = cls(self.bridge, self.state)
+            self.panels[cls.title] = panel
+            self.tabs.addTab(panel, cls.title)
+        self.setCentralWidget(self.tabs)
+        self._build_menus()
+        self._build_status_bar()
+        self.bridge.job_failed.connect(self._on_job_failed)
+        self.bridge.model_changed.connect(self._on_model_changed)
+        self.state.observe("status", self.status_message.setText)
+        self.resize(1280, 860)
+        geometry = self.settings.value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        self.tabs.setCurrentIndex(int(self.settings.value("tab", 2)))
+        if load_defaults:
+            QTimer.singleShot(0, lambda: asyncio.ensure_future(self.open_initial(run_dir)))
+
+    # ---- startup ----
+
+    async def open_initial(self, run_dir: str | None) -> None:
+        """The built-in data, and the given run or the bundled model."""
+        dataset_panel = self.panels["Dataset"]
+        source = run_dir or (str(BUNDLED_RUN) if (BUNDLED_RUN / "run.json").exists() else None)
+        if source is None:
+            self.state.set("status", "no model yet: train one in the Training tab, or open a run (Ctrl+O)")
+        else:
+            await self.open_run(source)
+        if hasattr(dataset_panel, "load_default"):
+            await dataset_panel.load_default()
+
+    async def open_run(self, path: str) -> bool:
+        try:
+            info = await self.bridge.load_model(path)
+        except EngineError as e:
+            QMessageBox.warning(self, "Cannot open this run", str(e))
+            return False
+        except asyncio.CancelledError:
+            return False
+        self.state.set("run_dir", path)
+        if Path(path).resolve() != BUNDLED_RUN.resolve():
+            self.settings.setValue("last_run", path)
+        return info is not None
+
+    # ---- menus and shortcuts ----
+
+    def _action(self, menu, text: str, slot, shortcut: str | QKeySequence | None = None, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+        action.setStatusTip(tip)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self._action(file_menu, "&Open run…", self._on_open_run, QKeySequence.StandardKey.Open,
+                     "open a run directory (or a checkpoint) to explore it")
+        self._action(file_menu, "Open &last run", self._on_open_last_run, "Ctrl+Shift+O", "reopen the run used last time")
+        self._action(file_menu, "Open &bundled model", lambda: asyncio.ensure_future(self.open_run(str(BUNDLED_RUN))),
+                     None, "the small model that ships with the studio, trained on the built-in shapes")
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        view_menu = self.menuBar().addMenu("&View")
+        for i, cls in enumerate(PANELS):
+            self._action(view_menu, cls.title, lambda checked=False, i=i: self.tabs.setCurrentIndex(i), f"Ctrl+{i + 1}")
+        help_menu = self.menuBar().addMenu("&Help")
+        self._action(help_menu, "&About DDPM Studio", self._on_about)
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.status_message = QLabel("")
+        self.engine_label = QLabel("engine idle")
+        self.engine_label.setToolTip("What the engine thread is doing now (all model work runs there; the window never waits)")
+        self.model_label = QLabel("no model")
+        self.engine_busy = QProgressBar()
+        self.engine_busy.setRange(0, 0)
+        self.engine_busy.setMaximumWidth(90)
+        self.engine_busy.setVisible(False)
+        bar.addWidget(self.status_message, 1)
+        bar.addPermanentWidget(self.engine_busy)
+        bar.addPermanentWidget(self.engine_label)
+        bar.addPermanentWidget(self.model_label)
+        self.bridge.job_started.connect(lambda *_: self._refresh_engine_label())
+        self.bridge.job_finished.connect(lambda *_: self._refresh_engine_label())
+        self.bridge.job_cancelled.connect(lambda *_: self._refresh_engine_label())
+        self.bridge.job_failed.connect(lambda *_: self._refresh_engine_label())
+
+    def _refresh_engine_label(self) -> None:
+        busy = sorted({JOB_NAMES.get(k, k) for k in self.bridge.busy})
+        self.engine_label.setText("engine: " + ", ".join(busy) if busy else "engine idle")
+        self.engine_busy.setVisible(bool(busy))
+
+    # ---- slots ----
+
+    def _on_open_run(self) -> None:
+        start = self.settings.value("last_run", str(Path.cwd()))
+        path = QFileDialog.getExistingDirectory(self, "Open a run directory", str(start))
+        if path:
+            asyncio.ensure_future(self.open_run(path))
+
+    def _on_open_last_run(self) -> None:
+        last = self.settings.value("last_run")
+        if last:
+            asyncio.ensure_future(self.open_run(str(last)))
+        else:
+            self.state.set("status", "no run has been opened yet")
+
+    def _on_model_changed(self, info) -> None:
+        h, w = info.image_size
+        name = "bundled model" if Path(info.source).resolve().is_relative_to(BUNDLED_RUN.resolve()) else Path(info.source).parent.parent.name
+        self.model_label.setText(f"{name} · step {info.step:,} · {w}x{h}x{info.channels} · T={info.num_timesteps} · "
+                                 f"{info.parameters / 1e6:.2f}M params · {info.weights.upper()}")
+        self.state.set("model", info)
+
+    def _on_job_failed(self, job_id: int, key: str, message: str) -> None:
+        self.state.set("status", f"{JOB_NAMES.get(key, key)} failed: {message}")
+
+    def _on_about(self) -> None:
+        QMessageBox.about(self, "DDPM Studio", "Train a Denoising Diffusion Probabilistic Model (Ho, Jain & Abbeel 2020) "
+                                               "on your own images and watch it think.")
+
+    def closeEvent(self, event) -> None:
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.setValue("tab", self.tabs.currentIndex())
+        if self.bridge.training:
+            self.state.set("status", "stopping training and saving a checkpoint…")
+        self.bridge.shutdown()  # training finishes its step and saves a checkpoint before the thread ends
+        super().closeEvent(event)

@@ -1,0 +1,233 @@
+"""Export: sample grids, the trajectory as a strip and an animated GIF, the interpolation sheet; copy to clipboard.
+
+Every PNG carries its provenance in text chunks (model, step, weights, sampler, steps, seed, config), so any picture
+can be regenerated; `python -m engine` reads the same chunks. Pictures are saved at an integer zoom with
+nearest-neighbour scaling, so small samples stay crisp.
+"""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
+                               QSpinBox, QVBoxLayout, QWidget)
+
+from ..bridge import Bridge, EngineError, make_grid, save_gif, save_png, to_jsonable, upscale
+from ..state import AppState
+from ..widgets.image_grid import ImageGrid, to_qimage
+
+
+def _spin(low: int, high: int, value: int, tip: str) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(low, high)
+    box.setValue(value)
+    box.setToolTip(tip)
+    return box
+
+
+class ExportPanel(QWidget):
+    title = "Export"
+    exported = Signal(str)  # the path written
+
+    def __init__(self, bridge: Bridge, state: AppState, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.bridge, self.state = bridge, state
+
+        # Sample grid
+        self.count = _spin(1, 256, 16, "how many samples in the grid")
+        self.columns = _spin(0, 64, 0, "images per row (0: as square as possible)")
+        self.padding = _spin(0, 16, 2, "pixels between images")
+        self.scale = _spin(1, 16, 4, "nearest-neighbour zoom of the saved picture: a 32x32 sample is unreadable at 1:1")
+        self.seed = _spin(0, 2**31 - 1, 0, "the random seed: the same seed and settings give the same picture")
+        self.steps = QComboBox()
+        self.steps.addItems(["exact (all T steps, Alg. 2)", "100 strided steps", "50 strided steps", "20 strided steps"])
+        self.steps.setToolTip("the exact ancestral chain of the paper, or a strided chain (Song et al. 2021) that is faster")
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.setShortcut("Ctrl+Return")
+        self.save_grid_button = QPushButton("Save PNG…")
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setToolTip("copy the grid picture to the clipboard")
+        self.grid = ImageGrid()
+        self.grid.set_placeholder("Generate a grid of samples from the loaded model (EMA weights)")
+        grid_form = QFormLayout()
+        grid_form.addRow("Samples", self.count)
+        grid_form.addRow("Columns", self.columns)
+        grid_form.addRow("Padding", self.padding)
+        grid_form.addRow("Zoom", self.scale)
+        grid_form.addRow("Seed", self.seed)
+        grid_form.addRow("Sampler", self.steps)
+        buttons = QHBoxLayout()
+        for b in (self.generate_button, self.save_grid_button, self.copy_button):
+            buttons.addWidget(b)
+        grid_form.addRow(buttons)
+        grid_box = QGroupBox("Sample grid")
+        grid_layout = QHBoxLayout(grid_box)
+        grid_layout.addLayout(grid_form, 0)
+        grid_layout.addWidget(self.grid, 1)
+
+        # Trajectory and interpolation
+        self.frames = _spin(2, 101, 11, "frames of the trajectory strip, evenly spaced from t = T to 0")
+        self.gif_source = QComboBox()
+        self.gif_source.addItems(["x_t (the noisy state)", "x̂0 (the prediction, Eq. 15)"])
+        self.save_strip_button = QPushButton("Save strip…")
+        self.save_gif_button = QPushButton("Save GIF…")
+        self.save_sheet_button = QPushButton("Save interpolation sheet…")
+        self.trajectory_label = QLabel("no trajectory yet: generate one in the Trajectory tab")
+        self.sheet_label = QLabel("no interpolation yet: make one in the Interpolation tab")
+        other = QFormLayout()
+        other.addRow("Trajectory", self.trajectory_label)
+        other.addRow("Strip frames", self.frames)
+        other.addRow("GIF shows", self.gif_source)
+        row = QHBoxLayout()
+        row.addWidget(self.save_strip_button)
+        row.addWidget(self.save_gif_button)
+        other.addRow(row)
+        other.addRow("Interpolation", self.sheet_label)
+        other.addRow(self.save_sheet_button)
+        other_box = QGroupBox("Trajectory and interpolation")
+        other_box.setLayout(other)
+
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(grid_box, 1)
+        layout.addWidget(other_box, 0)
+        layout.addWidget(self.message)
+
+        self.generate_button.clicked.connect(lambda: asyncio.ensure_future(self.generate()))
+        self.save_grid_button.clicked.connect(lambda: self._ask_and(self.export_grid, "samples.png"))
+        self.copy_button.clicked.connect(self.copy_grid)
+        self.save_strip_button.clicked.connect(lambda: self._ask_and(self.export_strip, "trajectory.png"))
+        self.save_gif_button.clicked.connect(lambda: self._ask_and(self.export_gif, "trajectory.gif", "GIF (*.gif)"))
+        self.save_sheet_button.clicked.connect(lambda: self._ask_and(self.export_sheet, "interpolation.png"))
+        state.observe("trajectory", self._on_trajectory_changed)
+        state.observe("interpolation", self._on_interpolation_changed)
+        self._refresh_buttons()
+
+    # ---- the sample grid ----
+
+    def _num_steps(self) -> int | None:
+        return [None, 100, 50, 20][self.steps.currentIndex()]
+
+    async def generate(self) -> None:
+        model = self.state.get("model")
+        if model is None:
+            self.message.setText("no model is loaded")
+            return
+        n, seed, steps = self.count.value(), self.seed.value(), self._num_steps()
+        self.message.setText(f"sampling {n} images…")
+        try:
+            result = await self.bridge.sample(n, seed, steps, on_progress=self._on_progress)
+        except asyncio.CancelledError:
+            return
+        except EngineError as e:
+            self.message.setText(f"sampling failed: {e}")
+            return
+        sampler = "ancestral (Alg. 2)" if steps is None else f"strided, eta=1, {steps} steps"
+        self.state.set("samples", {"images": result.images, "metadata": {
+            **self._model_metadata(), "sampler": sampler, "steps": str(steps or model.num_timesteps),
+            "seed": str(seed), "n": str(n)}})
+        self.grid.set_images(result.images, columns=self.columns.value() or None)
+        self.message.setText(f"{n} samples, seed {seed}, {sampler}")
+        self._refresh_buttons()
+
+    def _on_progress(self, value) -> None:
+        if hasattr(value, "done"):
+            self.message.setText(f"sampling… step {value.done} / {value.total}")
+
+    def grid_picture(self) -> np.ndarray:
+        samples = self.state.get("samples")
+        picture = make_grid(samples["images"], nrow=self.columns.value() or None, padding=self.padding.value())
+        return upscale(picture, self.scale.value())
+
+    def export_grid(self, path: str) -> str:
+        samples = self.state.get("samples")
+        return self._save(path, self.grid_picture(), {**samples["metadata"], "layout": "sample grid"})
+
+    def copy_grid(self) -> None:
+        if self.state.get("samples") is not None:
+            QGuiApplication.clipboard().setImage(to_qimage(self.grid_picture()))
+            self.message.setText("grid copied to the clipboard")
+
+    # ---- trajectory and interpolation ----
+
+    def _strip_frames(self, which: str) -> tuple[np.ndarray, np.ndarray]:
+        trajectory = self.state.get("trajectory")
+        t_values = np.asarray(trajectory["t_values"])
+        picks = np.unique(np.linspace(0, len(t_values) - 1, self.frames.value()).round().astype(int))
+        return t_values[picks], np.asarray(trajectory[which])[picks]  # [K], [K, N, H, W, C]
+
+    def export_strip(self, path: str) -> str:
+        """Fig. 6: per image, a row of x_t and a row of x̂0 at evenly spaced t from T to 0."""
+        t_values, xs = self._strip_frames("x_t")
+        _, preds = self._strip_frames("pred_x0")
+        rows = [np.concatenate([xs[:, i], preds[:, i]]) for i in range(xs.shape[1])]
+        picture = upscale(make_grid(np.concatenate(rows), nrow=len(t_values), padding=self.padding.value()),
+                          self.scale.value())
+        meta = self.state.get("trajectory")["metadata"]
+        return self._save(path, picture, {**meta, "frames": ",".join(str(int(t)) for t in t_values),
+                                          "layout": "per image: a row of x_t, then a row of x0_pred; t from T to 0"})
+
+    def export_gif(self, path: str) -> str:
+        which = "x_t" if self.gif_source.currentIndex() == 0 else "pred_x0"
+        trajectory = self.state.get("trajectory")
+        frames = np.asarray(trajectory[which])
+        picks = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), 100)).round().astype(int))
+        pictures = [upscale(make_grid(frames[k], padding=self.padding.value()), self.scale.value()) for k in picks]
+        save_gif(path, pictures, duration_ms=40)
+        self.message.setText(f"saved {path}")
+        self.exported.emit(path)
+        return path
+
+    def export_sheet(self, path: str) -> str:
+        sheet = self.state.get("interpolation")
+        picture = upscale(make_grid(sheet["images"], nrow=len(sheet["images"]), padding=self.padding.value()),
+                          self.scale.value())
+        return self._save(path, picture, {**sheet["metadata"], "layout": "lambda from 0 (A) to 1 (B)"})
+
+    # ---- helpers ----
+
+    def _model_metadata(self) -> dict:
+        model = self.state.get("model")
+        if model is None:
+            return {}
+        return {"checkpoint": model.source, "step": str(model.step), "weights": model.weights,
+                "image_size": f"{model.image_size[0]}x{model.image_size[1]}x{model.channels}",
+                "T": str(model.num_timesteps)}
+
+    def _save(self, path: str, picture: np.ndarray, metadata: dict) -> str:
+        save_png(path, picture, {k: v if isinstance(v, str) else to_jsonable(v) for k, v in metadata.items()})
+        self.message.setText(f"saved {path} ({picture.shape[1]}x{picture.shape[0]}, with its provenance)")
+        self.exported.emit(path)
+        return path
+
+    def _ask_and(self, export, default_name: str, filter: str = "PNG (*.png)") -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export", str(Path.cwd() / default_name), filter)
+        if path:
+            try:
+                export(path)
+            except OSError as e:
+                self.message.setText(f"could not save {path}: {e}")
+
+    def _on_trajectory_changed(self, trajectory) -> None:
+        if trajectory is not None:
+            n = np.asarray(trajectory["x_t"]).shape[1]
+            self.trajectory_label.setText(f"{n} images, {len(trajectory['t_values'])} steps")
+        self._refresh_buttons()
+
+    def _on_interpolation_changed(self, sheet) -> None:
+        if sheet is not None:
+            self.sheet_label.setText(f"{len(sheet['images'])} images")
+        self._refresh_buttons()
+
+    def _refresh_buttons(self) -> None:
+        has_samples = self.state.get("samples") is not None
+        self.save_grid_button.setEnabled(has_samples)
+        self.copy_button.setEnabled(has_samples)
+        has_trajectory = self.state.get("trajectory") is not None
+        self.save_strip_button.setEnabled(has_trajectory)
+        self.save_gif_button.setEnabled(has_trajectory)
+        self.save_sheet_button.setEnabled(self.state.get("interpolation") is not None)
