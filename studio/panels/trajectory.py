@@ -1,0 +1,400 @@
+"""TrajectoryPanel: the timestep scrubber (Fig. 6 of Ho et al. 2020) and forking (Fig. 7).
+
+Generate runs one exact reverse chain of N samples from a seed and keeps every frame: x_t and the network's direct
+prediction x^0 (Eq. 15) for t = T..0. The frames stream in while the chain runs and live in this panel's memory, so
+scrubbing never asks the engine for anything. Forking holds x_t of one image at the current t and draws several
+completions x_0 ~ p(x_0 | x_t), shown progressively (direct -> settled -> exact).
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+
+import numpy as np
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
+from PySide6.QtGui import QKeySequence, QPalette, QShortcut
+from PySide6.QtWidgets import (QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox,
+                               QVBoxLayout, QWidget)
+
+from studio.bridge import Bridge, ChainProgress, EngineError, Refined, TrajectoryFrames
+from studio.state import AppState
+from studio.widgets.image_grid import ImageGrid
+from studio.widgets.scrubber import ChainFrames, TimestepScrubber
+
+MAX_SEED = 2**31 - 1
+# Rich text: upright DejaVu Sans (the usual Linux fallback) drops the combining hat of x̂; the italic keeps it.
+X_T, X0_HAT = "<i>x</i><sub>t</sub>", "<i>x̂</i><sub>0</sub>"
+STAGES = {"direct": f"direct {X0_HAT} (one network evaluation, Eq. 15; the same for every fork)",
+          "settled": "settled (a short strided chain)", "exact": "exact (the full ancestral chain, Alg. 2)"}
+
+
+def fill_grid(grid: ImageGrid, images: np.ndarray | None, captions: list[str], spacing: int = 4) -> None:
+    """Show [N, H, W, C] images in the column count that draws them largest in the grid's size (ties: fewer gaps)."""
+    if images is None:
+        grid.set_images(None)
+        return
+    n, h, w = images.shape[:3]
+    caption = grid.fontMetrics().height() + 2
+
+    def zoom(c: int) -> tuple[int, int]:
+        r = math.ceil(n / c)
+        fit = min((grid.width() - spacing * (c + 1)) // (c * w), (grid.height() - (spacing + caption) * r) // (r * h))
+        return fit, n - c * r
+    grid.set_images(images, captions, max(range(1, n + 1), key=zoom))
+
+
+class TrajectoryPanel(QWidget):
+    title = "Trajectory"
+    frame_shown = Signal(int)  # t, whenever the x_t / x^0 grids show a frame
+    forks_shown = Signal(str)  # the Refined stage ('direct', 'settled', 'exact') the fork grid shows now
+
+    def __init__(self, bridge: Bridge, state: AppState, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.bridge, self.state = bridge, state
+        # Bumped by Generate, forks and model changes: late results of an older job are ignored.
+        self._generation = self._fork_generation = 0
+        self._shown: dict[ImageGrid, tuple] = {}  # grid -> (images, captions) it shows
+        self._clear_frames()
+        self._build()
+        self._clear_fork()
+        bridge.model_changed.connect(self._on_model_changed)
+        self.scrubber.reset(getattr(bridge.model, "num_timesteps", 0))
+        self._update_fork_button()
+
+    # ---- layout ----
+
+    def _build(self) -> None:
+        self.n_spin = QSpinBox(minimum=1, maximum=64, value=8, toolTip="How many samples run through the chain")
+        self.seed_spin = QSpinBox(maximum=MAX_SEED, toolTip="The seed of x_T and of every step's noise: the same "
+                                  "seed replays the same chain")
+        self.random_seed_button = QPushButton("⚄ Random", toolTip="Pick a random seed (then Generate)",
+                                              clicked=lambda: self.seed_spin.setValue(random.randrange(MAX_SEED)))
+        self.generate_button = QPushButton("Generate", clicked=self._on_generate_clicked, toolTip="Run the exact "
+                                           "reverse chain (Alg. 2) from x_T and keep every step (Ctrl+G)")
+        self.stop_button = QPushButton("Stop", enabled=False, clicked=lambda: self.bridge.cancel("trajectory"),
+                                       toolTip="Stop the chain; the frames received so far stay scrubbable")
+        seed_row = QHBoxLayout()
+        seed_row.addWidget(self.seed_spin, 1)
+        seed_row.addWidget(self.random_seed_button)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.generate_button, 1)
+        buttons.addWidget(self.stop_button)
+        chain_box = QGroupBox("Chain (Fig. 6)")
+        form = QFormLayout(chain_box)
+        form.addRow("Images N", self.n_spin)
+        form.addRow("Seed", seed_row)
+        form.addRow(buttons)
+
+        self.forks_spin = QSpinBox(minimum=1, maximum=32, value=8, toolTip="How many completions x_0 ~ p(x_0 | x_t) "
+                                   "to draw from the held x_t")
+        self.fork_seed_spin = QSpinBox(maximum=MAX_SEED, toolTip="The seed of the completions' reverse-chain noise")
+        self.fork_button = QPushButton("Fork here", clicked=self._on_fork_clicked)
+        hint = QLabel(f"Click an image in {X_T} or {X0_HAT} to pick it, then fork (or double-click it). The "
+                      "completions share what the chain has decided by step t: a large t keeps only the coarse layout.",
+                      wordWrap=True)
+        hint.setForegroundRole(QPalette.ColorRole.PlaceholderText)  # secondary text
+        fork_box = QGroupBox("Fork (Fig. 7)")
+        form = QFormLayout(fork_box)
+        form.addRow("Forks", self.forks_spin)
+        form.addRow("Fork seed", self.fork_seed_spin)
+        form.addRow(self.fork_button)
+        form.addRow(hint)
+
+        controls = QVBoxLayout()
+        controls.addWidget(chain_box)
+        controls.addWidget(fork_box)
+        controls.addStretch(1)
+        controls.setContentsMargins(0, 0, 0, 0)
+        controls_widget = QWidget()
+        controls_widget.setLayout(controls)
+        controls_widget.setFixedWidth(270)
+
+        self.scrubber = TimestepScrubber()
+        self.t_slider, self.play_button = self.scrubber.slider, self.scrubber.play_button
+        self.scrubber.t_changed.connect(self._on_t_changed)
+        self.scrubber.playing_changed.connect(lambda _: self._update_fork_button())
+
+        self.xt_grid, xt_box, _ = self._grid_box(X_T, f"{X_T}: the chain's state at step t, from pure noise "
+                                                 "(t = T) to the sample (t = 0)")
+        self.pred_grid, pred_box, _ = self._grid_box(
+            f"{X0_HAT} (prediction, Eq. 15)", f"{X0_HAT} = ({X_T} − √(1 − ᾱ<sub>t</sub>) ε<sub>θ</sub>({X_T}, t)) / "
+            f"√ᾱ<sub>t</sub>: the network's one-shot guess of the final image from {X_T} (Eq. 15)")
+        for grid in (self.xt_grid, self.pred_grid):
+            grid.image_clicked.connect(self._on_image_clicked)
+        self.xt_grid.set_placeholder("Press Generate (Ctrl+G) to run a chain; every step is kept so you can scrub it")
+        self.pred_grid.set_placeholder("The network's prediction of the final image from x_t, at every step")
+        self.fork_grid, self.fork_box, self.fork_title = self._grid_box(
+            f"Forks from {X_T}", f"The held {X_T} (first, framed) and its completions x<sub>0</sub> ~ "
+            f"p(x<sub>0</sub> | {X_T})")
+        self.fork_grid.set_placeholder("Pick an image and a step t, then Fork here: several completions of the same "
+                                       "x_t (Fig. 7)")
+        self.fork_stage_label = QLabel("", wordWrap=True, textFormat=Qt.TextFormat.RichText)
+        self.fork_box.layout().addWidget(self.fork_stage_label)
+        frames = QHBoxLayout()
+        frames.addWidget(xt_box)
+        frames.addWidget(pred_box)
+        view = QVBoxLayout()
+        view.addWidget(self.scrubber)
+        view.addLayout(frames, 3)
+        view.addWidget(self.fork_box, 2)
+
+        main = QHBoxLayout()
+        main.addWidget(controls_widget)
+        main.addLayout(view, 1)
+        self.status_label = QLabel("No chain yet: press Generate (Ctrl+G).", wordWrap=True)
+        self.progress = QProgressBar(format="%v / %m", visible=False, maximumWidth=280, minimumWidth=280)
+        outer = QVBoxLayout(self)
+        outer.addLayout(main, 1)
+        status_row = QHBoxLayout()
+        outer.addLayout(status_row)
+        status_row.addWidget(self.status_label, 1)
+        status_row.addWidget(self.progress)
+
+        for keys, slot in ((QKeySequence("Ctrl+G"), self._on_generate_clicked),
+                           (QKeySequence(Qt.Key.Key_Space), self.scrubber.toggle_play)):
+            shortcut = QShortcut(keys, self)
+            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(slot)
+
+    def _grid_box(self, title: str, tooltip: str) -> tuple[ImageGrid, QGroupBox, QLabel]:
+        """A frame with a rich-text heading (QGroupBox titles are plain text) over an ImageGrid."""
+        grid, box, heading = ImageGrid(), QGroupBox(toolTip=tooltip), QLabel(title, textFormat=Qt.TextFormat.RichText)
+        grid.installEventFilter(self)  # resizes re-layout its columns; double-clicks fork
+        heading.setStyleSheet("font-size: 11pt;")
+        layout = QVBoxLayout(box)
+        layout.addWidget(heading)
+        layout.addWidget(grid, 1)
+        return grid, box, heading
+
+    # ---- public view of what is shown ----
+
+    @property
+    def t(self) -> int | None:
+        """The step shown now (None before any frame)."""
+        return self._shown_t
+
+    @property
+    def trajectory_id(self) -> int | None:
+        """The engine's id of the finished chain (None while it runs): what `bridge.fork` needs."""
+        return self._trajectory_id
+
+    @property
+    def frames_received(self) -> int:
+        return self._frames.received
+
+    def current_frame(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(x_t, x^0) shown now, each [N, H, W, C] uint8; None before any frame."""
+        return None if self._shown_t is None else self._frames.frame(self._shown_t)
+
+    def fork_images(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """(held x_t [H, W, C], completions [forks, H, W, C] or None before the first stage); None before any fork."""
+        return None if self._fork_held is None else (self._fork_held, self._fork_completions)
+
+    @property
+    def fork_stage(self) -> str | None:
+        return self._fork_stage
+
+    # ---- generating and receiving frames ----
+
+    def _clear_frames(self) -> None:
+        self._frames, self._shown_t, self._trajectory_id, self._metadata = ChainFrames(), None, None, {}
+
+    def _clear_fork(self) -> None:
+        """No fork shown; a fork still running is ignored when it ends."""
+        self._fork_generation += 1
+        self._fork_held = self._fork_completions = self._fork_stage = None
+        self._show(self.fork_grid, None)
+        self.fork_title.setText(f"Forks from {X_T}")
+        self.fork_stage_label.setText("")
+
+    async def _generate(self) -> None:
+        self._generation += 1
+        generation = self._generation
+        n, seed, model = self.n_spin.value(), self.seed_spin.value(), self.bridge.model
+        self._clear_frames()
+        self._clear_fork()
+        self._metadata = {"seed": seed, "n": n, "model_step": getattr(model, "step", None),
+                          "model_source": getattr(model, "source", None), "weights": getattr(model, "weights", None)}
+        self.scrubber.reset(getattr(model, "num_timesteps", 0))
+        self._update_fork_button()
+        self.stop_button.setEnabled(True)
+        self._set_status(f"Starting a chain of {n} samples from seed {seed}…", 0, 0)
+
+        def on_frames(frames: TrajectoryFrames) -> None:
+            if generation == self._generation:
+                self._on_frames_received(frames)
+
+        try:
+            result = await self.bridge.trajectory(n, seed, on_frames=on_frames)
+        except asyncio.CancelledError:  # stopped, or superseded by a newer Generate
+            if generation == self._generation:
+                self._set_status(f"Stopped: {self._frames.received} frames kept for scrubbing; forking needs a "
+                                 "finished chain.")
+            return
+        except EngineError as e:
+            if generation == self._generation:
+                self._set_status(f"The chain failed: {e}", error=True)
+            return
+        finally:
+            if generation == self._generation:
+                self.stop_button.setEnabled(False)
+                if self._frames.received:  # no more frames will come: playing stops at the last one
+                    self.scrubber.set_floor(self._frames.front, more_coming=False)
+        if generation != self._generation:
+            return
+        self._on_frames_received(result)
+        self._trajectory_id = result.trajectory_id
+        chain, T = self._frames, self._frames.num_timesteps
+        self._metadata.update(trajectory_id=result.trajectory_id, num_timesteps=T)
+        self.state.set("trajectory", {"t_values": chain.t_values.copy(), "x_t": chain.x_t, "pred_x0": chain.pred_x0,
+                                      "metadata": dict(self._metadata)})
+        self._set_status(f"Chain done: {n} samples × {T + 1} steps from seed {seed}. Scrub, play (Space) or click "
+                         "an image to fork it.")
+        self._update_fork_button()
+
+    def _on_frames_received(self, frames: TrajectoryFrames) -> None:
+        """Keep a chunk (or the whole chain) and follow the chain's front until the person scrubs elsewhere."""
+        chain, first, previous_front = self._frames, self._frames.received == 0, self._frames.front
+        chain.add(frames)
+        if first:
+            self.scrubber.reset(chain.num_timesteps)
+        self.scrubber.set_floor(chain.front, not chain.complete)
+        if first or (not chain.complete and self._shown_t == previous_front and not self.scrubber.playing):
+            self.scrubber.set_t(chain.front)
+        if not chain.complete:
+            self._set_status(f"Computing the chain: at t = {chain.front} of {chain.num_timesteps} ({chain.received} / "
+                             f"{frames.total} frames); scrub what has arrived.", chain.received, frames.total)
+
+    def _on_t_changed(self, t: int) -> None:
+        if self._frames.received == 0:
+            return
+        x_t, pred_x0 = self._frames.frame(t)
+        captions = [f"#{j + 1}" for j in range(len(x_t))]
+        self._show(self.xt_grid, x_t, captions)
+        self._show(self.pred_grid, pred_x0, captions)
+        self._shown_t = t
+        self._update_fork_button()
+        self.frame_shown.emit(t)
+
+    # ---- selecting and forking ----
+
+    def _on_image_clicked(self, index: int) -> None:
+        self.xt_grid.set_selected(index)
+        self.pred_grid.set_selected(index)
+        self._update_fork_button()
+
+    def _show(self, grid: ImageGrid, images: np.ndarray | None, captions: list[str] = ()) -> None:
+        self._shown[grid] = (images, list(captions))  # kept to re-layout when the grid is resized
+        fill_grid(grid, images, list(captions))
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Resize and watched in self._shown:
+            fill_grid(watched, *self._shown[watched])
+        if event.type() == QEvent.Type.MouseButtonDblClick and watched in (self.xt_grid, self.pred_grid):
+            index = watched.index_at(event.position().toPoint())
+            if index is not None:
+                self._on_image_clicked(index)
+                self._on_fork_clicked()
+            return True
+        return super().eventFilter(watched, event)
+
+    def _fork_blocker(self) -> str | None:
+        """Why forking is impossible now (for the tooltip), or None."""
+        if self._trajectory_id is None:
+            return "Generate a chain first: forking needs the whole stored chain (wait until it has finished)."
+        if self.xt_grid.selected is None:
+            return f"Click an image in {X_T} or {X0_HAT} to choose which one to fork."
+        if self._shown_t == 0:
+            return ("At t = 0, x_t is already the finished sample: there is no reverse chain left to fork. "
+                    "Move the slider towards T (noise).")
+        return None
+
+    def _update_fork_button(self) -> None:
+        blocker = self._fork_blocker()
+        self.fork_button.setEnabled(blocker is None)
+        self.fork_button.setText(f"Fork #{self.xt_grid.selected + 1} at t = {self._shown_t}" if blocker is None
+                                 else "Fork here")
+        self.fork_button.setToolTip(blocker or f"Hold {X_T} of the picked image at t = {self._shown_t} and draw "
+                                    f"completions x<sub>0</sub> ~ p(x<sub>0</sub> | {X_T}) (Fig. 7). Double-clicking "
+                                    "an image does the same.")
+
+    def _on_generate_clicked(self) -> None:
+        asyncio.ensure_future(self._generate())
+
+    def _on_fork_clicked(self) -> None:
+        if self._fork_blocker() is None:
+            asyncio.ensure_future(self._fork())
+
+    async def _fork(self) -> None:
+        self.scrubber.pause()
+        self._clear_fork()
+        generation = self._fork_generation
+        index, t = self.xt_grid.selected, self._shown_t
+        forks, seed = self.forks_spin.value(), self.fork_seed_spin.value()
+        self._fork_held = self._frames.frame(t)[0][index].copy()
+        self.fork_title.setText(f"Forks from {X_T} at <b>t = {t}</b> · image #{index + 1} · seed {seed}")
+        self._show(self.fork_grid, self._fork_held[None], ["held x_t"])
+        self.fork_grid.set_selected(0)
+        self.fork_stage_label.setText("Computing the direct prediction…")
+        self._set_status(f"Forking image #{index + 1} at t = {t} into {forks} completions…", 0, 0)
+
+        def on_refined(value) -> None:
+            if generation == self._fork_generation:
+                self._on_fork_progress(value)
+
+        try:
+            result = await self.bridge.fork(self._trajectory_id, index, t, forks, seed, on_refined=on_refined)
+        except asyncio.CancelledError:
+            return
+        except EngineError as e:
+            if generation == self._fork_generation:
+                self.fork_stage_label.setText("Failed.")
+                self._set_status(f"Forking failed: {e}", error=True)
+            return
+        if generation == self._fork_generation:
+            self._on_fork_progress(result)
+            self._set_status(f"{forks} completions of image #{index + 1} from t = {t} (exact chain of {t} steps).")
+
+    def _on_fork_progress(self, value) -> None:
+        if isinstance(value, ChainProgress):
+            self.fork_stage_label.setText(f"Stage: {STAGES.get(self._fork_stage, self._fork_stage)} · now running "
+                                          f"the {value.stage} chain: {value.done} / {value.total} steps")
+            self._set_status(self.status_label.text(), value.done, value.total)
+            return
+        if not isinstance(value, Refined):
+            return
+        self._fork_completions, self._fork_stage = value.images, value.stage
+        images = np.concatenate([self._fork_held[None], value.images])
+        captions = ["held x_t"] + [str(j + 1) for j in range(len(value.images))]
+        self._show(self.fork_grid, images, captions)
+        self.fork_stage_label.setText(f"Stage: {STAGES.get(value.stage, value.stage)}"
+                                      + ("" if value.stage == "exact" else " · refining…"))
+        self.forks_shown.emit(value.stage)
+
+    # ---- model changes and status ----
+
+    def _on_model_changed(self, info) -> None:
+        """A new model: the stored chain (and its forks) belong to the old one."""
+        self._generation += 1
+        self._clear_frames()
+        self._clear_fork()
+        self.scrubber.reset(getattr(info, "num_timesteps", 0))
+        for grid in (self.xt_grid, self.pred_grid):
+            self._show(grid, None)
+        self.xt_grid.set_placeholder(f"A new model is loaded (step {getattr(info, 'step', '?')}): press Generate "
+                                     "(Ctrl+G) for a chain from it")
+        self.stop_button.setEnabled(False)
+        self._update_fork_button()
+        if self.state.get("trajectory") is not None:
+            self.state.set("trajectory", None)
+        self._set_status("The model changed: the previous chain was cleared.")
+
+    def _set_status(self, text: str, done: int | None = None, total: int | None = None, error: bool = False) -> None:
+        """The panel's status line; a progress bar while work runs (total 0: busy, no count yet)."""
+        self.status_label.setText(text)
+        self.status_label.setStyleSheet("color: #c62828;" if error else "")
+        self.progress.setVisible(total is not None)
+        if total is not None:
+            self.progress.setRange(0, total)
+            self.progress.setValue(done or 0)

@@ -1,0 +1,180 @@
+"""The Trajectory panel: the timestep scrubber (Fig. 6) over a stored chain, play/pause, and forking (Fig. 7)."""
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from tests.conftest import run_async
+
+N = 4
+
+
+@pytest.fixture
+def received(bridge, monkeypatch):
+    """Every TrajectoryFrames chunk the engine streams to the panel, in order (a spy around `bridge.trajectory`)."""
+    chunks, original = [], bridge.trajectory
+
+    def spy(n, seed, on_frames=None):
+        def record(frames):
+            chunks.append(frames)
+            on_frames(frames)
+        return original(n, seed, on_frames=record)
+
+    monkeypatch.setattr(bridge, "trajectory", spy)
+    return chunks
+
+
+@pytest.fixture
+def panel(qtbot, bridge):
+    from studio.panels.trajectory import TrajectoryPanel
+    from studio.state import AppState
+
+    p = TrajectoryPanel(bridge, AppState())
+    qtbot.addWidget(p)
+    p.resize(1100, 750)
+    p.n_spin.setValue(N)
+    p.seed_spin.setValue(3)
+    return p
+
+
+def generate(qtbot, panel):
+    qtbot.mouseClick(panel.generate_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.trajectory_id is not None, timeout=30_000)
+
+
+def test_slider_shows_the_received_frame_for_t(qtbot, panel, received):
+    """After `t_slider.setValue(t)` the two grids show x_t and x^0 of step t exactly as the engine streamed them,
+    and the t label reads "t = t / T"; every frame is stored and exported to the app state with its seed."""
+    generate(qtbot, panel)
+    t_values = np.concatenate([c.t_values for c in received])
+    x_t = np.concatenate([c.x_t for c in received])
+    pred = np.concatenate([c.pred_x0 for c in received])
+    T = received[0].total - 1
+    assert T == 100 and list(t_values) == list(range(T, -1, -1))
+    for t in (T, 63, 37, 1, 0):
+        with qtbot.waitSignal(panel.frame_shown, timeout=1000) as shown:
+            panel.t_slider.setValue(t)
+        assert shown.args == [t] and panel.t == t
+        shown_x, shown_pred = panel.current_frame()
+        np.testing.assert_array_equal(shown_x, x_t[T - t])
+        np.testing.assert_array_equal(shown_pred, pred[T - t])
+        assert panel.xt_grid.count == panel.pred_grid.count == N
+        assert f"t = {t} / {T}" in panel.scrubber.t_label.text()
+    exported = panel.state.get("trajectory")
+    assert exported["x_t"].shape == (T + 1, N, 8, 8, x_t.shape[-1])
+    np.testing.assert_array_equal(exported["pred_x0"], pred)
+    assert exported["metadata"]["seed"] == 3 and exported["metadata"]["n"] == N
+    assert exported["metadata"]["model_step"] == 6
+
+
+def test_scrubbing_runs_from_memory_without_engine_jobs(qtbot, panel, bridge):
+    """Scrubbing over the whole chain never submits an engine job: frames come from the panel's memory."""
+    generate(qtbot, panel)
+    started = []
+    bridge.job_started.connect(lambda job_id, key: started.append(key))
+    last_job = bridge.last_job_id
+    for t in list(range(100, -1, -7)) + [0, 50, 100]:
+        panel.t_slider.setValue(t)
+        assert panel.t == t
+    qtbot.wait(200)
+    assert started == [] and bridge.last_job_id == last_job
+
+
+def test_scrubber_works_over_frames_received_so_far(qtbot, panel, bridge, monkeypatch):
+    """While the chain runs, the slider shows any frame already received and snaps to the newest one (the front)
+    for a t not computed yet; forking waits for the finished chain."""
+    seen = []
+    original = bridge.trajectory
+
+    def spy(n, seed, on_frames=None):
+        def first_chunk_check(frames):
+            on_frames(frames)
+            if not seen:  # the first chunk: frames T .. T-49 only
+                front = int(frames.t_values[-1])
+                panel.t_slider.setValue(frames.t_values[10])
+                seen.append((panel.t, panel.current_frame()[0].copy(), frames.x_t[10].copy()))
+                panel.t_slider.setValue(0)
+                seen.append((panel.t, front, panel.fork_button.isEnabled()))
+        return original(n, seed, on_frames=first_chunk_check)
+
+    monkeypatch.setattr(bridge, "trajectory", spy)
+    generate(qtbot, panel)
+    (t_mid, shown, streamed), (t_low, front, fork_enabled) = seen
+    assert t_mid == 90
+    np.testing.assert_array_equal(shown, streamed)
+    assert t_low == front > 0 and not fork_enabled
+    panel.t_slider.setValue(0)
+    assert panel.t == 0  # once finished, every t is there
+
+
+def test_fork_yields_completions_of_the_held_x_t(qtbot, panel):
+    """Clicking an image and "Fork here" at t draws `forks` completions of that image's x_t: the grid shows the held
+    x_t (the scrubber's frame) and `forks` images of the same shape; the direct stage is x^0(x_t) for every fork
+    (all equal, matching the scrubber's prediction), the exact stage differs between forks. Fork is off at t = 0."""
+    generate(qtbot, panel)
+    t, index, forks = 40, 2, 5
+    panel.t_slider.setValue(t)
+    assert not panel.fork_button.isEnabled()  # nothing picked yet
+    qtbot.mouseClick(panel.xt_grid, Qt.MouseButton.LeftButton, pos=panel.xt_grid.cell_rect(index).center())
+    assert panel.pred_grid.selected == index and panel.fork_button.isEnabled()
+    panel.forks_spin.setValue(forks)
+    stages = []
+    panel.forks_shown.connect(lambda stage: stages.append((stage, panel.fork_images()[1].copy())))
+    frame_x, frame_pred = (a.copy() for a in panel.current_frame())
+    with qtbot.waitSignal(panel.forks_shown, timeout=30_000, check_params_cb=lambda s: s == "exact"):
+        qtbot.mouseClick(panel.fork_button, Qt.MouseButton.LeftButton)
+    held, completions = panel.fork_images()
+    np.testing.assert_array_equal(held, frame_x[index])
+    assert completions.shape == (forks, *held.shape)
+    assert panel.fork_grid.count == forks + 1 and f"t = {t}" in panel.fork_title.text()
+    assert [s for s, _ in stages] == ["direct", "settled", "exact"]
+    direct = stages[0][1].astype(int)
+    assert (direct == direct[0]).all()  # one held x_t -> one prediction
+    assert np.abs(direct[0] - frame_pred[index].astype(int)).max() <= 2
+    assert len({c.tobytes() for c in completions}) > 1  # different reverse-chain noise per fork
+    panel.t_slider.setValue(0)
+    assert not panel.fork_button.isEnabled() and "t = 0" in panel.fork_button.toolTip()
+
+
+def test_fork_failure_is_shown_not_raised(qtbot, panel, bridge):
+    """If the engine no longer holds the chain (another one replaced it), forking reports the engine's message."""
+    generate(qtbot, panel)
+    run_async(qtbot, bridge.trajectory(1, 0))  # the engine keeps one stored chain: this drops the panel's
+    panel.t_slider.setValue(30)
+    qtbot.mouseClick(panel.xt_grid, Qt.MouseButton.LeftButton, pos=panel.xt_grid.cell_rect(0).center())
+    qtbot.mouseClick(panel.fork_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "no longer in memory" in panel.status_label.text(), timeout=10_000)
+
+
+def test_play_reaches_t_zero(qtbot, panel):
+    """Play (the button or Space) animates t from the current value down to 0 in a few seconds, then pauses;
+    on the slider the Right arrow steps towards the data (t - 1), Home jumps to T."""
+    generate(qtbot, panel)
+    panel.show()
+    qtbot.waitExposed(panel)
+    panel.t_slider.setFocus()
+    qtbot.keyClick(panel.t_slider, Qt.Key.Key_Home)
+    qtbot.keyClick(panel.t_slider, Qt.Key.Key_Right)
+    assert panel.t == 99
+    shown = []
+    panel.frame_shown.connect(shown.append)
+    qtbot.mouseClick(panel.play_button, Qt.MouseButton.LeftButton)
+    assert panel.play_button.isChecked()
+    qtbot.waitUntil(lambda: panel.t == 0, timeout=6_000)
+    qtbot.waitUntil(lambda: not panel.play_button.isChecked(), timeout=1_000)
+    assert shown == sorted(shown, reverse=True) and len(shown) > 10 and shown[-1] == 0
+    panel.activateWindow()
+    qtbot.keyClick(panel.t_slider, Qt.Key.Key_Space)  # at the end, play starts again from T
+    assert panel.play_button.isChecked() and panel.t == 100
+    qtbot.keyClick(panel.t_slider, Qt.Key.Key_Space)
+    assert not panel.play_button.isChecked()
+
+
+def test_model_change_clears_the_trajectory(qtbot, panel, bridge, micro_run):
+    """Loading a model clears the stored chain, the grids and the exported trajectory: they belong to the old model."""
+    generate(qtbot, panel)
+    assert panel.state.get("trajectory") is not None
+    with qtbot.waitSignal(bridge.model_changed, timeout=30_000):
+        bridge.load_model(str(micro_run))
+    assert panel.state.get("trajectory") is None
+    assert panel.current_frame() is None and panel.xt_grid.count == 0 and panel.trajectory_id is None
+    assert not panel.t_slider.isEnabled() and not panel.fork_button.isEnabled()
