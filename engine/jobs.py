@@ -347,8 +347,11 @@ def train_job(run_dir: str, spec=None, total_steps: int | None = None, device: s
                            str(trainer.run_dir.root))
         ctx.state["model"] = live
         ctx.state["cache"] = collections.OrderedDict()
+        yield model_info(live)  # exploration now follows this run's EMA weights
         for event in trainer.run(total_steps, stop=ctx.cancelled.is_set):
             live.step = trainer.step
             yield event
+        ctx.state["cache"] = collections.OrderedDict()
+        yield model_info(live)  # the weights the studio explores from now on
         return trainer.step
     return job

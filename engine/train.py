@@ -27,7 +27,7 @@ from .config import Precision, to_jsonable
 from .data import BatchPosition, ImageDataset, batches, load_dataset
 from .device import Denoiser, autocast, pick_device, resolve_precision
 from .diffusion import GaussianDiffusion
-from .images import make_grid, save_png, to_uint8
+from .images import make_grid, save_png, to_uint8, upscale
 from .runs import Run
 from .sampling import generate, sample
 from .unet import UNet, count_parameters
@@ -242,7 +242,8 @@ class Trainer:
 
     def _save_preview(self) -> SamplesReady:
         ema, raw = self.preview()
-        picture = make_grid(ema, nrow=int(math.ceil(math.sqrt(len(ema)))))
+        # Zoomed (nearest neighbour) so a person opening the file can see a 16x16 sample; the studio re-zooms anyway.
+        picture = upscale(make_grid(ema, nrow=int(math.ceil(math.sqrt(len(ema))))), max(1, 64 // ema.shape[1]))
         path = save_png(self.run_dir.samples_dir / f"step_{self.step:07d}.png", picture, {
             "run": self.run_dir.name, "step": str(self.step), "weights": "ema",
             "sampler": "strided" if self.config.sample_steps < self.diffusion.num_timesteps else "ancestral",

@@ -88,6 +88,10 @@ class Bridge(QObject):
     def _on_engine_event(self, event: Any) -> None:
         job_id = event.job_id
         if isinstance(event, JobProgress):
+            if isinstance(event.value, jobs.ModelInfo):  # training switched the explored model
+                self.model = event.value
+                self.model_changed.emit(event.value)
+                return
             if job_id == self._train_job:
                 self.train_event.emit(event.value)
             callback = self._progress.get(job_id)

@@ -60,15 +60,15 @@ class MainWindow(QMainWindow):
     # ---- startup ----
 
     async def open_initial(self, run_dir: str | None) -> None:
-        """The built-in data, and the given run or the bundled model."""
-        dataset_panel = self.panels["Dataset"]
+        """The given run or the bundled model, and the built-in data at the model's size."""
         source = run_dir or (str(BUNDLED_RUN) if (BUNDLED_RUN / "run.json").exists() else None)
+        size = "16"
         if source is None:
             self.state.set("status", "no model yet: train one in the Training tab, or open a run (Ctrl+O)")
-        else:
-            await self.open_run(source)
-        if hasattr(dataset_panel, "load_default"):
-            await dataset_panel.load_default()
+        elif await self.open_run(source):
+            h, w = self.bridge.model.image_size
+            size = str(h) if h == w else f"{h}x{w}"
+        await self.panels["Dataset"].load(f"builtin:shapes?size={size}")
 
     async def open_run(self, path: str) -> bool:
         try:
