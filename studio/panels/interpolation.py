@@ -1,0 +1,410 @@
+"""The Interpolation panel (Ho et al. 2020, Sec. 4.4, Figs. 8-9): two sources, a mixing step t and a strip of λ.
+
+Both sources are encoded with q(x_t|x_0) at the mixing step t, their noised latents mixed as (1-λ)x_t + λx'_t, and
+the mix decoded by the reverse chain; the strip shows λ = 0 ... 1, whose ends reconstruct A and B. Every change of
+t, λ, the column count or the seed asks the bridge for a new interpolation, which supersedes the running one, and
+the strip refines in place: preview (x̂0, Eq. 15) -> settled (strided chain) -> exact (Alg. 2), with progress.
+Values seen before come back from the engine's cache at once.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
+                               QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget)
+
+from studio.bridge import ChainProgress, EngineError, Refined
+from studio.widgets.image_grid import ImageGrid
+
+SETTLED_STEPS = 25  # the engine's strided "settled" chain (engine/jobs.py), shown for t above it
+LAMBDA_STEPS = 20  # the λ slider moves in steps of 1/20 = 0.05
+STAGE_NAMES = {"direct": "preview", "settled": "settled", "exact": "exact"}
+T_TOOLTIP = ("The mixing step t (Fig. 9): both sources are noised to x_t with q(x_t|x_0), mixed, then denoised.\n"
+             "Small t keeps the sources' fine detail (the mix is close to a cross-fade); large t keeps only their\n"
+             "coarse layout and the model invents the rest. t = 0 mixes the pixels themselves.")
+LAMBDA_TOOLTIP = ("λ: the weight of B in the mixed latent x̄_t = (1-λ) x_t + λ x'_t (Fig. 8).\n"
+                  "λ = 0 and λ = 1 decode to reconstructions of A and B. The large view shows this λ.")
+
+EXPLANATION = ("How it works (Sec. 4.4): both sources are noised to step t with q(x_t|x_0) (Eq. 4), mixed as "
+               "x̄_t = (1-λ) x_t + λ x'_t and decoded by the reverse chain. The noise is the same for every λ, so "
+               "λ = 0 and λ = 1 reconstruct A and B. At small t the strip is a cross-fade that keeps the sources' "
+               "detail; at large t only their coarse layout survives and the model invents the rest (Fig. 9).")
+
+
+def fit_image(picture: Image.Image, size: tuple[int, int], channels: int) -> np.ndarray:
+    """Any Pillow image -> [H, W, C] uint8 at `size` (height, width): scale the shorter side, cut out the centre."""
+    has_alpha = "A" in picture.getbands() or "transparency" in picture.info
+    picture = picture.convert("RGBA" if has_alpha else "RGB")
+    if has_alpha and channels != 4:  # like the data loader: transparency becomes white
+        white = Image.new("RGBA", picture.size, (255, 255, 255, 255))
+        picture = Image.alpha_composite(white, picture).convert("RGB")
+    picture = picture.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
+    h, w = size
+    scale = max(h / picture.height, w / picture.width)
+    new_w, new_h = max(w, round(picture.width * scale)), max(h, round(picture.height * scale))
+    picture = picture.resize((new_w, new_h), Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.NEAREST)
+    left, top = (new_w - w) // 2, (new_h - h) // 2
+    array = np.asarray(picture.crop((left, top, left + w, top + h)), dtype=np.uint8)
+    return np.ascontiguousarray(array[:, :, None] if array.ndim == 2 else array)
+
+
+def _ranged(control, tooltip: str, minimum: int, maximum: int, value: int):
+    """A slider or spin box with its range, starting value and tooltip."""
+    control.setRange(minimum, maximum)
+    control.setValue(value)
+    control.setToolTip(tooltip)
+    return control
+
+
+class SourceBox(QGroupBox):
+    """One source (A or B): its image and where it came from, with the three ways to pick one."""
+
+    def __init__(self, name: str, parent: QWidget | None = None):
+        super().__init__(f"Source {name}", parent)
+        self.name = name
+        self.image: np.ndarray | None = None  # [H, W, C] uint8
+        self.version = 0  # bumped on every new image, so a request knows which sources it used
+        self.grid = ImageGrid(max_zoom=12)
+        self.grid.setMinimumSize(110, 110)
+        self.grid.set_placeholder("no image yet")
+        self.origin_label = QLabel("—")
+        self.index_spin = _ranged(QSpinBox(), "The dataset index for 'From dataset', the seed for 'Generate'.", 0, 999_999, 0)
+        self.dataset_button = QPushButton("From dataset")
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.setToolTip("A new sample from this seed (strided chain of 50 steps).")
+        self.file_button = QPushButton("Open file…")
+        layout = QGridLayout(self)
+        for widget, row, column, span in ((self.grid, 0, 0, 2), (QLabel("index / seed"), 2, 0, 1),
+                                          (self.index_spin, 2, 1, 1), (self.dataset_button, 3, 0, 1),
+                                          (self.generate_button, 3, 1, 1), (self.file_button, 4, 0, 2)):
+            layout.addWidget(widget, row, column, 1, span)
+        layout.addWidget(self.origin_label, 1, 0, 1, 2, Qt.AlignmentFlag.AlignHCenter)
+        layout.setRowStretch(0, 1)
+
+    def set_image(self, image: np.ndarray | None, origin: str = "—") -> None:
+        self.image = None if image is None else np.ascontiguousarray(image)
+        self.version += 1
+        self.grid.set_images(None if image is None else self.image[None])
+        self.origin_label.setText(origin)
+
+
+class InterpolationPanel(QWidget):
+    """Figs. 8-9: interpolate between two sources in the noised latent space at the mixing step t."""
+
+    title = "Interpolation"
+    strip_shown = Signal(str)  # the stage shown now: 'direct' (preview), 'settled' or 'exact'
+
+    def __init__(self, bridge, state, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._bridge, self._state = bridge, state
+        self._generation = 0  # the request whose stages may still be shown; older callbacks are ignored
+        self._request_key, self._requested_at = None, 0.0  # what was asked last, and when
+        self._lambdas, self._stages_seen = [], []  # the λ values of the request in flight, its stages so far
+        self._shown: tuple[list[float], np.ndarray, int] | None = None  # λ values, images [L, H, W, C], t on screen
+        self._exact_strip: tuple | None = None  # the strip key of an exact strip on screen
+        self._defaults_loading = False
+
+        self.source_a, self.source_b = SourceBox("A"), SourceBox("B")
+        for box in (self.source_a, self.source_b):
+            box.dataset_button.clicked.connect(lambda _=False, b=box: asyncio.ensure_future(self._from_dataset(b)))
+            box.generate_button.clicked.connect(lambda _=False, b=box: asyncio.ensure_future(self._generate(b)))
+            box.file_button.clicked.connect(lambda _=False, b=box: self._open_file(b))
+        self.source_b.index_spin.setValue(1)
+
+        self.t_slider = _ranged(QSlider(Qt.Orientation.Horizontal), T_TOOLTIP, 0, 1000, 500)
+        self.t_slider.setInvertedAppearance(True)  # left is coarse (large t), right is fine (small t),
+        self.t_slider.setInvertedControls(True)  # and the arrow keys move the handle the way they point
+        self.t_label = QLabel()
+        self.lambda_slider = _ranged(QSlider(Qt.Orientation.Horizontal), LAMBDA_TOOLTIP, 0, LAMBDA_STEPS,
+                                     LAMBDA_STEPS // 2)
+        self.lambda_slider.setTickPosition(QSlider.TickPosition.TicksBelow)
+        self.lambda_label = QLabel()
+        self.columns_spin = _ranged(QSpinBox(), "How many λ values the strip shows, evenly from 0 (A) to 1 (B).",
+                                    2, 21, 9)
+        self.seed_spin = _ranged(QSpinBox(), "Seed of the encoding noise and of the reverse chain's noise, shared by every λ:\n"
+                                 "the same seed replays the same strip.", 0, 2**31 - 1, 0)
+        controls = QGroupBox("Mixing")
+        form = QFormLayout(controls)
+        for row in (self.t_label, self.t_slider, self.lambda_label, self.lambda_slider):
+            form.addRow(row)
+        form.addRow("λ columns", self.columns_spin)
+        form.addRow("seed", self.seed_spin)
+        explanation = QLabel(EXPLANATION)
+        explanation.setWordWrap(True)
+        form.addRow(explanation)
+
+        self.strip_grid = ImageGrid(max_zoom=16)
+        self.strip_grid.set_placeholder("Pick two sources to interpolate between.")
+        self.strip_grid.setToolTip("λ from 0 (a reconstruction of A) to 1 (a reconstruction of B); click a column.")
+        self.strip_grid.image_clicked.connect(self._on_image_clicked)
+        self.focus_grid = ImageGrid(max_zoom=32)
+        self.focus_grid.setMinimumSize(200, 200)
+        self.focus_grid.setToolTip(LAMBDA_TOOLTIP)
+        self.stage_label = QLabel("showing: —")
+        self.stage_label.setToolTip("preview: x̂0 from one network evaluation (Eq. 15); settled: a strided chain;\n"
+                                    "exact: the ancestral chain of t steps (Alg. 2), which the progress bar follows.")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(320)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+
+        strip_box = QGroupBox("Strip: λ from A to B (the ends reconstruct the sources)")
+        QVBoxLayout(strip_box).addWidget(self.strip_grid)
+        focus_box = QGroupBox("Selected λ")
+        QVBoxLayout(focus_box).addWidget(self.focus_grid)
+        top = QHBoxLayout()  # like a row of Fig. 8: source, reconstruction, mixes, reconstruction, source
+        top.addWidget(self.source_a)
+        top.addWidget(strip_box, 1)
+        top.addWidget(self.source_b)
+        middle = QHBoxLayout()
+        middle.addWidget(controls, 1)
+        middle.addWidget(focus_box, 1)
+        status = QHBoxLayout()
+        for widget, stretch in ((self.stage_label, 0), (self.progress, 0), (self.status_label, 1)):
+            status.addWidget(widget, stretch)
+        layout = QVBoxLayout(self)
+        layout.setSpacing(8)
+        for row, stretch in ((top, 1), (middle, 1), (status, 0)):
+            layout.addLayout(row, stretch)
+
+        for control in (self.t_slider, self.lambda_slider, self.columns_spin, self.seed_spin):
+            control.valueChanged.connect(lambda _value: self._refresh())
+        bridge.model_changed.connect(self._on_model_changed)
+        self._on_model_changed(bridge.model)
+
+    # ---- public API ----
+
+    @property
+    def lambda_value(self) -> float:
+        return self.lambda_slider.value() / LAMBDA_STEPS
+
+    def strip_lambdas(self) -> list[float]:
+        """The strip's λ values: linspace(0, 1, columns)."""
+        return [float(v) for v in np.linspace(0.0, 1.0, self.columns_spin.value())]
+
+    def set_source(self, which: str, image: np.ndarray, origin: str = "") -> None:
+        """Use `image` ([H, W, C] uint8 at the model's size) as source 'A' or 'B'."""
+        box = self.source_a if which.upper() == "A" else self.source_b
+        box.set_image(image, origin or "image")
+        self._refresh()
+
+    def load_source_file(self, which: str, path: str) -> None:
+        """Decode an image file with Pillow at the model's size and channels and use it as source 'A' or 'B'."""
+        info = self._bridge.model
+        if info is None:
+            self.status_label.setText("Load a model first: the file is resized to the model's image size.")
+            return
+        try:
+            with Image.open(path) as picture:
+                image = fit_image(picture, tuple(info.image_size), info.channels)
+        except (OSError, ValueError) as e:
+            self.status_label.setText(f"Cannot open {path}: {e}")
+            return
+        self.set_source(which, image, f"file {Path(path).name}")
+
+    # ---- sources ----
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self._ensure_sources()
+
+    def _ensure_sources(self) -> None:
+        """Defaults on first show: dataset images 0 and 1 (one after the other: a second request would supersede)."""
+        if self._bridge.model is not None and not self._defaults_loading:
+            self._defaults_loading = True
+            asyncio.ensure_future(self._load_defaults())
+
+    async def _load_defaults(self) -> None:
+        try:
+            for box in (self.source_a, self.source_b):
+                if box.image is None:
+                    await self._from_dataset(box)
+        finally:
+            self._defaults_loading = False
+
+    async def _dataset_image(self, index: int) -> np.ndarray:
+        """Image `index` of the loaded dataset at the model's size; loads the built-in shapes if none is loaded."""
+        info = self._bridge.model
+        if self._state.get("dataset") is None:
+            await self._load_builtin(info)
+        image = (await self._bridge.dataset_images([index]))[0]
+        if image.shape != (*info.image_size, info.channels):  # a dataset of another shape than the model's
+            image = fit_image(Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image),
+                              tuple(info.image_size), info.channels)
+        return image
+
+    async def _load_builtin(self, info) -> None:
+        self.status_label.setText("No dataset loaded: loading the built-in shapes at the model's size…")
+        h, w = info.image_size
+        spec = f"builtin:shapes?size={h if h == w else f'{h}x{w}'}" + ("" if info.channels == 3 else f"&channels={info.channels}")
+        self._state.set("dataset", await self._bridge.load_dataset(spec))
+
+    async def _from_dataset(self, box: SourceBox) -> None:
+        index = box.index_spin.value()
+        await self._fill(box, self._dataset_image(index), f"dataset #{index}")
+
+    async def _generate(self, box: SourceBox) -> None:
+        seed = box.index_spin.value()
+        self.status_label.setText(f"Generating source {box.name} (seed {seed}, 50 strided steps)…")
+        await self._fill(box, self._bridge.sample(n=1, seed=seed, num_steps=50), f"sample, seed {seed}")
+
+    async def _fill(self, box: SourceBox, image, origin: str) -> None:
+        """Await a source image (or a Refined sample) and show it; a superseded or failed request leaves it be."""
+        try:
+            image = await image
+        except asyncio.CancelledError:
+            return
+        except EngineError as e:
+            self.status_label.setText(f"Source {box.name}: {e}")
+            return
+        self.set_source(box.name, image.images[0] if isinstance(image, Refined) else image, origin)
+
+    def _open_file(self, box: SourceBox) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, f"Open source {box.name}", "",
+                                              "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff);;All files (*)")
+        if path:
+            self.load_source_file(box.name, path)
+
+    # ---- the interpolation job ----
+
+    def _on_model_changed(self, info) -> None:
+        if info is None:
+            self._refresh()
+            return
+        T = info.num_timesteps
+        if self.t_slider.maximum() != T:  # a new schedule: start in the middle, as Fig. 9's t = 500 of 1000
+            self.t_slider.blockSignals(True)
+            self.t_slider.setRange(0, T)
+            self.t_slider.setPageStep(max(1, T // 10))
+            self.t_slider.setValue(T // 2)
+            self.t_slider.blockSignals(False)
+        shape = (*info.image_size, info.channels)
+        for box in (self.source_a, self.source_b):  # sources of another shape cannot be encoded by this model
+            if box.image is not None and box.image.shape != shape:
+                box.set_image(None)
+        self._request_key = None  # new weights: what was shown is stale
+        if self.isVisible():
+            self._ensure_sources()
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Update the labels and ask for the interpolation the controls describe (if not asked already)."""
+        info = self._bridge.model
+        t, lam = self.t_slider.value(), self.lambda_value
+        self.t_label.setText(f"mixing step t = {t} / {info.num_timesteps}   —   coarse ◀ ▶ fine" if info
+                             else "mixing step t: load a model first")
+        self.lambda_label.setText(f"λ = {lam:.2f}   (A ◀ ▶ B)")
+        self._show_focus()
+        a, b = self.source_a.image, self.source_b.image
+        if info is None or a is None or b is None:
+            return
+        grid = self.strip_lambdas()
+        lambdas = grid if self._nearest_column(grid, lam)[1] else grid + [lam]
+        key = self._strip_key() + (tuple(lambdas),)
+        if key == self._request_key:  # λ moved along the strip: nothing new to compute
+            return
+        self._request_key = key
+        self._generation += 1
+        generation = self._generation
+        self._lambdas, self._stages_seen = lambdas, []
+        self._requested_at = time.perf_counter()
+        future = self._bridge.interpolate(a, b, t, lambdas, self.seed_spin.value(),
+                                          on_refined=lambda value: self._on_refined(generation, value))
+        asyncio.ensure_future(self._finish(generation, future))
+
+    def _strip_key(self) -> tuple:
+        info = self._bridge.model
+        return (info.source, info.step, self.source_a.version, self.source_b.version, self.t_slider.value(),
+                self.columns_spin.value(), self.seed_spin.value())
+
+    async def _finish(self, generation: int, future: asyncio.Future) -> None:
+        try:
+            result = await future
+        except asyncio.CancelledError:  # superseded by a newer value: never finished, never shown
+            return
+        except EngineError as e:
+            if generation == self._generation:
+                self._request_key = None
+                self.status_label.setText(f"Interpolation failed: {e}")
+            return
+        self._on_refined(generation, result)
+
+    def _on_refined(self, generation: int, value) -> None:
+        if generation != self._generation:
+            return
+        if isinstance(value, ChainProgress):
+            self._show_progress(value.stage, value.done, value.total)
+            return
+        if not isinstance(value, Refined):
+            return
+        self._stages_seen.append(value.stage)
+        stage = STAGE_NAMES.get(value.stage, value.stage)
+        elapsed = time.perf_counter() - self._requested_at
+        t = self.t_slider.value()
+        self.stage_label.setText(f"showing: {stage}")
+        if value.stage != "exact":  # the chain that runs next
+            settles = value.stage == "direct" and t > SETTLED_STEPS
+            self._show_progress(*(("settled", 0, SETTLED_STEPS) if settles else ("exact", 0, t)))
+        self._shown = (self._lambdas, value.images, t)
+        columns = self.columns_spin.value()
+        strip_key = self._strip_key()
+        # Only λ moved off the strip: keep the exact strip on screen while the new λ refines in the large view.
+        if value.stage == "exact" or self._exact_strip != strip_key:
+            captions = [f"λ={lam:.2f}" for lam in self._lambdas[:columns]]
+            captions[0], captions[-1] = "A′ λ=0", "B′ λ=1"
+            self.strip_grid.set_images(value.images[:columns], captions, columns=columns)
+            self._exact_strip = strip_key if value.stage == "exact" else None
+            self.strip_shown.emit(value.stage)
+        self._show_focus()
+        if value.stage == "exact":
+            cached = self._stages_seen == ["exact"] and value.total > 0
+            self._show_progress("exact", value.total, value.total)
+            self.status_label.setText(f"t = {t}: exact chain of {value.total} steps"
+                                      + (" (from the cache)" if cached else f", {elapsed:.2f} s after the change"))
+            self._publish(value.images[:columns], t)
+        else:
+            self.status_label.setText(f"t = {t}: {stage} after {elapsed:.2f} s; the exact chain of {t} steps follows")
+
+    def _publish(self, images: np.ndarray, t: int) -> None:
+        info = self._bridge.model
+        self._state.set("interpolation", {"images": images, "metadata": {
+            "figure": "Ho et al. 2020, Figs. 8-9", "t": t, "num_timesteps": info.num_timesteps,
+            "lambdas": self.strip_lambdas(), "seed": self.seed_spin.value(), "model": info.source,
+            "step": info.step, "source_a": self.source_a.origin_label.text(),
+            "source_b": self.source_b.origin_label.text()}})
+
+    # ---- the selected λ ----
+
+    @staticmethod
+    def _nearest_column(grid: list[float], lam: float) -> tuple[int, bool]:
+        index = int(np.argmin([abs(g - lam) for g in grid]))
+        return index, abs(grid[index] - lam) < 1e-6
+
+    def _show_focus(self) -> None:
+        """Highlight the strip column nearest λ; show λ itself large (its own image when it is off the strip)."""
+        lam = self.lambda_value
+        index, _ = self._nearest_column(self.strip_lambdas(), lam)
+        self.strip_grid.set_selected(index if index < self.strip_grid.count else None)
+        if self._shown is None:
+            return
+        lambdas, images, t = self._shown
+        nearest, exact = self._nearest_column(lambdas, lam)
+        shown = lam if exact else lambdas[nearest]
+        self.focus_grid.set_images(images[nearest][None], [f"λ = {shown:.2f}, t = {t}"])
+
+    def _on_image_clicked(self, index: int) -> None:
+        grid = self.strip_lambdas()
+        if index < len(grid):
+            self.lambda_slider.setValue(round(grid[index] * LAMBDA_STEPS))
+
+    def _show_progress(self, stage: str, done: int, total: int) -> None:
+        """The progress bar follows the chain running now ("settled 10/25", "exact 340/500")."""
+        name = STAGE_NAMES.get(stage, stage)
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(done if total else 1)
+        self.progress.setFormat(f"{name} %v/%m" if total else name)

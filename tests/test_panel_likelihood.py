@@ -1,0 +1,82 @@
+"""The Likelihood panel: bits/dim of held-out images through the bound and the rate-distortion curve (Fig. 5)."""
+import math
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_async
+
+pytest.importorskip("PySide6")
+from PySide6.QtCore import Qt  # noqa: E402
+
+LEFT = Qt.MouseButton.LeftButton
+
+
+@pytest.fixture
+def state():
+    from studio.state import AppState
+
+    return AppState()
+
+
+@pytest.fixture
+def panel(qtbot, bridge, state):
+    from studio.panels.likelihood import LikelihoodPanel
+
+    widget = LikelihoodPanel(bridge, state)
+    qtbot.addWidget(widget)
+    return widget
+
+
+def test_evaluating_the_micro_model_shows_finite_positive_bits_per_dim_and_the_curve(qtbot, bridge, panel):
+    """Evaluate gives a finite positive bits/dim in the label (with the split, count and step) and a
+    rate-distortion curve of T + 1 points, rate falling and distortion rising with t."""
+    from studio.bridge import LikelihoodResult
+
+    panel.images_spin.setValue(16)
+    assert "split=test" in panel.data_label.text() and "size=8" in panel.data_label.text()
+    with qtbot.waitSignal(panel.evaluated, timeout=30_000) as blocker:
+        qtbot.mouseClick(panel.evaluate_button, LEFT)
+    result = blocker.args[0]
+    assert isinstance(result, LikelihoodResult)
+    assert math.isfinite(result.bits_per_dim) and result.bits_per_dim > 0
+    assert result.images == 16
+    assert f"{result.bits_per_dim:.2f}" in panel.result_label.text()
+    assert "bits/dim" in panel.result_label.text() and "16 test images" in panel.result_label.text()
+    assert "step 6" in panel.result_label.text()
+    T = bridge.model.num_timesteps
+    rate_x, distortion_y = panel.rate_distortion_curve.getData()
+    assert len(rate_x) == len(distortion_y) == T + 1 == len(result.rate)
+    assert len(panel.rate_curve.getData()[0]) == len(panel.distortion_curve.getData()[0]) == T + 1
+    assert result.rate[0] == pytest.approx(result.bits_per_dim, rel=1e-4)  # at t = 0 everything was received
+    assert result.distortion[0] == 0 and np.all(np.diff(result.rate) <= 1e-6)
+    assert panel.evaluate_button.text() == "Evaluate"
+
+
+def test_the_held_out_split_follows_the_loaded_dataset_and_gives_it_back(qtbot, bridge, state, panel):
+    """The held-out images are the chosen split of the loaded dataset's spec (train: at most the images the
+    model trained on); after evaluating, the engine holds the loaded dataset again for the other panels."""
+    preview = run_async(qtbot, bridge.load_dataset("builtin:shapes?size=8&count=40"))
+    first = run_async(qtbot, bridge.dataset_images([0, 1]))
+    state.set("dataset", preview)
+    panel.images_spin.setValue(64)
+    assert "split=test" in panel.data_label.text() and "count=64" in panel.data_label.text()
+    panel.split_combo.setCurrentText("train")
+    assert "split=train" in panel.data_label.text() and "count=40" in panel.data_label.text()
+    panel.split_combo.setCurrentText("test")
+    with qtbot.waitSignal(panel.evaluated, timeout=30_000):
+        qtbot.mouseClick(panel.evaluate_button, LEFT)
+    np.testing.assert_array_equal(run_async(qtbot, bridge.dataset_images([0, 1])), first)
+
+
+def test_evaluate_again_stops_the_evaluation(qtbot, bridge, panel):
+    """While evaluating, the button reads Stop; clicking it cancels the job and the panel says it stopped."""
+    panel.images_spin.setValue(500)
+    with qtbot.waitSignal(bridge.job_started, timeout=30_000, check_params_cb=lambda job, key: key == "likelihood"):
+        qtbot.mouseClick(panel.evaluate_button, LEFT)
+        assert panel.evaluate_button.text() == "Stop"
+    with qtbot.waitSignal(bridge.job_cancelled, timeout=10_000):
+        qtbot.mouseClick(panel.evaluate_button, LEFT)
+    qtbot.waitUntil(lambda: panel.evaluate_button.text() == "Evaluate", timeout=5_000)
+    assert "Stopped" in panel.status_label.text()
+    assert panel.result_label.text().startswith("—")
