@@ -27,6 +27,7 @@ TrajectoryFrames = jobs.TrajectoryFrames
 ModelInfo = jobs.ModelInfo
 DataPreview = jobs.DataPreview
 LikelihoodResult = jobs.LikelihoodResult
+SETTLED_STEPS = jobs.SETTLED_STEPS  # the strided chain a progressive view shows before the exact one
 __all__ = ["Bridge", "EngineError", "Refined", "ChainProgress", "TrajectoryFrames", "ModelInfo", "DataPreview",
            "LikelihoodResult", "PRESETS", "Preset", "Precision", "TrainConfig", "UNetConfig", "DiffusionConfig",
            "RunSpec", "to_jsonable", "save_png", "save_gif", "make_grid", "upscale", "strip", "read_png_metadata",
@@ -66,10 +67,15 @@ class Bridge(QObject):
     # ---- generic ----
 
     def submit(self, key: str, fn, priority: Priority = Priority.ONE_OFF,
-               on_progress: Callable[[Any], None] | None = None, graceful: bool = False) -> asyncio.Future:
-        """Run an engine job; the future resolves with its result (cancelled if superseded, EngineError if it failed)."""
+               on_progress: Callable[[Any], None] | None = None, graceful: bool = False,
+               supersede: bool = True) -> asyncio.Future:
+        """Run an engine job; the future resolves with its result (cancelled if superseded, EngineError if it failed).
+
+        Interactive views supersede their own key (a slider's old value is never finished); one-off requests that
+        several panels make independently (a sample, some dataset images) pass supersede=False and all complete.
+        """
         future = asyncio.get_event_loop().create_future()
-        job_id = self._worker.submit(key, fn, priority, supersede=True, graceful=graceful)
+        job_id = self._worker.submit(key, fn, priority, supersede=supersede, graceful=graceful)
         self.last_job_id = job_id
         self._futures[job_id] = future
         self._keys[job_id] = key
@@ -136,7 +142,8 @@ class Bridge(QObject):
 
     def sample(self, n: int, seed: int, num_steps: int | None = None, eta: float = 1.0,
                on_progress: Callable[[Any], None] | None = None) -> asyncio.Future:
-        return self.submit("sample", jobs.sample_job(n, seed, num_steps, eta), Priority.ONE_OFF, on_progress)
+        return self.submit("sample", jobs.sample_job(n, seed, num_steps, eta), Priority.ONE_OFF, on_progress,
+                           supersede=False)
 
     def trajectory(self, n: int, seed: int, on_frames: Callable[[jobs.TrajectoryFrames], None] | None = None) -> asyncio.Future:
         return self.submit("trajectory", jobs.trajectory_job(n, seed), Priority.ONE_OFF, on_frames)
@@ -157,7 +164,7 @@ class Bridge(QObject):
         return self.submit("dataset", jobs.dataset_job(spec), Priority.ONE_OFF)
 
     def dataset_images(self, indices: Sequence[int]) -> asyncio.Future:
-        return self.submit("dataset-images", jobs.dataset_images_job(list(indices)), Priority.ONE_OFF)
+        return self.submit("dataset-images", jobs.dataset_images_job(list(indices)), Priority.ONE_OFF, supersede=False)
 
     def start_training(self, run_dir: str, spec=None, total_steps: int | None = None) -> asyncio.Future:
         """Train in the background (resuming the run if it exists); `train_event` carries its events."""
