@@ -44,6 +44,12 @@ class MainWindow(QMainWindow):
             self.panels[cls.title] = panel
             self.tabs.addTab(panel, cls.title)
         self.setCentralWidget(self.tabs)
+        # One preset choice: the Dataset panel plans for the preset the Training panel will train.
+        dataset_presets = getattr(self.panels["Dataset"], "preset_combo", None)
+        if dataset_presets is not None:
+            training_presets = self.panels["Training"].preset_combo
+            dataset_presets.currentTextChanged.connect(training_presets.setCurrentText)
+            training_presets.currentTextChanged.connect(dataset_presets.setCurrentText)
         self._build_menus()
         self._build_status_bar()
         self.bridge.job_failed.connect(self._on_job_failed)

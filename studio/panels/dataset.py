@@ -1,0 +1,381 @@
+"""The Dataset panel: choose the training images, see them as the model will, and what training them will cost.
+
+A source (the built-in shapes, a folder, a CIFAR-10 or MNIST file; by dialog or drag and drop) plus the shape every
+image is brought to (size, channels, crop or pad) make a data spec such as "~/cats?size=32&fit=pad", the same text the
+CLI's --data takes. Loading it runs the engine's inspector: the panel shows the first 64 images after crop/resize,
+the report with every skipped file and why, and a rough estimate of the time and memory training will need.
+The loaded preview goes to `state["dataset"]`, where the Training panel picks it up.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtGui import QFontDatabase
+from PySide6.QtWidgets import (
+    QAbstractItemView, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+    QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget,
+)
+
+from studio.bridge import PRESETS, DataPreview, EngineError
+from studio.state import AppState
+from studio.widgets.image_grid import ImageGrid
+from studio.widgets.plots import duration
+
+BUILTIN, FOLDER, CIFAR10, MNIST = range(4)
+SOURCE_LABELS = ("Built-in shapes", "Folder…", "CIFAR-10 file…", "MNIST file…")
+PREVIEW_COUNT = 64
+
+# Rough training throughput on a 2-core CPU at each preset's own image size and batch (FACTS.md: the diffusers
+# reference; micro timed here once, celebahq256 extrapolated from its FLOPs). An estimate to plan with.
+TRAIN_IMAGES_PER_S = {"micro": 500.0, "tiny": 200.0, "small": 17.4, "cifar10": 4.5, "celebahq256": 0.12}
+# Parameters, and activation memory kept for the backward pass per image in fp32 at the preset's own size
+# (measured once with autograd's saved-tensor hooks on the meta device).
+PARAMETERS = {"micro": 177_427, "tiny": 1_624_323, "small": 6_472_195, "cifar10": 35_746_307,
+              "celebahq256": 113_673_219}
+ACTIVATION_MB_PER_IMAGE = {"micro": 1.0, "tiny": 9.9, "small": 56.8, "cifar10": 202.0, "celebahq256": 2858.0}
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def training_estimate(preset_name: str, image_size: tuple[int, int], dataset_bytes: int = 0) -> tuple[float, int]:
+    """(seconds, bytes) that training `preset_name` for its total steps at `image_size` needs, roughly, on a CPU.
+
+    Throughput and activations scale with the pixel count; weights, gradients, EMA and Adam's two moments are five
+    fp32 copies of the parameters.
+    """
+    preset = PRESETS[preset_name]
+    native = preset.unet.image_size[0] * preset.unet.image_size[1]
+    scale = image_size[0] * image_size[1] / native
+    rate = TRAIN_IMAGES_PER_S.get(preset_name, 10.0) / scale
+    seconds = preset.train.total_steps * preset.train.batch_size / rate
+    params = PARAMETERS.get(preset_name, 10_000_000)
+    activations = preset.train.batch_size * ACTIVATION_MB_PER_IMAGE.get(preset_name, 50.0) * 1e6 * scale
+    return seconds, int(5 * 4 * params + activations + dataset_bytes)
+
+
+class DatasetPanel(QWidget):
+    """Pick and inspect the training data; `dataset_loaded(DataPreview)` after every load (usable or not)."""
+
+    title = "Dataset"
+    dataset_loaded = Signal(object)
+
+    def __init__(self, bridge, state: AppState, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.bridge, self.state = bridge, state
+        self.preview: DataPreview | None = None
+        self._task: asyncio.Future | None = None
+        self.setAcceptDrops(True)
+
+        # ---- source ----
+        self.source_combo = QComboBox()
+        self.source_combo.addItems(SOURCE_LABELS)
+        self.source_combo.setToolTip("Where the training images come from. A folder is searched recursively for\n"
+                                     "PNG, JPEG, WebP, BMP, TIFF and GIF. You can also drop a folder or file here.")
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("a folder, cifar-10-python.tar.gz or train-images-idx3-ubyte.gz")
+        self.browse_button = QPushButton("Browse…")
+        path_row = QHBoxLayout()
+        path_row.addWidget(self.path_edit, 1)
+        path_row.addWidget(self.browse_button)
+        self.count_spin = QSpinBox()
+        self.count_spin.setRange(0, 10_000_000)
+        self.count_spin.setSpecialValueText("all")
+        self.count_spin.setToolTip("Use only the first N images (built-in shapes: generate N); 'all' uses every one.")
+        source_box = QGroupBox("Source")
+        form = QFormLayout(source_box)
+        form.addRow("Images", self.source_combo)
+        form.addRow("Path", path_row)
+        form.addRow("Limit", self.count_spin)
+
+        # ---- shape ----
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems(list(PRESETS))
+        self.preset_combo.setCurrentText("tiny")
+        self.preset_combo.setToolTip("The preset you plan to train: sets the default image size and the estimate.")
+        self.height_spin, self.width_spin = QSpinBox(), QSpinBox()
+        for spin, name in ((self.height_spin, "height"), (self.width_spin, "width")):
+            spin.setRange(4, 1024)
+            spin.setSuffix(" px")
+            spin.setToolTip(f"Every image is resized to this {name}; the U-Net needs it divisible by 2 per level.")
+        size_row = QHBoxLayout()
+        size_row.addWidget(self.height_spin)
+        size_row.addWidget(QLabel("×"))
+        size_row.addWidget(self.width_spin)
+        self.channels_combo = QComboBox()
+        self.channels_combo.addItems(["auto", "1", "3", "4"])
+        self.channels_combo.setToolTip("auto: 1 if every image is grayscale, else 3 (RGB). 4 keeps transparency;\n"
+                                       "otherwise transparent pixels are composited on white.")
+        self.fit_combo = QComboBox()
+        self.fit_combo.addItems(["crop", "pad"])
+        self.fit_combo.setToolTip("crop: scale the shorter side to fit and cut out the centre (the paper's preprocessing)\n"
+                                  "pad: scale the longer side to fit and pad the rest with black")
+        shape_box = QGroupBox("As the model sees it")
+        form = QFormLayout(shape_box)
+        form.addRow("Plan for preset", self.preset_combo)
+        form.addRow("Size (H × W)", size_row)
+        form.addRow("Channels", self.channels_combo)
+        form.addRow("Fit", self.fit_combo)
+
+        self.spec_label = QLabel()
+        self.spec_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.spec_label.setToolTip("The data spec: the same text `python -m engine train --data` accepts.")
+        self.load_button = QPushButton("Load")
+        self.load_button.setDefault(True)
+        self.load_button.setToolTip("Inspect and load the images (Enter)")
+        self.estimate_label = QLabel()
+        self.estimate_label.setWordWrap(True)
+        estimate_box = QGroupBox("Training estimate")
+        QVBoxLayout(estimate_box).addWidget(self.estimate_label)
+
+        controls = QWidget()
+        left = QVBoxLayout(controls)
+        left.setContentsMargins(0, 0, 0, 0)
+        left.addWidget(source_box)
+        left.addWidget(shape_box)
+        left.addWidget(self.spec_label)
+        left.addWidget(self.load_button)
+        left.addWidget(estimate_box)
+        left.addStretch(1)
+
+        # ---- what was loaded ----
+        self.summary_label = QLabel("No dataset loaded yet.")
+        self.summary_label.setWordWrap(True)
+        self.warnings_label = QLabel()
+        self.warnings_label.setWordWrap(True)
+        self.warnings_label.setStyleSheet("color: #b26a00;")
+        self.preview_grid = ImageGrid(columns=8, max_zoom=8)
+        self.preview_grid.set_placeholder("Choose a source and press Load:\nthe first 64 images appear here "
+                                          "as the model will see them (after crop/resize).")
+        self.preview_grid.setToolTip("The first images after crop/resize, at integer zoom: exactly what training sees.")
+        self.skipped_table = QTableWidget(0, 2)
+        self.skipped_table.setHorizontalHeaderLabels(["File", "Why it was skipped"])
+        self.skipped_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.skipped_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self.skipped_table.verticalHeader().setVisible(False)
+        self.skipped_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.report_text = QPlainTextEdit()
+        self.report_text.setReadOnly(True)
+        self.report_text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.details_tabs = QTabWidget()
+        self.details_tabs.addTab(self.skipped_table, "Skipped files")
+        self.details_tabs.addTab(self.report_text, "Inspector report")
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+
+        results = QSplitter(Qt.Orientation.Vertical)
+        results.addWidget(self.preview_grid)
+        results.addWidget(self.details_tabs)
+        results.setStretchFactor(0, 3)
+        results.setStretchFactor(1, 1)
+        right_widget = QWidget()
+        right = QVBoxLayout(right_widget)
+        right.setContentsMargins(0, 0, 0, 0)
+        right.addWidget(self.summary_label)
+        right.addWidget(self.warnings_label)
+        right.addWidget(results, 1)
+        right.addWidget(self.status_label)
+
+        layout = QHBoxLayout(self)
+        layout.setSpacing(12)
+        layout.addWidget(controls, 0)
+        layout.addWidget(right_widget, 1)
+        controls.setMaximumWidth(360)
+
+        self.source_combo.activated.connect(self._on_source_activated)
+        self.source_combo.currentIndexChanged.connect(self._on_source_changed)
+        self.browse_button.clicked.connect(self._browse)
+        self.preset_combo.currentTextChanged.connect(self._on_preset_changed)
+        self.load_button.clicked.connect(lambda: self.load(self.spec_text()))
+        self.path_edit.returnPressed.connect(lambda: self.load(self.spec_text()))
+        for signal in (self.height_spin.valueChanged, self.width_spin.valueChanged, self.count_spin.valueChanged,
+                       self.channels_combo.currentIndexChanged, self.fit_combo.currentIndexChanged,
+                       self.path_edit.textChanged):
+            signal.connect(self._refresh_spec)
+        self._on_preset_changed(self.preset_combo.currentText())
+        self._on_source_changed(BUILTIN)
+
+    # ---- the spec ----
+
+    def spec_text(self) -> str:
+        """The data spec the controls describe, in `engine.data.parse_data_spec` syntax."""
+        source = "builtin:shapes" if self.source_combo.currentIndex() == BUILTIN else self.path_edit.text().strip()
+        h, w = self.height_spin.value(), self.width_spin.value()
+        options = [f"size={h}" if h == w else f"size={h}x{w}"]
+        if self.channels_combo.currentText() != "auto":
+            options.append(f"channels={self.channels_combo.currentText()}")
+        if self.fit_combo.currentText() != "crop":
+            options.append(f"fit={self.fit_combo.currentText()}")
+        if self.count_spin.value():
+            options.append(f"count={self.count_spin.value()}")
+        return f"{source}?{'&'.join(options)}"
+
+    def _refresh_spec(self, *_) -> None:
+        self.spec_label.setText(f"spec: <code>{self.spec_text()}</code>")
+        self._show_estimate()
+
+    def _show_estimate(self) -> None:
+        name = self.preset_combo.currentText()
+        size = (self.height_spin.value(), self.width_spin.value())
+        data_bytes = self.preview.memory_bytes if self.preview is not None and self.preview.ok else 0
+        seconds, memory = training_estimate(name, size, data_bytes)
+        train = PRESETS[name].train
+        self.estimate_label.setText(
+            f"<b>~{duration(seconds)}</b> for {train.total_steps:,} steps at batch {train.batch_size} "
+            f"({name}, {size[0]}×{size[1]}) on a 2-core CPU; a GPU is far faster.<br>"
+            f"<b>~{human_bytes(memory)}</b> of memory (weights, EMA, Adam, activations"
+            + (", the images" if data_bytes else "") + ").<br><i>A rough estimate, not a measurement.</i>")
+
+    def _on_preset_changed(self, name: str) -> None:
+        height, width = PRESETS[name].unet.image_size
+        self.height_spin.setValue(height)
+        self.width_spin.setValue(width)
+        self._refresh_spec()
+
+    def _on_source_changed(self, index: int) -> None:
+        builtin = index == BUILTIN
+        self.path_edit.setEnabled(not builtin)
+        self.browse_button.setEnabled(not builtin)
+        self._refresh_spec()
+
+    def _on_source_activated(self, index: int) -> None:
+        """Choosing "Folder…" and the like from the list opens the dialog straight away."""
+        if index != BUILTIN and not self.path_edit.text():
+            self._browse()
+
+    def _browse(self) -> None:
+        settings = QSettings("DDPM Studio", "DDPM Studio")
+        start = str(settings.value("last_folder", str(Path.home())))
+        index = self.source_combo.currentIndex()
+        if index == FOLDER:
+            path = QFileDialog.getExistingDirectory(self, "Choose a folder of images", start)
+        else:
+            filters = ("CIFAR-10 (*.tar.gz *_batch* data_batch_*);;All files (*)" if index == CIFAR10 else
+                       "MNIST images (*idx3-ubyte *idx3-ubyte.gz);;All files (*)")
+            path, _ = QFileDialog.getOpenFileName(self, SOURCE_LABELS[index].rstrip("…"), start, filters)
+        if path:
+            self.path_edit.setText(path)
+            self._remember(path)
+
+    @staticmethod
+    def _remember(path: str) -> None:
+        folder = Path(path) if Path(path).is_dir() else Path(path).parent
+        QSettings("DDPM Studio", "DDPM Studio").setValue("last_folder", str(folder))
+
+    # ---- drag and drop ----
+
+    def dragEnterEvent(self, event) -> None:
+        urls = event.mimeData().urls()
+        if urls and urls[0].isLocalFile():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        path = Path(event.mimeData().urls()[0].toLocalFile())
+        event.acceptProposedAction()
+        self.load(str(path))
+
+    def _show_source(self, source: str) -> None:
+        """Set the source controls to match a spec's source (a path or builtin:...)."""
+        if source.lower().startswith("builtin:"):
+            self.source_combo.setCurrentIndex(BUILTIN)
+            return
+        path = Path(source)
+        if path.is_dir() or not path.exists():
+            kind = FOLDER
+        elif "idx" in path.name or "ubyte" in path.name:
+            kind = MNIST
+        else:
+            kind = CIFAR10
+        self.source_combo.setCurrentIndex(kind)
+        self.path_edit.setText(source)
+        if path.exists():
+            self._remember(source)
+
+    def _show_options(self, query: str) -> None:
+        """Set the shape controls from a spec's options; a missing option takes the engine's default."""
+        options = dict(item.partition("=")[::2] for item in query.split("&") if "=" in item)
+        size = options.get("size", "32").lower().split("x")
+        if all(part.isdigit() for part in size):
+            self.height_spin.setValue(int(size[0]))
+            self.width_spin.setValue(int(size[-1]))
+        self.channels_combo.setCurrentText(options.get("channels", "auto"))
+        self.fit_combo.setCurrentText(options.get("fit", "crop"))
+        count = options.get("count", "0")
+        self.count_spin.setValue(int(count) if count.isdigit() else 0)
+
+    # ---- loading ----
+
+    def load(self, spec_text: str) -> asyncio.Future:
+        """Inspect and load `spec_text` ("SOURCE?size=HxW&channels=3&fit=crop", or a bare path, which takes the
+        size, channels and fit of the controls). Returns the scheduled task."""
+        source, sep, query = spec_text.partition("?")
+        if Path(spec_text).exists():
+            source, sep, query = spec_text, "", ""
+        if source.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")):
+            source = str(Path(source).parent)  # a dropped image: train on its folder
+        self._show_source(source)
+        if sep:
+            self._show_options(query)
+        else:
+            spec_text = self.spec_text()
+        self.spec_label.setText(f"spec: <code>{spec_text}</code>")
+        self._task = asyncio.ensure_future(self._load(spec_text))
+        return self._task
+
+    async def _load(self, spec_text: str) -> None:
+        self.load_button.setEnabled(False)
+        self.status_label.setStyleSheet("")
+        self.status_label.setText(f"Inspecting {spec_text} …")
+        try:
+            preview = await self.bridge.load_dataset(spec_text)
+        except asyncio.CancelledError:
+            return  # a newer load superseded this one
+        except EngineError as e:
+            self.status_label.setStyleSheet("color: #c62828;")
+            self.status_label.setText(f"Could not load {spec_text}: {e}")
+            return
+        finally:
+            self.load_button.setEnabled(True)
+        self._show_preview(preview)
+        if preview.ok:
+            self.state.set("dataset", preview)
+            self.status_label.setText(f"Loaded {preview.spec}: ready to train (Training panel).")
+        else:
+            self.status_label.setStyleSheet("color: #c62828;")
+            self.status_label.setText("Nothing usable in this source: see the report below.")
+        self.dataset_loaded.emit(preview)
+
+    def _show_preview(self, preview: DataPreview) -> None:
+        self.preview = preview
+        shown = preview.images[:PREVIEW_COUNT]
+        self.preview_grid.set_images(shown, columns=min(8, max(1, math.ceil(math.sqrt(len(shown))))))
+        if not len(shown):
+            self.preview_grid.set_placeholder("No usable images.")
+        height, width = preview.image_size
+        channels = {1: "grayscale", 3: "RGB", 4: "RGBA"}.get(preview.channels, f"{preview.channels} channels")
+        self.summary_label.setText(
+            f"<b>{preview.count:,} images</b> · {width}×{height} px · {preview.channels} channels ({channels}) · "
+            f"{human_bytes(preview.memory_bytes)} as uint8 · {len(preview.skipped):,} skipped"
+            + (f" · showing the first {len(shown)}" if preview.count > len(shown) else ""))
+        # The inspector's text is written for the CLI, where the skipped files are printed above the warnings.
+        self.warnings_label.setText("\n".join(f"⚠ {w.replace('(listed above)', '(see Skipped files)')}"
+                                             for w in preview.warnings))
+        self.warnings_label.setVisible(bool(preview.warnings))
+        self.skipped_table.setRowCount(len(preview.skipped))
+        for row, (path, reason) in enumerate(preview.skipped):
+            item = QTableWidgetItem(path)
+            item.setToolTip(path)
+            self.skipped_table.setItem(row, 0, item)
+            self.skipped_table.setItem(row, 1, QTableWidgetItem(reason))
+        self.details_tabs.setTabText(0, f"Skipped files ({len(preview.skipped)})")
+        self.report_text.setPlainText(preview.report_text)
+        self.details_tabs.setCurrentIndex(0 if preview.skipped else 1)
+        self._show_estimate()

@@ -1,0 +1,157 @@
+"""The Dataset panel: load the built-in data or a folder, show the images as the model sees them, the skipped files
+and why, and share the loaded preview through the app state."""
+import gc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, QStandardPaths, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+
+from tests.conftest import MICRO_DATA
+from tests.data_fixtures import write_truncated_png
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage_on_the_gui_thread():
+    """Collect each test's closed widgets on this thread: left to chance, the garbage collector may run on the engine
+    thread, and destroying Qt objects there crashes the process."""
+    yield
+    gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def settings_in(tmp_path):
+    """QSettings write under tmp_path during these tests, never to the user's configuration."""
+    fmt, scope = QSettings.Format.NativeFormat, QSettings.Scope.UserScope
+    QSettings.setPath(fmt, scope, str(tmp_path / "settings"))
+    yield
+    QSettings.setPath(fmt, scope, QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericConfigLocation))
+
+
+@pytest.fixture
+def panel(qtbot, bridge):
+    from studio.panels.dataset import DatasetPanel
+    from studio.state import AppState
+
+    p = DatasetPanel(bridge, AppState())
+    qtbot.addWidget(p)
+    p.resize(1100, 750)
+    return p
+
+
+@pytest.fixture
+def bad_folder(tmp_path):
+    """Two good PNGs and three files the inspector must skip: truncated, zero bytes, text named .jpg."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(folder / f"good{i}.png")
+    write_truncated_png(folder / "cut.png")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.jpg").write_text("not a picture")
+    return folder
+
+
+def load(qtbot, panel, spec):
+    with qtbot.waitSignal(panel.dataset_loaded, timeout=30_000) as loaded:
+        task = panel.load(spec)
+    qtbot.waitUntil(task.done)
+    return loaded.args[0]
+
+
+def test_builtin_shows_64_images_and_shares_the_preview(qtbot, panel):
+    """Loading `builtin:shapes?size=8&count=64` shows all 64 images, 8x8 with 3 channels as the model will see them,
+    reports no skipped file, and puts the preview in state["dataset"] for the Training panel."""
+    preview = load(qtbot, panel, MICRO_DATA)
+    assert preview.ok and preview.count == 64 and preview.image_size == (8, 8) and preview.channels == 3
+    assert panel.preview_grid.count == 64
+    assert panel.skipped_table.rowCount() == 0
+    assert panel.state.get("dataset") is preview
+    assert "64 images" in panel.summary_label.text() and "8×8" in panel.summary_label.text()
+    assert panel.source_combo.currentIndex() == 0  # built-in shapes
+    assert (panel.height_spin.value(), panel.width_spin.value(), panel.count_spin.value()) == (8, 8, 64)
+    assert "builtin:shapes" in panel.report_text.toPlainText()
+
+
+def test_bad_folder_lists_every_skipped_file_and_why(qtbot, panel, bad_folder):
+    """A folder with a truncated PNG, a zero-byte file and a text file named .jpg beside 2 good PNGs shows the 2
+    images and a table of the 3 skipped files with their reasons; the warnings say the dataset is tiny."""
+    preview = load(qtbot, panel, f"{bad_folder}?size=16")
+    assert preview.count == 2 and panel.preview_grid.count == 2
+    assert panel.skipped_table.rowCount() == 3
+    rows = {Path(panel.skipped_table.item(r, 0).text()).name: panel.skipped_table.item(r, 1).text()
+            for r in range(panel.skipped_table.rowCount())}
+    assert rows["cut.png"].startswith("truncated")
+    assert rows["empty.png"].startswith("zero bytes")
+    assert rows["notes.jpg"].startswith("not an image")
+    assert "only 2 images" in panel.warnings_label.text()
+    assert panel.source_combo.currentIndex() == 1 and panel.path_edit.text() == str(bad_folder)
+    assert QSettings("DDPM Studio", "DDPM Studio").value("last_folder") == str(bad_folder)
+
+
+def test_controls_build_the_spec_and_load_button_uses_it(qtbot, panel):
+    """The size, channels, fit and limit controls write the engine's data-spec syntax; Load loads exactly that."""
+    panel.source_combo.setCurrentIndex(0)
+    panel.height_spin.setValue(8)
+    panel.width_spin.setValue(12)
+    panel.channels_combo.setCurrentText("1")
+    panel.fit_combo.setCurrentText("pad")
+    panel.count_spin.setValue(16)
+    assert panel.spec_text() == "builtin:shapes?size=8x12&channels=1&fit=pad&count=16"
+    with qtbot.waitSignal(panel.dataset_loaded, timeout=30_000) as loaded:
+        qtbot.mouseClick(panel.load_button, Qt.MouseButton.LeftButton)
+    preview = loaded.args[0]
+    assert preview.image_size == (8, 12) and preview.channels == 1 and preview.count == 16
+    assert panel.preview_grid.count == 16
+    qtbot.waitUntil(panel.load_button.isEnabled)
+
+
+def test_estimate_follows_the_preset(qtbot, panel):
+    """The training estimate names the preset's steps and is labelled as an estimate; a preset sets the default size
+    (16x16 for tiny, 32x32 for cifar10) and a larger model or image needs more time."""
+    assert (panel.height_spin.value(), panel.width_spin.value()) == (16, 16)  # tiny, the default
+    assert "5,000 steps" in panel.estimate_label.text() and "estimate" in panel.estimate_label.text()
+    panel.preset_combo.setCurrentText("cifar10")
+    assert (panel.height_spin.value(), panel.width_spin.value()) == (32, 32)
+    assert "800,000 steps" in panel.estimate_label.text()
+    from studio.panels.dataset import training_estimate
+    tiny_s, tiny_bytes = training_estimate("tiny", (16, 16))
+    paper_s, paper_bytes = training_estimate("cifar10", (32, 32))
+    assert 60 < tiny_s < 3600 and paper_s > 100 * tiny_s and paper_bytes > 10 * tiny_bytes
+
+
+def drag_event(cls, mime):
+    for position in (QPointF(10, 10), QPoint(10, 10)):  # PySide6 6.12 takes a QPointF, earlier versions a QPoint
+        try:
+            return cls(position, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+        except TypeError:
+            continue
+    raise TypeError(f"cannot build a {cls.__name__}")
+
+
+def test_dropping_a_folder_loads_it(qtbot, panel, bad_folder):
+    """Dragging a folder over the panel is accepted; dropping it selects it as the source and loads it.
+    (Offscreen Qt delivers no synthetic drag events, so the test calls the widget's event handlers.)"""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(bad_folder))])
+    enter, drop = drag_event(QDragEnterEvent, mime), drag_event(QDropEvent, mime)
+    panel.dragEnterEvent(enter)
+    assert enter.isAccepted()
+    with qtbot.waitSignal(panel.dataset_loaded, timeout=30_000) as loaded:
+        panel.dropEvent(drop)
+    assert loaded.args[0].count == 2 and panel.preview_grid.count == 2
+    assert panel.source_combo.currentIndex() == 1
+
+
+def test_unusable_source_shows_the_reason(qtbot, panel, tmp_path):
+    """A missing folder is reported in the panel (no images, the reason in the report), never a crash, and the app
+    state keeps no dataset."""
+    with qtbot.waitSignal(panel.dataset_loaded, timeout=30_000) as loaded:
+        task = panel.load(f"{tmp_path / 'nowhere'}?size=8")
+    qtbot.waitUntil(task.done)
+    assert not loaded.args[0].ok
+    assert panel.preview_grid.count == 0 and panel.state.get("dataset") is None
+    assert "no such file or folder" in panel.report_text.toPlainText()
