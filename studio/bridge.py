@@ -16,6 +16,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 from engine import jobs
 from engine.config import PRESETS, Precision, Preset, TrainConfig, UNetConfig, DiffusionConfig, to_jsonable
 from engine.runs import RunSpec
+from engine.data.report import human_bytes
 from engine.images import make_grid, read_png_metadata, save_gif, save_png, strip, upscale
 from engine.loading import BUNDLED_RUN
 from engine.worker import (EngineWorker, JobCancelled, JobFailed, JobFinished, JobProgress, JobStarted, Priority)
@@ -31,7 +32,7 @@ SETTLED_STEPS = jobs.SETTLED_STEPS  # the strided chain a progressive view shows
 __all__ = ["Bridge", "EngineError", "Refined", "ChainProgress", "TrajectoryFrames", "ModelInfo", "DataPreview",
            "LikelihoodResult", "PRESETS", "Preset", "Precision", "TrainConfig", "UNetConfig", "DiffusionConfig",
            "RunSpec", "to_jsonable", "save_png", "save_gif", "make_grid", "upscale", "strip", "read_png_metadata",
-           "BUNDLED_RUN"]
+           "BUNDLED_RUN", "human_bytes", "SETTLED_STEPS"]
 
 
 class EngineError(RuntimeError):

@@ -77,3 +77,11 @@ def bridge(qtbot, event_loop_qt, micro_run):
     assert info.step == 6
     yield b
     b.shutdown()
+
+
+@pytest.fixture
+def state():
+    """A fresh, Qt-free application state for a panel under test."""
+    from studio.state import AppState
+
+    return AppState()

@@ -8,13 +8,6 @@ pytest.importorskip("PySide6")
 
 
 @pytest.fixture
-def state():
-    from studio.state import AppState
-
-    return AppState()
-
-
-@pytest.fixture
 def panel(qtbot, bridge, state):
     from studio.panels.interpolation import InterpolationPanel
 

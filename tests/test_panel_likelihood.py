@@ -13,13 +13,6 @@ LEFT = Qt.MouseButton.LeftButton
 
 
 @pytest.fixture
-def state():
-    from studio.state import AppState
-
-    return AppState()
-
-
-@pytest.fixture
 def panel(qtbot, bridge, state):
     from studio.panels.likelihood import LikelihoodPanel
 

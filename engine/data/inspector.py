@@ -10,7 +10,7 @@ import numpy as np
 
 from .files import _Probe, _probe_file, find_image_files
 from .formats import detect_source, read_cifar10, read_mnist
-from .report import DataReport, SkippedFile, _human_bytes
+from .report import DataReport, SkippedFile, human_bytes
 from .shapes import SHAPES_COUNT
 from .sources import _ArraySource, _CallbackError, _decode_all, _FileSource, _report, _ShapesSource, _Source
 from .spec import DataError, DataSpec, LoadOptions, ProgressCallback, SourceKind, parse_data_spec
@@ -100,7 +100,7 @@ def _make_report(spec: DataSpec, scan: _Scan, options: LoadOptions, verified: bo
     notes = list(scan.warnings)
     streamed = memory > options.memory_limit_bytes
     if streamed:
-        notes.append(f"{_human_bytes(memory)} decoded is above the {_human_bytes(options.memory_limit_bytes)} "
+        notes.append(f"{human_bytes(memory)} decoded is above the {human_bytes(options.memory_limit_bytes)} "
                      "memory limit: images will be decoded from disk during training")
     if 0 < count < FEW_IMAGES:
         notes.append(f"only {count:,} images: a diffusion model memorises a dataset this small and will mostly "

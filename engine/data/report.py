@@ -65,7 +65,7 @@ class DataReport:
         if self.error:
             lines.append(f"  error: {self.error}")
         lines.append(f"  {self.count:,} images -> {self.channels} x {height} x {width}, "
-                     f"{_human_bytes(self.memory_bytes)} as uint8, "
+                     f"{human_bytes(self.memory_bytes)} as uint8, "
                      + ("streamed from disk" if self.streamed else "kept in memory")
                      + ("" if self.verified else " (headers read; images not yet decoded)"))
         if self.source_sizes:
@@ -87,7 +87,7 @@ class DataReport:
         return "\n".join(lines)
 
 
-def _human_bytes(n: int) -> str:
+def human_bytes(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget,
 )
 
-from studio.bridge import PRESETS, DataPreview, EngineError
+from studio.bridge import PRESETS, DataPreview, EngineError, human_bytes
 from studio.state import AppState
 from studio.widgets.image_grid import ImageGrid
 from studio.widgets.plots import duration
@@ -38,12 +38,6 @@ PARAMETERS = {"micro": 177_427, "tiny": 1_624_323, "small": 6_472_195, "cifar10"
 ACTIVATION_MB_PER_IMAGE = {"micro": 1.0, "tiny": 9.9, "small": 56.8, "cifar10": 202.0, "celebahq256": 2858.0}
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def training_estimate(preset_name: str, image_size: tuple[int, int], dataset_bytes: int = 0) -> tuple[float, int]:
