@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -82,10 +83,12 @@ class _SampleOutput(nn.Module):
 
 
 def forward_gflops(model: nn.Module, config: UNetConfig) -> float:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     x, t = torch.zeros(1, config.in_channels, *config.image_size), torch.zeros(1, dtype=torch.long)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    # The counter has no formula for the fused CPU attention kernel: force the math one so both count q k^T and a v.
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
         model(x, t)
     return counter.get_total_flops() / 1e9
 
@@ -123,6 +126,16 @@ def sample_step_fn(model: nn.Module, config: UNetConfig, batch: int, bf16: bool)
     return step
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds all processes on this machine have spent busy since boot (Linux), or NaN where unknown."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+    except (OSError, ValueError):
+        return float("nan")
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def compare(ours: Callable[[], None], ref: Callable[[], None], batch: int, repeats: int, warmup: int) -> dict:
     """Images per second of each, medians over `repeats` alternating repeats, and ours / reference."""
     for _ in range(warmup):
@@ -133,18 +146,25 @@ def compare(ours: Callable[[], None], ref: Callable[[], None], batch: int, repea
     steps = max(1, round(TARGET_REPEAT_S / (time.perf_counter() - start)))  # the same count for both
 
     rates: dict[str, list[float]] = {"ours": [], "reference": []}
+    busy, own, wall = busy_cpu_seconds(), time.process_time(), time.perf_counter()
     for _ in range(repeats):
         for name, step in (("ours", ours), ("reference", ref)):
             start = time.perf_counter()
             for _ in range(steps):
                 step()
             rates[name].append(steps * batch / (time.perf_counter() - start))
+    # Cores kept busy by other processes while we timed: above ~0.2 the figures are not to be trusted.
+    outside = (busy_cpu_seconds() - busy - (time.process_time() - own)) / (time.perf_counter() - wall)
     ours_rate, ref_rate = statistics.median(rates["ours"]), statistics.median(rates["reference"])
+    # Each pair ran back to back, under the same outside load: far from "ratio", it says the run was disturbed.
+    paired = statistics.median(a / b for a, b in zip(rates["ours"], rates["reference"]))
     return {
         "ours": round(ours_rate, 2),
         "reference": round(ref_rate, 2),
         "ratio": round(ours_rate / ref_rate, 3),
+        "paired_ratio": round(paired, 3),
         "spread": {k: f"{min(v):.1f}..{max(v):.1f}" for k, v in rates.items()},  # min..max over the repeats
+        "outside_load_cores": round(max(outside, 0.0), 2),
         "batch": batch,
         "steps_per_repeat": steps,
     }
@@ -168,6 +188,8 @@ def bench_preset(name: str, repeats: int, warmup: int) -> dict:
             result[precision][task] = figures
             print(f"{name} {precision} {task}: ours {figures['ours']}, reference {figures['reference']}, "
                   f"ratio {figures['ratio']}", file=sys.stderr)
+            if figures["outside_load_cores"] > 0.2:
+                print(f"  disturbed: other processes kept {figures['outside_load_cores']} cores busy", file=sys.stderr)
     return result
 
 
