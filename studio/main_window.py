@@ -75,6 +75,8 @@ class MainWindow(QMainWindow):
             h, w = self.bridge.model.image_size
             size = str(h) if h == w else f"{h}x{w}"
         await self.panels["Dataset"].load(f"builtin:shapes?size={size}")
+        if source is not None and self.tabs.currentWidget() is self.panels["Trajectory"]:
+            self.panels["Trajectory"].generate_button.click()  # something to scrub straight away (it streams in)
 
     async def open_run(self, path: str) -> bool:
         try:
