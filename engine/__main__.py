@@ -116,6 +116,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             if isinstance(event, TrainStarted):
                 print(f"{event.parameters / 1e6:.2f}M parameters on {event.device} ({event.precision}), "
                       f"{event.dataset_size:,} images, step {event.step} -> {event.total_steps}", file=sys.stderr)
+                for warning in event.warnings:
+                    print(f"warning: {warning}", file=sys.stderr)
             elif isinstance(event, StepLogged):
                 progress.update(event.step, f"loss {event.loss:.4f} {event.images_per_s:.0f} img/s")
                 if not progress.live and event.step % (run.spec.train.log_every * 10) == 0:

@@ -254,17 +254,25 @@ class LikelihoodResult:
     distortion: np.ndarray  # [T+1] RMSE on the 0-255 scale
 
 
-def likelihood_job(images: np.ndarray, seed: int = 0):
-    """Bits/dim of [N, H, W, C] uint8 held-out images through the bound, and the rate-distortion curve (Fig. 5)."""
+def likelihood_job(images: np.ndarray, seed: int = 0, batch_size: int = 256):
+    """Bits/dim of [N, H, W, C] uint8 held-out images through the bound, and the rate-distortion curve (Fig. 5).
+
+    Minibatches of `batch_size` images, each through all T steps, so memory does not grow with N.
+    """
     def job(ctx: JobContext):
         loaded = _model(ctx)
         x0 = from_uint8(images).to(loaded.diffusion.device)
         n, T = x0.shape[0], loaded.diffusion.num_timesteps
         terms, mse = x0.new_zeros(n, T), x0.new_zeros(n, T)
-        for term in bound_terms(loaded.denoiser(), loaded.diffusion, x0, torch.Generator().manual_seed(seed)):
-            terms[:, term.t - 1], mse[:, term.t - 1] = term.term_bpd, term.x0_mse
-            done = T - term.t + 1
-            yield ChainProgress("bound", done, T) if done % 10 == 0 else None
+        generator = torch.Generator().manual_seed(seed)
+        batches = range(0, n, batch_size)
+        for b, start in enumerate(batches):
+            part = x0[start:start + batch_size]
+            for term in bound_terms(loaded.denoiser(), loaded.diffusion, part, generator):
+                terms[start:start + len(part), term.t - 1] = term.term_bpd
+                mse[start:start + len(part), term.t - 1] = term.x0_mse
+                done = b * T + T - term.t + 1
+                yield ChainProgress("bound", done, T * len(batches)) if done % 10 == 0 else None
         prior = loaded.diffusion.prior_bpd(x0)
         result = BoundResult(prior + terms.sum(1), prior, terms, mse)
         rate, distortion = result.rate_distortion()

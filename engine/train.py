@@ -44,6 +44,7 @@ class TrainStarted:
     precision: str
     parameters: int
     dataset_size: int
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
         self.step = 0
         self.rollbacks = 0
+        self.warnings: list[str] = []  # said once, at the start of run(): e.g. the data changed since the checkpoint
         self.resumed_from: int | None = None
         self._batches = None
         self._start_position = BatchPosition()
@@ -155,6 +157,12 @@ class Trainer:
         self.optimizer.load_state_dict(optim_state)
         self.step = found.step
         self.rollbacks = int(found.metadata.get("rollbacks", 0))
+        saved_count = found.metadata.get("data_count")
+        if saved_count is not None and saved_count != len(self.dataset):
+            # The stored position indexes an order of `saved_count` images: with more or fewer the run goes on,
+            # but not on the images it would have seen. Say so rather than pretend the resume is exact.
+            self.warnings.append(f"the dataset had {saved_count:,} images at step {found.step} and has "
+                                 f"{len(self.dataset):,} now: the resumed run sees a different order")
         position = found.metadata["data_position"]
         self._start_position = BatchPosition(int(position["epoch"]), int(position["index"]))
         self._batches = None
@@ -170,6 +178,7 @@ class Trainer:
             "run": self.run_dir.name, **self.run_dir.spec.to_json(),
             "optimizer": {"param_groups": state["param_groups"]},
             "data_position": {"epoch": position.epoch, "index": position.index},
+            "data_count": len(self.dataset),  # a resumed run whose data changed is told so (see _load)
             "precision": self.precision.value,
             "rollbacks": self.rollbacks,
         }
@@ -257,7 +266,7 @@ class Trainer:
         cfg = self.config
         total = total_steps or cfg.total_steps
         yield TrainStarted(self.step, total, self.resumed_from, str(self.device), self.precision.value,
-                           count_parameters(self.model), len(self.dataset))
+                           count_parameters(self.model), len(self.dataset), tuple(self.warnings))
         if self.step == 0 and not ckpt.list_checkpoints(self.run_dir.checkpoints_dir):
             yield CheckpointSaved(0, self.save())  # something to roll back to if the first steps diverge
         started = time.perf_counter()

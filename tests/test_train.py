@@ -199,3 +199,14 @@ def test_run_directory_round_trip_and_refusals(tmp_path):
         f.write('ss": 0.4}\n')
     more, _ = run.read_metrics(offset)
     assert [r["step"] for r in more] == [2]
+
+
+def test_resuming_on_changed_data_says_so(tmp_path, dataset):
+    """The checkpoint remembers how many images its data position counts; a resume on other data warns."""
+    run = Run.create(tmp_path / "r", _spec())
+    list(Trainer(run, dataset=dataset).run(2))
+    smaller = load_dataset("builtin:shapes?size=8&count=32")
+    trainer = Trainer(Run.open(tmp_path / "r"), dataset=smaller)
+    trainer.resume()
+    started = next(trainer.run(3))
+    assert "had 64 images" in started.warnings[0] and "has 32 now" in started.warnings[0]
