@@ -183,7 +183,7 @@ def trajectory_job(n: int, seed: int, chunk: int = 50):
             t_values.append(step.t)
             xs.append(to_uint8(step.x_t))
             preds.append(to_uint8(step.pred_x0))
-            if len(xs) - sent >= chunk or step.t == 0:
+            if len(xs) - sent >= chunk or step.t == 0 or sent == 0:  # x_T at once, then in chunks
                 yield TrajectoryFrames(trajectory_id, np.array(t_values[sent:]), np.stack(xs[sent:]),
                                        np.stack(preds[sent:]), len(xs), T + 1)
                 sent = len(xs)
