@@ -154,11 +154,14 @@ def _new_run_spec(args: argparse.Namespace):
         print(f"warning: {warning}", file=sys.stderr)
     unet = dataclasses.replace(preset.unet, in_channels=dataset.channels, image_size=dataset.image_size)
     changes = {k: v for k, v in (("batch_size", args.batch_size), ("learning_rate", args.lr), ("seed", args.seed),
-                                 ("total_steps", args.steps)) if v is not None}
+                                 ("total_steps", args.steps), ("ema_decay", args.ema_decay)) if v is not None}
     if args.precision:
         changes["precision"] = cfg.Precision(args.precision)
     train = dataclasses.replace(preset.train, **changes)
-    return RunSpec(unet, preset.diffusion, train, str(spec), preset.name), dataset
+    diffusion = preset.diffusion
+    if args.schedule:
+        diffusion = dataclasses.replace(diffusion, schedule=cfg.ScheduleKind(args.schedule))
+    return RunSpec(unet, diffusion, train, str(spec), preset.name), dataset
 
 
 # ---- exploring a trained model ----
@@ -386,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
     p.add_argument("--precision", choices=[p.value for p in cfg.Precision], default=None,
                    help="fp32, bf16 (autocast) or auto (bf16 where the device runs it natively)")
+    p.add_argument("--schedule", choices=[k.value for k in cfg.ScheduleKind], default=None,
+                   help="noise schedule: linear (the paper) or cosine (Nichol & Dhariwal 2021)")
+    p.add_argument("--ema-decay", type=float, default=None, help="override the preset's EMA decay")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
 
     p = command("sample", cmd_sample, "generate a grid of samples",

@@ -29,7 +29,10 @@ def test_end_to_end_train_resume_sample_and_export(tmp_path, capsys):
 
     run = str(tmp_path / "run")
     data = "builtin:shapes?count=32"
-    assert main(["train", "--data", data, "--preset", "micro", "--steps", "4", "--batch-size", "8", "--run", run]) == 0
+    assert main(["train", "--data", data, "--preset", "micro", "--steps", "4", "--batch-size", "8", "--run", run,
+                 "--schedule", "cosine", "--ema-decay", "0.95"]) == 0
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["diffusion"]["schedule"] == "cosine" and record["train"]["ema_decay"] == 0.95
     assert main(["train", "--run", run, "--steps", "6"]) == 0  # resumes
     assert "resuming" in capsys.readouterr().err
 
