@@ -127,23 +127,24 @@ def sample_step_fn(model: nn.Module, config: UNetConfig, batch: int, bf16: bool)
 
 
 def busy_cpu_seconds() -> float:
-    """CPU seconds all processes on this machine have spent busy since boot (Linux), or NaN where unknown."""
+    """CPU seconds all processes spent busy since boot, plus those a hypervisor stole (Linux); NaN where unknown."""
     try:
         with open("/proc/stat", encoding="ascii") as f:
-            user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
     except (OSError, ValueError):
         return float("nan")
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def compare(ours: Callable[[], None], ref: Callable[[], None], batch: int, repeats: int, warmup: int) -> dict:
     """Images per second of each, medians over `repeats` alternating repeats, and ours / reference."""
-    for _ in range(warmup):
+    fastest = float("inf")
+    for _ in range(max(warmup, 1)):
+        start = time.perf_counter()
         ours()
+        fastest = min(fastest, time.perf_counter() - start)
         ref()
-    start = time.perf_counter()
-    ours()
-    steps = max(1, round(TARGET_REPEAT_S / (time.perf_counter() - start)))  # the same count for both
+    steps = max(1, round(TARGET_REPEAT_S / fastest))  # the same count for both
 
     rates: dict[str, list[float]] = {"ours": [], "reference": []}
     busy, own, wall = busy_cpu_seconds(), time.process_time(), time.perf_counter()
@@ -153,7 +154,7 @@ def compare(ours: Callable[[], None], ref: Callable[[], None], batch: int, repea
             for _ in range(steps):
                 step()
             rates[name].append(steps * batch / (time.perf_counter() - start))
-    # Cores kept busy by other processes while we timed: above ~0.2 the figures are not to be trusted.
+    # Cores kept busy by other processes (or stolen by a hypervisor) while we timed: above ~0.2, distrust the figures.
     outside = (busy_cpu_seconds() - busy - (time.process_time() - own)) / (time.perf_counter() - wall)
     ours_rate, ref_rate = statistics.median(rates["ours"]), statistics.median(rates["reference"])
     # Each pair ran back to back, under the same outside load: far from "ratio", it says the run was disturbed.
@@ -189,7 +190,7 @@ def bench_preset(name: str, repeats: int, warmup: int) -> dict:
             print(f"{name} {precision} {task}: ours {figures['ours']}, reference {figures['reference']}, "
                   f"ratio {figures['ratio']}", file=sys.stderr)
             if figures["outside_load_cores"] > 0.2:
-                print(f"  disturbed: other processes kept {figures['outside_load_cores']} cores busy", file=sys.stderr)
+                print(f"  disturbed: {figures['outside_load_cores']} cores busy elsewhere", file=sys.stderr)
     return result
 
 

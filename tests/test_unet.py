@@ -99,3 +99,16 @@ def test_dropout_only_in_training():
     assert torch.equal(model(x, t), model(x, t))
     model.train()
     assert not torch.equal(model(x, t), model(x, t))
+
+
+def test_attention_paths_agree():
+    """Sampling (fused SDPA, no grad) and training (plain matmuls) compute the same softmax(q k^T / sqrt(C)) v."""
+    torch.manual_seed(0)
+    model = UNet(MICRO).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        x, t = torch.randn(2, 3, 8, 8), torch.tensor([3, 70])
+        sampled = model(x, t)
+    trained = model(x, t)
+    assert torch.allclose(sampled, trained.detach(), atol=1e-5)
