@@ -157,6 +157,8 @@ def _new_run_spec(args: argparse.Namespace):
                                  ("total_steps", args.steps), ("ema_decay", args.ema_decay)) if v is not None}
     if args.precision:
         changes["precision"] = cfg.Precision(args.precision)
+    if args.lr_schedule:
+        changes["lr_schedule"] = cfg.LRSchedule(args.lr_schedule)
     train = dataclasses.replace(preset.train, **changes)
     diffusion = preset.diffusion
     if args.schedule:
@@ -386,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="the run directory to create or resume")
     p.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
     p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
+    p.add_argument("--lr-schedule", choices=[k.value for k in cfg.LRSchedule], default=None,
+                   help="after the warmup: constant (the paper) or cosine (decays to 0 at the last step)")
     p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
     p.add_argument("--precision", choices=[p.value for p in cfg.Precision], default=None,
                    help="fp32, bf16 (autocast) or auto (bf16 where the device runs it natively)")

@@ -34,6 +34,11 @@ class LossType(Enum):
     VLB = "vlb"  # the true variational bound L_{t-1} (Eq. 5), in bits/dim: an option, trains worse (Table 2)
 
 
+class LRSchedule(Enum):
+    CONSTANT = "constant"  # Ho et al. 2020, Appendix B: linear warmup, then constant
+    COSINE = "cosine"  # ours, an option: after warmup, a half cosine from the peak down to 0 at total_steps
+
+
 class Precision(Enum):
     FP32 = "fp32"
     BF16 = "bf16"  # torch.autocast to bfloat16; fp32 weights and optimiser state
@@ -84,6 +89,7 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 2e-4  # Adam; 2e-5 for the 256x256 models
     warmup_steps: int = 5000  # linear learning-rate warmup
+    lr_schedule: LRSchedule = LRSchedule.CONSTANT
     grad_clip: float = 1.0  # global gradient-norm clipping
     ema_decay: float = 0.9999
     ema_warmup: bool = False  # ours: decay min(ema_decay, (1 + n) / (10 + n)) so short runs are not all noise

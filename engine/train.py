@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from .config import Precision, to_jsonable
+from .config import LRSchedule, Precision, to_jsonable
 from .data import BatchPosition, ImageDataset, batches, load_dataset
 from .device import Denoiser, autocast, pick_device, resolve_precision
 from .diffusion import GaussianDiffusion
@@ -189,8 +189,14 @@ class Trainer:
     # ---- one step of Algorithm 1 ----
 
     def learning_rate(self, step: int) -> float:
-        """Linear warmup over `warmup_steps`, then constant (Ho et al. 2020, Appendix B)."""
-        return self.config.learning_rate * min(1.0, (step + 1) / max(1, self.config.warmup_steps))
+        """Linear warmup over `warmup_steps`, then constant (Ho et al. 2020, Appendix B) or, as an option, a half
+        cosine down to 0 at the config's `total_steps` (and 0 past it: train longer by raising `total_steps`)."""
+        cfg = self.config
+        warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        if cfg.lr_schedule is LRSchedule.CONSTANT or step < cfg.warmup_steps:
+            return cfg.learning_rate * warm
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps))
+        return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def ema_decay(self, step: int) -> float:
         if self.config.ema_warmup:  # ours: short runs average over fewer steps, so early EMA samples are not noise
