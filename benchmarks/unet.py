@@ -68,7 +68,7 @@ def build_reference(config: UNetConfig) -> nn.Module:
         time_embedding_type="positional",
         flip_sin_to_cos=False,
         freq_shift=1,  # exp(-log(10000) * i / (half - 1)), the paper's frequencies (and ours)
-        downsample_padding=1,  # ours: a symmetric padding=1 stride-2 conv (google's config pads (0, 1) instead)
+        downsample_padding=0,  # pads (0, 1, 0, 1): TensorFlow's SAME, as the paper's code and ours do
     )
     return _SampleOutput(model)
 

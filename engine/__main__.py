@@ -84,28 +84,51 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 # ---- training ----
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .runs import Run, RunSpec
+    from . import distributed
+
+    device = distributed.init_from_env(args.device)  # under torchrun: join the others, one device each
+    try:
+        return _train(args, device, distributed.is_main())
+    finally:
+        distributed.cleanup()
+
+
+def _train(args: argparse.Namespace, device, main: bool) -> int:
+    """Train on this process; under torchrun every process runs this, and only the main one (rank 0) talks."""
+    from . import distributed
+    from .runs import Run
     from .train import CheckpointSaved, RolledBack, SamplesReady, StepLogged, StepSkipped, Trainer, TrainFinished, TrainStarted
 
+    say = (lambda *a: print(*a, file=sys.stderr)) if main else (lambda *a: None)
     run_dir = Path(args.run)
-    if (run_dir / "run.json").exists():
+    resuming = (run_dir / "run.json").exists()
+    if not resuming:  # refused before anything is written (a resumed run's batch is checked by the Trainer)
+        distributed.shard_size(args.batch_size or cfg.get_preset(args.preset).train.batch_size)
+    distributed.barrier()  # every process has looked before rank 0 creates the run
+    if resuming:
         run = Run.open(run_dir)
-        print(f"resuming {run_dir} (preset {run.spec.preset or 'custom'}, data {run.spec.data})", file=sys.stderr)
-        trainer = Trainer(run, device=args.device)
+        say(f"resuming {run_dir} (preset {run.spec.preset or 'custom'}, data {run.spec.data})")
+        trainer = Trainer(run, device=device)
         for problem in trainer.resume():
-            print(f"passed over: {problem}", file=sys.stderr)
-    else:
+            say(f"passed over: {problem}")
+    elif main:
         spec, dataset = _new_run_spec(args)
         run = Run.create(run_dir, spec)
-        trainer = Trainer(run, device=args.device, dataset=dataset)
+        distributed.barrier()
+        trainer = Trainer(run, device=device, dataset=dataset)
+    else:
+        distributed.barrier()  # rank 0 has written run.json: the others read the same spec from it
+        run = Run.open(run_dir)
+        trainer = Trainer(run, device=device)
 
     stop_requested = {"flag": False}
 
     def on_interrupt(signum, frame):
+        # Under torchrun, Ctrl-C reaches torchrun, which passes it to every process: each stops after the same step.
         if stop_requested["flag"]:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now, the last checkpoint stays
         stop_requested["flag"] = True
-        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+        say("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)")
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     last_checkpoint = ""
@@ -113,8 +136,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     progress = Progress(total, "train")
     try:
         for event in trainer.run(total, stop=lambda: stop_requested["flag"]):
+            if not main:
+                continue
             if isinstance(event, TrainStarted):
-                print(f"{event.parameters / 1e6:.2f}M parameters on {event.device} ({event.precision}), "
+                processes = f" x {event.processes} processes" if event.processes > 1 else ""
+                print(f"{event.parameters / 1e6:.2f}M parameters on {event.device}{processes} ({event.precision}), "
                       f"{event.dataset_size:,} images, step {event.step} -> {event.total_steps}", file=sys.stderr)
                 for warning in event.warnings:
                     print(f"warning: {warning}", file=sys.stderr)
@@ -381,7 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("train", cmd_train, "train a model (or resume a run)",
                 "Train a DDPM on DATA with a preset's recipe, writing the run directory (run.json, metrics.jsonl, "
                 "checkpoints/, samples/). If --run already holds a run, it resumes from its newest checkpoint. "
-                "Ctrl-C stops after the current step and saves a checkpoint.")
+                "Ctrl-C stops after the current step and saves a checkpoint. On several GPUs (or CPU processes): "
+                "`torchrun --standalone --nproc_per_node N -m engine train --run DIR ...` trains with "
+                "DistributedDataParallel, one GPU per process; --batch-size stays the global batch, split evenly "
+                "over the N processes, so the run computes what one process would.")
     p.add_argument("--data", default="builtin:shapes", help="the images (default builtin:shapes); see `inspect --help`")
     p.add_argument("--preset", default="tiny", choices=list(cfg.PRESETS), help="model and recipe (default tiny)")
     p.add_argument("--steps", type=int, default=None, help="train until this step (default: the preset's total)")

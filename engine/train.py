@@ -10,6 +10,13 @@ into signals, the tests assert on them. Stopping is cooperative: `stop()` is ask
 
 Resume is exact: every step's randomness (t, eps, dropout) is drawn from generators seeded by (seed, step), and the
 data order by (seed, epoch), so N steps straight and N/2 + resume + N/2 give the same weights bit for bit on a CPU.
+
+Distributed (under torchrun, see distributed.py) it is the same computation: `batch_size` stays the global batch, each
+of the W processes takes its contiguous 1/W of every global batch and of the step's t and eps (drawn for the whole
+batch, then sliced), and DistributedDataParallel averages the gradients, so W processes and one make the same update up
+to the order of float sums (dropout masks aside: each process draws its own). Decisions that change control flow
+(stop, skip, roll back) are all-reduced so every process takes them at the same step; only rank 0 writes the run
+directory (metrics, checkpoints, sample grids), and the logged metrics describe the global batch.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
+from . import distributed
 from .config import LRSchedule, Precision, to_jsonable
 from .data import BatchPosition, ImageDataset, batches, load_dataset
 from .device import Denoiser, autocast, pick_device, resolve_precision
@@ -45,6 +53,7 @@ class TrainStarted:
     parameters: int
     dataset_size: int
     warnings: tuple[str, ...] = ()
+    processes: int = 1  # distributed training: the world size, each process taking batch_size / processes
 
 
 @dataclass(frozen=True)
@@ -103,9 +112,29 @@ class TrainFinished:
 TrainEvent = Union[TrainStarted, StepDone, StepLogged, StepSkipped, RolledBack, SamplesReady, CheckpointSaved, TrainFinished]
 
 
-def _step_seed(seed: int, step: int, stream: int, rollbacks: int) -> int:
-    """A seed for one step's draws; after a rollback the replayed steps draw afresh instead of diverging again."""
-    return int(np.random.SeedSequence([seed, step, stream, rollbacks]).generate_state(1, np.uint64)[0] >> 1)
+def _step_seed(seed: int, step: int, stream: int, rollbacks: int, rank: int = 0) -> int:
+    """A seed for one step's draws; after a rollback the replayed steps draw afresh instead of diverging again.
+    `rank` > 0 gives each distributed process its own stream (for the draws that are not shared, i.e. dropout)."""
+    entropy = [seed, step, stream, rollbacks] + ([rank] if rank else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """One optimiser step, summed over every process: the global batch's losses by t-quartile, and the verdict."""
+
+    loss_sum_by_quartile: torch.Tensor  # [4] float64: sum of L_simple over the examples with t in [q T/4, (q+1) T/4)
+    count_by_quartile: torch.Tensor  # [4] float64: how many examples
+    grad_norm: float  # before clipping; the same on every process (DDP averaged the gradients)
+    problem: str | None  # "non-finite loss" / "non-finite gradient" (the step was not applied), else None
+
+    @property
+    def count(self) -> int:
+        return int(self.count_by_quartile.sum())
+
+    @property
+    def loss(self) -> float:
+        return float(self.loss_sum_by_quartile.sum() / max(1.0, float(self.count_by_quartile.sum())))
 
 
 class Trainer:
@@ -115,7 +144,9 @@ class Trainer:
         self.run_dir = run
         spec = run.spec
         self.config = spec.train
-        self.device = pick_device(str(device) if device is not None else None)
+        self.device = distributed.rank_device(pick_device(str(device) if device is not None else None))
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.shard_size = distributed.shard_size(self.config.batch_size)  # this process's part of every global batch
         self.precision = resolve_precision(self.config.precision, self.device)
         self.dataset = dataset if dataset is not None else load_dataset(spec.data)
         if (self.dataset.channels, self.dataset.image_size) != (spec.unet.in_channels, spec.unet.image_size):
@@ -124,8 +155,17 @@ class Trainer:
         self.diffusion = GaussianDiffusion(spec.diffusion, self.device)
         torch.manual_seed(self.config.seed)  # the initial weights
         self.model = UNet(spec.unet).to(self.device)
+        # The EMA lives on every process, identical everywhere since the weights are: every process then runs the same
+        # step, load and rollback code, at the cost of one more copy of the weights per device (Adam keeps two).
         self.ema = UNet(spec.unet).to(self.device).eval().requires_grad_(False)
         self.ema.load_state_dict(self.model.state_dict())
+        # The network the step runs: DDP all-reduces the gradients during backward. Same seed, same initial weights on
+        # every process (DDP checks by broadcasting rank 0's); the U-Net has no buffers to keep in sync.
+        self.network: nn.Module = self.model
+        if distributed.is_distributed():
+            self.network = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
         self.step = 0
         self.rollbacks = 0
@@ -142,7 +182,8 @@ class Trainer:
         if found is not None:
             self._load(found)
             self.resumed_from = found.step
-            self.run_dir.truncate_metrics_after(found.step)
+            if distributed.is_main():
+                self.run_dir.truncate_metrics_after(found.step)
         return problems
 
     def _load(self, found: ckpt.Checkpoint) -> None:
@@ -165,9 +206,14 @@ class Trainer:
                                  f"{len(self.dataset):,} now: the resumed run sees a different order")
         position = found.metadata["data_position"]
         self._start_position = BatchPosition(int(position["epoch"]), int(position["index"]))
+        if self._batches is not None:
+            self._batches.close()
         self._batches = None
 
     def save(self) -> str:
+        """Write a checkpoint (rank 0 only: the others, identical, return the path it writes)."""
+        if not distributed.is_main():
+            return str(ckpt.checkpoint_paths(self.run_dir.checkpoints_dir, self.step)[1])
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors |= {f"ema.{k}": v for k, v in self.ema.state_dict().items()}
         state = self.optimizer.state_dict()
@@ -203,39 +249,64 @@ class Trainer:
             return min(self.config.ema_decay, (1 + step) / (10 + step))
         return self.config.ema_decay
 
-    def _next_batch(self) -> torch.Tensor:
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(this process's shard of the global batch [B', C, H, W], kept [batch_size / world_size] bool)."""
         if self._batches is None:
             generator = torch.Generator().manual_seed(self.config.seed)
             self._batches = batches(self.dataset, self.config.batch_size, generator, self.config.hflip,
-                                    start=self._start_position, device=self.device)
-        return next(self._batches)
+                                    start=self._start_position, device=self.device,
+                                    shard=self.rank, num_shards=self.world_size)
+        return self._batches.next_with_kept()
 
-    def train_step(self) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """One optimiser step. Returns (per-example losses [B], t [B], grad norm); nothing is applied if non-finite."""
-        x0 = self._next_batch()
+    def train_step(self) -> StepStats:
+        """One optimiser step on the global batch (this process computes its shard); nothing is applied, on any
+        process, if a loss or the gradient is non-finite anywhere (`StepStats.problem` says which)."""
+        x0, kept = self._next_batch()
+        # t and eps for the whole global batch, then this process's slice of it: the same examples on any number of
+        # processes (one process: the slice is everything).
         g = torch.Generator().manual_seed(_step_seed(self.config.seed, self.step, 0, self.rollbacks))
-        t = torch.randint(0, self.diffusion.num_timesteps, (x0.shape[0],), generator=g).to(self.device)
-        noise = torch.randn(x0.shape, generator=g).to(self.device)
-        torch.manual_seed(_step_seed(self.config.seed, self.step, 1, self.rollbacks))  # dropout draws from the global generator
+        t_all = torch.randint(0, self.diffusion.num_timesteps, (self.config.batch_size,), generator=g)
+        noise_all = torch.randn((self.config.batch_size, *x0.shape[1:]), generator=g)
+        shard = slice(self.rank * self.shard_size, (self.rank + 1) * self.shard_size)
+        t, noise = t_all[shard][kept].to(self.device), noise_all[shard][kept].to(self.device)
+        # Dropout draws from the global generator; each process its own stream.
+        torch.manual_seed(_step_seed(self.config.seed, self.step, 1, self.rollbacks, self.rank))
 
-        self.model.train()
+        self.network.train()
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.step)
         with autocast(self.device, self.precision):
-            losses = self.diffusion.training_losses(self.model, x0, t, noise)  # Ho et al. 2020, Eq. 14
-        loss = losses.mean()
+            losses = self.diffusion.training_losses(self.network, x0, t, noise)  # Ho et al. 2020, Eq. 14; [B']
+        # DDP averages the processes' gradients, so each one's sum over its shard size makes the global batch's mean.
+        # An image that failed to decode (streamed data) counts as zero rather than reweighting the others.
+        loss = losses.sum() / self.shard_size
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
-        if not (math.isfinite(float(loss.detach())) and math.isfinite(grad_norm)):
+
+        stats = self._global_stats(losses.detach(), t, grad_norm)
+        if stats.problem is not None or stats.count == 0:  # nothing to apply (count 0: a whole batch failed to decode)
             self.optimizer.zero_grad(set_to_none=True)
-            return losses.detach(), t, grad_norm
+            return stats
         self.optimizer.step()
         with torch.no_grad():
             decay = self.ema_decay(self.step)
             ema_params, params = list(self.ema.parameters()), list(self.model.parameters())
             torch._foreach_lerp_(ema_params, params, 1.0 - decay)  # ema <- decay * ema + (1 - decay) * theta
-        return losses.detach(), t, grad_norm
+        return stats
+
+    def _global_stats(self, losses: torch.Tensor, t: torch.Tensor, grad_norm: float) -> StepStats:
+        """One all-reduce per step: the global batch's losses by t-quartile (for the log) and whether any process saw
+        a non-finite loss or gradient, so that all of them skip (or roll back) together. losses, t: [B'] local."""
+        quartile = (t * 4) // self.diffusion.num_timesteps
+        losses = losses.to(torch.float64)
+        bad_loss, bad_grad = not bool(torch.isfinite(losses).all()), not math.isfinite(grad_norm)
+        local = torch.cat([torch.zeros(4, dtype=torch.float64, device=losses.device).index_add_(0, quartile, losses),
+                           torch.bincount(quartile, minlength=4).to(torch.float64),
+                           torch.tensor([bad_loss, bad_grad], dtype=torch.float64, device=losses.device)])
+        total = distributed.all_reduce_sum(local).cpu()  # [sums by quartile (4), counts by quartile (4), bad (2)]
+        problem = "non-finite loss" if total[8] > 0 else "non-finite gradient" if total[9] > 0 else None
+        return StepStats(total[:4], total[4:8], grad_norm, problem)
 
     # ---- previews ----
 
@@ -272,41 +343,47 @@ class Trainer:
         cfg = self.config
         total = total_steps or cfg.total_steps
         yield TrainStarted(self.step, total, self.resumed_from, str(self.device), self.precision.value,
-                           count_parameters(self.model), len(self.dataset), tuple(self.warnings))
-        if self.step == 0 and not ckpt.list_checkpoints(self.run_dir.checkpoints_dir):
+                           count_parameters(self.model), len(self.dataset), tuple(self.warnings), self.world_size)
+        first_save = self.step == 0 and not ckpt.list_checkpoints(self.run_dir.checkpoints_dir)
+        distributed.barrier()  # every process has looked (and resumed) before rank 0 writes
+        if first_save:
             yield CheckpointSaved(0, self.save())  # something to roll back to if the first steps diverge
         started = time.perf_counter()
-        window_start, window_images = started, 0
-        window_losses, window_t, last_grad_norm = [], [], 0.0
+        window_start, last_grad_norm = started, 0.0
+        window_sums, window_counts = torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)  # by quartile
         bad_in_a_row = 0
         reason = "done"
         while self.step < total:
-            if stop():
+            if distributed.any_rank(stop()):  # a stop asked of any process stops them all at the same step
                 reason = "stopped"
                 break
-            losses, t, grad_norm = self.train_step()
-            if not (torch.isfinite(losses).all() and math.isfinite(grad_norm)):
+            stats = self.train_step()
+            if stats.problem is not None:
                 bad_in_a_row += 1
-                yield StepSkipped(self.step, f"non-finite {'loss' if not torch.isfinite(losses).all() else 'gradient'}")
+                yield StepSkipped(self.step, stats.problem)
                 if bad_in_a_row >= cfg.nonfinite_patience:
                     yield self._roll_back(f"{bad_in_a_row} non-finite steps in a row")
                     bad_in_a_row = 0
                 continue
+            if stats.count == 0:
+                continue  # the whole batch failed to decode: no step was taken
             bad_in_a_row = 0
             self.step += 1
-            window_losses.append(losses.float().cpu())
-            window_t.append(t.cpu())
-            window_images += losses.shape[0]
-            last_grad_norm = grad_norm
-            yield StepDone(self.step, float(losses.mean()))
+            window_sums += stats.loss_sum_by_quartile
+            window_counts += stats.count_by_quartile
+            last_grad_norm = stats.grad_norm
+            yield StepDone(self.step, stats.loss)
 
             if self.step % cfg.log_every == 0 or self.step == total:
                 now = time.perf_counter()
-                rate = window_images / max(now - window_start, 1e-9)
-                yield self._log(window_losses, window_t, last_grad_norm, rate, now - started, total)
-                window_start, window_images, window_losses, window_t = now, 0, [], []
+                rate = float(window_counts.sum()) / max(now - window_start, 1e-9)  # the global batch's images
+                yield self._log(window_sums, window_counts, last_grad_norm, rate, now - started, total)
+                window_start = now
+                window_sums, window_counts = torch.zeros_like(window_sums), torch.zeros_like(window_counts)
             if self.step % cfg.sample_every == 0:
-                yield self._save_preview()
+                if distributed.is_main():
+                    yield self._save_preview()
+                distributed.barrier()  # the others wait while rank 0 alone samples
             if self.step % cfg.checkpoint_every == 0 and self.step != total:
                 yield CheckpointSaved(self.step, self.save())
         yield CheckpointSaved(self.step, self.save())
@@ -314,18 +391,20 @@ class Trainer:
             self._start_position = self._batches.position
             self._batches.close()
             self._batches = None
+        distributed.barrier()  # the run is over when its last checkpoint is complete, for every process
         yield TrainFinished(self.step, reason)
 
-    def _log(self, losses: list, ts: list, grad_norm: float, rate: float, elapsed: float, total: int) -> StepLogged:
-        loss_all, t_all = torch.cat(losses), torch.cat(ts)
-        quartile = (t_all * 4) // self.diffusion.num_timesteps
-        by_quartile = tuple(float(loss_all[quartile == q].mean()) if bool((quartile == q).any()) else None for q in range(4))
+    def _log(self, sums: torch.Tensor, counts: torch.Tensor, grad_norm: float, rate: float, elapsed: float,
+             total: int) -> StepLogged:
+        """The window's mean loss, overall and by t-quartile, from global sums [4] and counts [4]; rank 0 writes it."""
+        by_quartile = tuple(float(sums[q] / counts[q]) if counts[q] > 0 else None for q in range(4))
         remaining = (total - self.step) * self.config.batch_size / max(rate, 1e-9)
-        event = StepLogged(self.step, float(loss_all.mean()), by_quartile, self.learning_rate(self.step - 1),
-                           grad_norm, rate, remaining, elapsed)
-        self.run_dir.append_metrics({"step": event.step, "loss": event.loss, "loss_q": list(by_quartile),
-                                     "lr": event.lr, "grad_norm": grad_norm, "img_per_s": rate,
-                                     "time": time.time(), "elapsed_s": elapsed})
+        event = StepLogged(self.step, float(sums.sum() / counts.sum().clamp(min=1)), by_quartile,
+                           self.learning_rate(self.step - 1), grad_norm, rate, remaining, elapsed)
+        if distributed.is_main():
+            self.run_dir.append_metrics({"step": event.step, "loss": event.loss, "loss_q": list(by_quartile),
+                                         "lr": event.lr, "grad_norm": grad_norm, "img_per_s": rate,
+                                         "time": time.time(), "elapsed_s": elapsed})
         return event
 
     def _roll_back(self, reason: str) -> RolledBack:

@@ -80,12 +80,17 @@ class AttentionBlock(nn.Module):
 
 
 class Downsample(nn.Module):
+    """A 3x3 stride-2 convolution with TensorFlow's 'SAME' padding, as in the paper's code: on an even size that is
+    one row and column of zeros at the bottom and right only, so output (i, j) is centred on input (2i+1, 2j+1)."""
+
     def __init__(self, channels: int):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x)
+        height, width = x.shape[-2:]
+        pad_h, pad_w = max(3 - 2 + (-height) % 2, 0), max(3 - 2 + (-width) % 2, 0)  # TF: k - s (+1 for an odd size)
+        return self.conv(F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)))
 
 
 class Upsample(nn.Module):

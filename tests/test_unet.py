@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine.config import PRESETS, UNetConfig
-from engine.unet import UNet, count_parameters, forward_flops, timestep_embedding
+from engine.unet import Downsample, UNet, count_parameters, forward_flops, timestep_embedding
 
 MICRO = PRESETS["micro"].unet
 
@@ -112,3 +112,22 @@ def test_attention_paths_agree():
         sampled = model(x, t)
     trained = model(x, t)
     assert torch.allclose(sampled, trained.detach(), atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [8, 7])
+def test_downsample_pads_like_tensorflow_same(size):
+    """The paper's code pads its stride-2 convolution 'SAME': no zeros before an even-sized input, so the kernel's
+    top-left tap of output (i, j) reads input (2i, 2j); an odd size gets one zero on each side."""
+    down = Downsample(1)
+    with torch.no_grad():
+        down.conv.weight.zero_()
+        down.conv.weight[0, 0, 0, 0] = 1.0
+        down.conv.bias.zero_()
+    x = torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(0))
+    y = down(x)
+    assert y.shape[-1] == -(-size // 2)  # ceil(size / 2), as TensorFlow's SAME
+    if size % 2 == 0:
+        torch.testing.assert_close(y, x[..., ::2, ::2], rtol=0, atol=0)
+    else:
+        assert torch.all(y[..., 0, :] == 0) and torch.all(y[..., :, 0] == 0)  # the leading zero row and column
+        torch.testing.assert_close(y[..., 1:, 1:], x[..., 1::2, 1::2], rtol=0, atol=0)

@@ -1,5 +1,5 @@
 """Training batches: [B, C, H, W] float in [-1, 1], shuffled afresh each epoch, randomly mirrored, in an order fixed
-by a seed and resumable at any `BatchPosition`.
+by a seed and resumable at any `BatchPosition`; under distributed training, each process's contiguous shard of them.
 """
 from __future__ import annotations
 
@@ -47,17 +47,31 @@ class BatchIterator:
     k*B .. k*B+B-1 of that sequence, so a batch may straddle two epochs and no image is ever dropped. Epoch e's
     permutation and flips come from a generator seeded by (base seed, e) alone, so any position can be reached
     without replaying the ones before it: store `position` in the checkpoint and pass it back as `start`.
+
+    Sharded (`num_shards` > 1, one shard per distributed process): every process walks the same global stream and
+    keeps images shard*b .. shard*b+b-1 of each global batch, b = batch_size / num_shards, sliced before decoding so a
+    streamed dataset decodes only its own shard. The shards of one batch, concatenated, are the unsharded batch, and
+    `position` is the global one, the same in every process.
     """
 
     def __init__(self, dataset: ImageDataset, batch_size: int, generator: torch.Generator, hflip: bool,
-                 start: BatchPosition = BatchPosition(), device: torch.device | str | None = None):
+                 start: BatchPosition = BatchPosition(), device: torch.device | str | None = None,
+                 shard: int = 0, num_shards: int = 1):
         if len(dataset) == 0:
             raise DataError("the dataset is empty")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         if not 0 <= start.index <= len(dataset) or start.epoch < 0:
             raise ValueError(f"{start} is outside a dataset of {len(dataset)} images")
+        if num_shards < 1 or not 0 <= shard < num_shards:
+            raise ValueError(f"shard {shard} of {num_shards} does not exist")
+        if batch_size % num_shards:
+            raise ValueError(f"the batch size {batch_size} (the global batch) does not split evenly over "
+                             f"{num_shards} processes: choose a multiple of {num_shards}")
         self.dataset, self.batch_size, self.hflip, self.device = dataset, batch_size, hflip, device
+        self.shard_size = batch_size // num_shards
+        self.num_shards = num_shards
+        self._shard = slice(shard * self.shard_size, (shard + 1) * self.shard_size)
         # One draw: the same generator state at the start of a run gives the same stream, and so the same resume.
         self.base_seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
         self.position = self._normalised(start)
@@ -69,6 +83,14 @@ class BatchIterator:
         return self
 
     def __next__(self) -> Tensor:
+        return self.next_with_kept()[0]
+
+    def next_with_kept(self) -> tuple[Tensor, Tensor]:
+        """(images [B', C, H, W] in [-1, 1], kept [batch_size / num_shards] bool): which of the shard's images decoded.
+
+        B' < B only for a streamed dataset with files that fail to decode; a sharded stream then yields even an
+        empty batch, so that every process takes every batch and they stay in step.
+        """
         if self._stream is None:
             self._stream = self._batches()
         return next(self._stream)
@@ -105,25 +127,27 @@ class BatchIterator:
                 index, need = index + take, need - take
                 if index == n:
                     epoch, index = epoch + 1, 0
-            self._pending.append((torch.cat(flips), BatchPosition(epoch, index)))
-            yield torch.cat(parts)
+            self._pending.append((torch.cat(flips)[self._shard], BatchPosition(epoch, index)))
+            yield torch.cat(parts)[self._shard]  # this shard's indices only: only they are decoded
 
-    def _batches(self) -> Iterator[Tensor]:
+    def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         for images, kept in self.dataset.read_ahead(self._index_batches()):
             flip, end = self._pending.popleft()  # read_ahead keeps batch order, so the queues stay in step
             self.position = end
-            if len(images) == 0:
+            if len(images) == 0 and self.num_shards == 1:
                 continue  # every file of this batch failed to decode (streamed folders only)
             x = images.to(self.device, non_blocking=True) if self.device is not None else images
             mirror = flip[kept].to(x.device).view(-1, 1, 1, 1)
-            yield to_model_range(torch.where(mirror, x.flip(-1), x))  # [B, C, H, W] in [-1, 1]
+            yield to_model_range(torch.where(mirror, x.flip(-1), x)), kept  # [B', C, H, W] in [-1, 1], [B] bool
 
 
 def batches(dataset: ImageDataset, batch_size: int, generator: torch.Generator, hflip: bool = True,
-            start: BatchPosition = BatchPosition(), device: torch.device | str | None = None) -> BatchIterator:
+            start: BatchPosition = BatchPosition(), device: torch.device | str | None = None,
+            shard: int = 0, num_shards: int = 1) -> BatchIterator:
     """Training batches, [batch_size, C, H, W] float32 in [-1, 1]; random horizontal flips as in the paper's CIFAR-10.
 
     Draws one number from `generator`; to resume, pass a generator in the same state (seeded with the run's seed)
-    and the checkpoint's `BatchIterator.position` as `start`.
+    and the checkpoint's `BatchIterator.position` as `start`. With `num_shards` > 1, each batch is this process's
+    `shard` of the global batch of `batch_size` (see `BatchIterator`).
     """
-    return BatchIterator(dataset, batch_size, generator, hflip, start, device)
+    return BatchIterator(dataset, batch_size, generator, hflip, start, device, shard, num_shards)
