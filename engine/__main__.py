@@ -408,13 +408,16 @@ def build_parser() -> argparse.ArgumentParser:
                 "Train a DDPM on DATA with a preset's recipe, writing the run directory (run.json, metrics.jsonl, "
                 "checkpoints/, samples/). If --run already holds a run, it resumes from its newest checkpoint. "
                 "Ctrl-C stops after the current step and saves a checkpoint. On several GPUs (or CPU processes): "
-                "`torchrun --standalone --nproc_per_node N -m engine train --run DIR ...` trains with "
+                "`torchrun --standalone --nproc_per_node N -m engine train --run-dir DIR ...` trains with "
                 "DistributedDataParallel, one GPU per process; --batch-size stays the global batch, split evenly "
                 "over the N processes, so the run computes what one process would.")
     p.add_argument("--data", default="builtin:shapes", help="the images (default builtin:shapes); see `inspect --help`")
     p.add_argument("--preset", default="tiny", choices=list(cfg.PRESETS), help="model and recipe (default tiny)")
     p.add_argument("--steps", type=int, default=None, help="train until this step (default: the preset's total)")
-    p.add_argument("--run", required=True, help="the run directory to create or resume")
+    # --run-dir because torchrun's own parser reads every option on its command line, and takes --run for an
+    # ambiguous abbreviation of its --run-path: under torchrun, name the run directory with --run-dir.
+    p.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="the run directory to create or resume (under torchrun, spell it --run-dir)")
     p.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
     p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
     p.add_argument("--lr-schedule", choices=[k.value for k in cfg.LRSchedule], default=None,

@@ -9,15 +9,18 @@ cached by (model, parameters, seed), so returning to a value seen before is inst
 from __future__ import annotations
 
 import collections
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Generator, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from .config import UNetConfig
 from .images import from_uint8, to_uint8
 from .likelihood import BoundResult, bound_terms
 from .loading import LoadedModel, Weights, load_model
+from .report import TrainingCost, training_cost
 from .sampling import SampleStep, encode_pair, fork, generate, interpolate, reverse_chain
 from .unet import count_parameters
 from .worker import JobContext
@@ -167,13 +170,17 @@ def sample_job(n: int, seed: int, num_steps: int | None = None, eta: float = 1.0
 def trajectory_job(n: int, seed: int, chunk: int = 50):
     """The exact chain of n samples from seed with every frame kept (Fig. 6); frames stream out in chunks.
 
-    The float x_t of every step stays in the engine (for forking); the GUI gets uint8 frames.
+    The float x_t of every step stays in the engine, stored under the job's id from the first step on, so a fork can
+    hold any x_t already computed while the chain still runs (or after it was stopped); the GUI gets uint8 frames.
     """
     def job(ctx: JobContext):
         loaded = _model(ctx)
         c, T = loaded.unet_config, loaded.diffusion.num_timesteps
         trajectory_id = ctx.job_id
-        states: list[torch.Tensor] = []
+        states: list[torch.Tensor] = []  # [N, C, H, W] each, index T - t; grows as the chain runs
+        trajectories = ctx.state.setdefault("trajectories", {})
+        trajectories.clear()  # one stored chain at a time: T+1 float states can be hundreds of MB
+        trajectories[trajectory_id] = (seed, states)
         t_values, xs, preds = [], [], []
         sent = 0
         steps = generate(loaded.denoiser(), loaded.diffusion, (n, c.in_channels, *c.image_size),
@@ -189,15 +196,14 @@ def trajectory_job(n: int, seed: int, chunk: int = 50):
                 sent = len(xs)
             else:
                 yield None
-        trajectories = ctx.state.setdefault("trajectories", {})
-        trajectories.clear()  # one stored chain at a time: T+1 float states can be hundreds of MB
-        trajectories[trajectory_id] = (seed, torch.stack(states))  # [T+1, N, C, H, W], index T - t
         return TrajectoryFrames(trajectory_id, np.array(t_values), np.stack(xs), np.stack(preds), len(xs), T + 1)
     return job
 
 
 def fork_job(trajectory_id: int, index: int, t: int, forks: int, seed: int):
-    """Fig. 7: hold x_t of image `index` of a stored trajectory and draw `forks` completions, progressively."""
+    """Fig. 7: hold x_t of image `index` of a stored trajectory and draw `forks` completions, progressively.
+
+    The chain may still be running: any step it has computed can be held."""
     def job(ctx: JobContext):
         loaded = _model(ctx)
         stored = ctx.state.get("trajectories", {}).get(trajectory_id)
@@ -205,7 +211,9 @@ def fork_job(trajectory_id: int, index: int, t: int, forks: int, seed: int):
             raise RuntimeError("that trajectory is no longer in memory; generate it again")
         _, states = stored
         T = loaded.diffusion.num_timesteps
-        held = states[T - t, index:index + 1]  # [1, C, H, W]
+        if not 0 <= T - t < len(states):
+            raise RuntimeError(f"step t = {t} of that chain has not been computed yet")
+        held = states[T - t][index:index + 1]  # [1, C, H, W]
         chain = lambda x, t_, g, k: fork(loaded.denoiser(), loaded.diffusion, held, t_, forks, g, num_steps=k)
         key = ("fork", _model_key(loaded), trajectory_id, index, t, forks, seed)
         return (yield from _refine(ctx, loaded, held.repeat_interleave(forks, 0), t, seed, chain, key))
@@ -317,6 +325,39 @@ def dataset_job(spec_text: str, preview: int = 64):
                            report.memory_bytes,
                            tuple((s.path, s.reason.value + (f" ({s.detail})" if s.detail else "")) for s in report.skipped),
                            report.warnings, shown.permute(0, 2, 3, 1).contiguous().numpy())
+    return job
+
+
+def held_out_images_job(spec_text: str, n: int | None = None, chunk: int = 256):
+    """The first n images (all with None) of a data spec, [K, H, W, C] uint8, for evaluation: typically the test
+    split. Unlike `dataset_job` it leaves the loaded dataset alone, so training and the other panels keep theirs."""
+    def job(ctx: JobContext):
+        from .data import DataError, load_dataset, parse_data_spec
+
+        spec = parse_data_spec(spec_text)
+        if n is not None and (spec.count is None or spec.count > n):
+            spec = dataclasses.replace(spec, count=n)  # decode no more than needed
+        try:
+            dataset = load_dataset(spec)
+        except DataError as e:
+            raise RuntimeError(f"no usable images in {spec}: {str(e).strip()[:300]}") from None
+        total = len(dataset) if n is None else min(n, len(dataset))
+        parts = []
+        for start in range(0, total, chunk):  # a streamed dataset decodes chunk by chunk: progress, cancellation
+            end = min(start + chunk, total)
+            images, _ = dataset.read(torch.arange(start, end))  # [B', C, H, W]: B' < B where a file fails to decode
+            parts.append(images.permute(0, 2, 3, 1).contiguous().numpy())
+            yield ChainProgress("reading", end, total)
+        if not sum(len(part) for part in parts):
+            raise RuntimeError(f"no usable images in {spec}")
+        return np.concatenate(parts)
+    return job
+
+
+def training_cost_job(config: UNetConfig):
+    """`report.training_cost` of a U-Net configuration (meta device: no memory, no compute; cached per config)."""
+    def job(ctx: JobContext) -> TrainingCost:
+        return training_cost(config)
     return job
 
 

@@ -160,12 +160,11 @@ class Trainer:
         self.ema = UNet(spec.unet).to(self.device).eval().requires_grad_(False)
         self.ema.load_state_dict(self.model.state_dict())
         # The network the step runs: DDP all-reduces the gradients during backward. Same seed, same initial weights on
-        # every process (DDP checks by broadcasting rank 0's); the U-Net has no buffers to keep in sync.
+        # every process (and DDP broadcasts rank 0's to make sure).
         self.network: nn.Module = self.model
         if distributed.is_distributed():
             self.network = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
         self.step = 0
         self.rollbacks = 0
@@ -350,7 +349,7 @@ class Trainer:
             yield CheckpointSaved(0, self.save())  # something to roll back to if the first steps diverge
         started = time.perf_counter()
         window_start, last_grad_norm = started, 0.0
-        window_sums, window_counts = torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)  # by quartile
+        window_sums, window_counts = torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)  # [4] by t
         bad_in_a_row = 0
         reason = "done"
         while self.step < total:

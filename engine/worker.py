@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Callable, Generator, Iterator
 
+from .threads import ThreadPolicy
+
 
 class Priority(IntEnum):
     INTERACTIVE = 0  # a slider, the scrubber: supersedes its own kind, runs before anything else
@@ -106,6 +108,7 @@ class EngineWorker:
         self._jobs: list[_Job] = []
         self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
         self._stopping = False
+        self.threads = ThreadPolicy()  # torch's CPU threads follow the cores other processes leave free
         self._thread.start()
 
     def submit(self, key: str, fn: JobFunction, priority: Priority = Priority.ONE_OFF, supersede: bool = True,
@@ -175,6 +178,7 @@ class EngineWorker:
 
     def _advance(self, job: _Job) -> None:
         """One slice of `job`: start it, or resume it until its next yield; report how it ended if it did."""
+        self.threads.tick()
         try:
             if job.generator is None:
                 if job.ctx.cancelled.is_set():  # superseded before it ever ran: never started, never finished

@@ -28,10 +28,11 @@ TrajectoryFrames = jobs.TrajectoryFrames
 ModelInfo = jobs.ModelInfo
 DataPreview = jobs.DataPreview
 LikelihoodResult = jobs.LikelihoodResult
+TrainingCost = jobs.TrainingCost
 SETTLED_STEPS = jobs.SETTLED_STEPS  # the strided chain a progressive view shows before the exact one
 __all__ = ["Bridge", "EngineError", "Refined", "ChainProgress", "TrajectoryFrames", "ModelInfo", "DataPreview",
-           "LikelihoodResult", "PRESETS", "Preset", "Precision", "TrainConfig", "UNetConfig", "DiffusionConfig",
-           "RunSpec", "to_jsonable", "save_png", "save_gif", "make_grid", "upscale", "strip", "read_png_metadata",
+           "LikelihoodResult", "TrainingCost", "PRESETS", "Preset", "Precision", "TrainConfig", "UNetConfig",
+           "DiffusionConfig", "RunSpec", "to_jsonable", "save_png", "save_gif", "make_grid", "upscale", "strip", "read_png_metadata",
            "BUNDLED_RUN", "human_bytes", "SETTLED_STEPS"]
 
 
@@ -166,6 +167,16 @@ class Bridge(QObject):
 
     def dataset_images(self, indices: Sequence[int]) -> asyncio.Future:
         return self.submit("dataset-images", jobs.dataset_images_job(list(indices)), Priority.ONE_OFF, supersede=False)
+
+    def held_out_images(self, spec: str, n: int | None = None,
+                        on_progress: Callable[[Any], None] | None = None) -> asyncio.Future:
+        """The first n images (None: all) of a data spec, [K, H, W, C] uint8, without replacing the loaded dataset."""
+        return self.submit("held-out", jobs.held_out_images_job(spec, n), Priority.ONE_OFF, on_progress)
+
+    def training_cost(self, unet: UNetConfig) -> asyncio.Future:
+        """TrainingCost (parameters, forward FLOPs, activation bytes per image) of a U-Net config; a newer request
+        supersedes an older one."""
+        return self.submit("training-cost", jobs.training_cost_job(unet), Priority.ONE_OFF)
 
     def start_training(self, run_dir: str, spec=None, total_steps: int | None = None) -> asyncio.Future:
         """Train in the background (resuming the run if it exists); `train_event` carries its events."""

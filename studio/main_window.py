@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QTabWidget, QWidget)
 
@@ -22,11 +22,13 @@ from .panels.likelihood import LikelihoodPanel
 from .panels.trajectory import TrajectoryPanel
 from .panels.training import TrainingPanel
 from .state import AppState
+from .widgets.shortcuts import ShortcutsDialog, bound_shortcuts, key_text
 
 PANELS = (DatasetPanel, TrainingPanel, TrajectoryPanel, InterpolationPanel, LikelihoodPanel, ExportPanel)
 JOB_NAMES = {"model": "loading the model", "sample": "sampling", "trajectory": "running the reverse chain",
              "fork": "forking", "interpolate": "interpolating", "likelihood": "evaluating the bound",
-             "dataset": "loading the dataset", "dataset-images": "reading images", "train": "training"}
+             "dataset": "loading the dataset", "dataset-images": "reading images", "train": "training",
+             "held-out": "reading the held-out images", "training-cost": "estimating the training cost"}
 
 
 class MainWindow(QMainWindow):
@@ -39,6 +41,7 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.panels: dict[str, QWidget] = {}
+        self.shortcuts_dialog: ShortcutsDialog | None = None  # Help > Keyboard shortcuts, while open
         for cls in PANELS:
             panel = cls(self.bridge, self.state)
             self.panels[cls.title] = panel
@@ -115,7 +118,27 @@ class MainWindow(QMainWindow):
         for i, cls in enumerate(PANELS):
             self._action(view_menu, cls.title, lambda checked=False, i=i: self.tabs.setCurrentIndex(i), f"Ctrl+{i + 1}")
         help_menu = self.menuBar().addMenu("&Help")
+        self._action(help_menu, "&Keyboard shortcuts", self.show_shortcuts, QKeySequence.StandardKey.HelpContents,
+                     "every keyboard shortcut of the window and of each panel")
         self._action(help_menu, "&About DDPM Studio", self._on_about)
+
+    def shortcut_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """[(section, [(keys, what)])]: the menus' shortcuts, then each panel's (read from what is bound)."""
+        menus = [(key_text(action.shortcut()), f"{menu_action.text()} > {action.text()}".replace("&", ""))
+                 for menu_action in self.menuBar().actions() if menu_action.menu() is not None
+                 for action in menu_action.menu().actions() if not action.shortcut().isEmpty()]
+        panels = [(f"{title} tab", bound_shortcuts(panel) + list(getattr(panel, "extra_keys", ())))
+                  for title, panel in self.panels.items()]
+        return [("Window", menus), *panels]
+
+    def show_shortcuts(self) -> ShortcutsDialog:
+        """Help > Keyboard shortcuts: a dialog listing every shortcut; returns it (it stays open beside the window)."""
+        if self.shortcuts_dialog is not None:
+            self.shortcuts_dialog.close()
+            self.shortcuts_dialog.deleteLater()
+        self.shortcuts_dialog = ShortcutsDialog(self.shortcut_sections(), self)
+        self.shortcuts_dialog.show()
+        return self.shortcuts_dialog
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()

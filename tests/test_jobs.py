@@ -38,3 +38,52 @@ def test_likelihood_in_minibatches_matches_the_bound_of_each_minibatch(micro_run
     x0 = from_uint8(images)
     totals = torch.cat([evaluate_bound(loaded.denoiser(), loaded.diffusion, x0[i:i + 2], g).total_bpd for i in (0, 2, 4)])
     assert abs(float(totals.mean()) - result.bits_per_dim) < 1e-4
+
+
+def test_held_out_images_reads_the_split_without_replacing_the_loaded_dataset():
+    """held_out_images_job returns the first n images of a spec's split as [n, H, W, C] uint8, the same images a
+    dataset load of that split holds, and 'all' (None) the whole split; the engine's loaded dataset stays as it was."""
+    from engine.data import load_dataset
+    from engine.jobs import dataset_job, held_out_images_job
+
+    ctx = JobContext(_Worker(), 1)
+    _run(dataset_job("builtin:shapes?size=8&count=16"), ctx)
+    loaded = ctx.state["dataset"]
+    images = _run(held_out_images_job("builtin:shapes?size=8&split=test", 300, chunk=128), ctx)
+    assert images.shape == (300, 8, 8, 3) and images.dtype == np.uint8
+    test_split = load_dataset("builtin:shapes?size=8&split=test&count=300").images  # [N, C, H, W]
+    np.testing.assert_array_equal(images, test_split.permute(0, 2, 3, 1).numpy())
+    assert not np.array_equal(images[:16], loaded.images.permute(0, 2, 3, 1).numpy())  # test != train images
+    assert ctx.state["dataset"] is loaded
+
+    everything = _run(held_out_images_job("builtin:shapes?size=8&split=test", None), ctx)
+    assert len(everything) == 1000  # the built-in shapes' whole test split
+
+
+def test_held_out_images_of_an_unusable_source_fail_with_a_reason(tmp_path):
+    """A source with no usable images is a readable failure, not an empty array."""
+    import pytest
+
+    from engine.jobs import held_out_images_job
+
+    with pytest.raises(RuntimeError, match="no usable images"):
+        _run(held_out_images_job(f"{tmp_path / 'nowhere'}?size=8", 4), JobContext(_Worker(), 1))
+
+
+def test_training_cost_counts_the_u_net_on_the_meta_device():
+    """training_cost_job gives the U-Net's exact parameter count and forward FLOPs at the requested image size and
+    channels (where attention sits depends on the size); a 4x larger image costs about 4x the FLOPs and activations."""
+    import dataclasses
+
+    from engine.config import PRESETS
+    from engine.jobs import training_cost_job
+    from engine.unet import UNet, count_parameters, forward_flops
+
+    micro = PRESETS["micro"].unet
+    cost = _run(training_cost_job(micro), JobContext(_Worker(), 1))
+    assert cost.parameters == count_parameters(UNet(micro)) and cost.forward_flops == forward_flops(micro)
+    assert 0 < cost.activation_bytes < 10e6
+    larger = dataclasses.replace(micro, image_size=(16, 16), in_channels=1)
+    large = _run(training_cost_job(larger), JobContext(_Worker(), 1))
+    assert large.parameters == count_parameters(UNet(larger))
+    assert 3 < large.forward_flops / cost.forward_flops < 6 and 3 < large.activation_bytes / cost.activation_bytes < 6

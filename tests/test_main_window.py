@@ -2,10 +2,22 @@
 import asyncio
 from pathlib import Path
 
+import pytest
+from PySide6.QtCore import QSettings, QStandardPaths, Qt
+
 from engine import checkpoint as ckpt
 from engine.images import read_png_metadata
 from studio.main_window import PANELS, MainWindow
 from tests.conftest import MICRO_DATA, run_async
+
+
+@pytest.fixture(autouse=True)
+def settings_in(tmp_path):
+    """QSettings (geometry, the last run) write under tmp_path during these tests, never to the user's configuration."""
+    fmt, scope = QSettings.Format.NativeFormat, QSettings.Scope.UserScope
+    QSettings.setPath(fmt, scope, str(tmp_path / "settings"))
+    yield
+    QSettings.setPath(fmt, scope, QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericConfigLocation))
 
 
 def test_open_train_scrub_mix_and_export(qtbot, bridge, micro_run, tmp_path):
@@ -64,3 +76,38 @@ def test_open_train_scrub_mix_and_export(qtbot, bridge, micro_run, tmp_path):
 
     window.close()
     assert not bridge._worker.alive
+
+
+def test_keyboard_shortcuts_are_listed_and_work_in_their_tab(qtbot, bridge, micro_run):
+    """Help > Keyboard shortcuts lists the main actions with their keys (generate Ctrl+G, play/pause Space, fork F,
+    start/pause training, evaluate, export, the menus'); a panel's chord works only while its tab is shown, so the
+    same Ctrl+Return starts training in the Training tab and samples a grid in the Export tab."""
+    window = MainWindow(bridge=bridge, load_defaults=False)
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    assert run_async(qtbot, window.open_run(str(micro_run)))
+    help_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&Help")
+    shortcuts_action = next(a for a in help_menu.actions() if "shortcuts" in a.text())
+    shortcuts_action.trigger()
+    dialog = window.shortcuts_dialog
+    assert dialog is not None and dialog.isVisible()
+    listed = dialog.entries()
+    for keys, what in (("Ctrl+G", "generate a chain"), ("Space", "play / pause the chain"),
+                       ("F", "fork the picked image at the current t"),
+                       ("Ctrl+Return", "start training (or resume the run folder)"),
+                       ("Ctrl+P", "pause / resume training"), ("Ctrl+Return", "evaluate the bound / stop"),
+                       ("Ctrl+Return", "generate a sample grid"), ("Ctrl+S", "save the sample grid as a PNG…"),
+                       ("Ctrl+O", "File > Open run…"), ("Ctrl+3", "View > Trajectory")):
+        assert (keys, what) in listed
+    dialog.close()
+
+    training, export = window.panels["Training"], window.panels["Export"]
+    window.tabs.setCurrentWidget(training)
+    qtbot.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert "Load a dataset" in training.status_label.text()  # Start ran (and explained: no dataset yet)
+    window.tabs.setCurrentWidget(export)
+    with qtbot.waitSignal(bridge.job_started, timeout=10_000, check_params_cb=lambda job, key: key == "sample"):
+        qtbot.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    window.close()

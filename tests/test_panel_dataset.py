@@ -109,18 +109,41 @@ def test_controls_build_the_spec_and_load_button_uses_it(qtbot, panel):
     qtbot.waitUntil(panel.load_button.isEnabled)
 
 
-def test_estimate_follows_the_preset(qtbot, panel):
-    """The training estimate names the preset's steps and is labelled as an estimate; a preset sets the default size
-    (16x16 for tiny, 32x32 for cifar10) and a larger model or image needs more time."""
+def test_estimate_follows_the_preset_and_the_image_size(qtbot, panel):
+    """The training estimate comes from the engine's count of the planned U-Net (parameters, FLOPs, activations): it
+    names the preset's steps and parameters and says it is an estimate; a preset sets the default size (16x16 for
+    tiny, 32x32 for cifar10); a larger model or a larger image needs more time and memory; a size the U-Net cannot
+    halve evenly is explained instead. The engine counts only once the panel is shown."""
+    from engine.report import training_cost
+    from studio.bridge import PRESETS
+    from studio.widgets.training_estimate import training_estimate
+
+    def shown_after(change):
+        with qtbot.waitSignal(panel.estimate_shown, timeout=30_000) as shown:
+            change()
+        return shown.args[0]
+
+    assert panel.estimate_label.text() == ""  # nothing is counted for a hidden panel
+    panel.show()
+    qtbot.waitUntil(lambda: "steps" in panel.estimate_label.text(), timeout=30_000)
     assert (panel.height_spin.value(), panel.width_spin.value()) == (16, 16)  # tiny, the default
-    assert "5,000 steps" in panel.estimate_label.text() and "estimate" in panel.estimate_label.text()
-    panel.preset_combo.setCurrentText("cifar10")
+    text = panel.estimate_label.text()
+    assert "5,000 steps" in text and "1.62M parameters" in text and "estimate" in text
+    tiny_s, tiny_bytes = shown_after(lambda: panel.height_spin.setValue(32))
+    assert "32×16×3" in panel.estimate_label.text()
+    tiny_large_s, tiny_large_bytes = shown_after(lambda: panel.width_spin.setValue(32))
+    assert tiny_large_s > 1.5 * tiny_s and tiny_large_bytes > tiny_bytes
+    paper_s, paper_bytes = shown_after(lambda: panel.preset_combo.setCurrentText("cifar10"))
     assert (panel.height_spin.value(), panel.width_spin.value()) == (32, 32)
-    assert "800,000 steps" in panel.estimate_label.text()
-    from studio.panels.dataset import training_estimate
-    tiny_s, tiny_bytes = training_estimate("tiny", (16, 16))
-    paper_s, paper_bytes = training_estimate("cifar10", (32, 32))
-    assert 60 < tiny_s < 3600 and paper_s > 100 * tiny_s and paper_bytes > 10 * tiny_bytes
+    assert "800,000 steps" in panel.estimate_label.text() and "35.75M parameters" in panel.estimate_label.text()
+    assert paper_s > 100 * tiny_large_s and paper_bytes > 10 * tiny_large_bytes
+
+    panel.preset_combo.setCurrentText("tiny")
+    panel.height_spin.setValue(18)  # tiny halves twice: 18 is not divisible by 4
+    assert "cannot train" in panel.estimate_label.text() and "divisible by 4" in panel.estimate_label.text()
+
+    seconds, _ = training_estimate(training_cost(PRESETS["tiny"].unet), PRESETS["tiny"].train)
+    assert 60 < seconds < 3600  # 5,000 steps of tiny: minutes on a 2-core CPU, as measured (FACTS.md)
 
 
 def drag_event(cls, mime):

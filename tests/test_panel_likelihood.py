@@ -46,9 +46,9 @@ def test_evaluating_the_micro_model_shows_finite_positive_bits_per_dim_and_the_c
     assert panel.evaluate_button.text() == "Evaluate"
 
 
-def test_the_held_out_split_follows_the_loaded_dataset_and_gives_it_back(qtbot, bridge, state, panel):
+def test_the_held_out_split_follows_the_loaded_dataset_and_leaves_it_loaded(qtbot, bridge, state, panel):
     """The held-out images are the chosen split of the loaded dataset's spec (train: at most the images the
-    model trained on); after evaluating, the engine holds the loaded dataset again for the other panels."""
+    model trained on); evaluating reads them without replacing the dataset the engine holds for the other panels."""
     preview = run_async(qtbot, bridge.load_dataset("builtin:shapes?size=8&count=40"))
     first = run_async(qtbot, bridge.dataset_images([0, 1]))
     state.set("dataset", preview)
@@ -57,9 +57,31 @@ def test_the_held_out_split_follows_the_loaded_dataset_and_gives_it_back(qtbot, 
     panel.split_combo.setCurrentText("train")
     assert "split=train" in panel.data_label.text() and "count=40" in panel.data_label.text()
     panel.split_combo.setCurrentText("test")
-    with qtbot.waitSignal(panel.evaluated, timeout=30_000):
+    started = []
+    bridge.job_started.connect(lambda job, key: started.append(key))
+    with qtbot.waitSignal(panel.evaluated, timeout=30_000) as blocker:
         qtbot.mouseClick(panel.evaluate_button, LEFT)
+    assert blocker.args[0].images == 64
+    assert started == ["held-out", "likelihood"]  # no dataset job: nothing is reloaded
     np.testing.assert_array_equal(run_async(qtbot, bridge.dataset_images([0, 1])), first)
+
+
+def test_the_count_has_no_small_cap_and_all_reads_the_whole_split(qtbot, bridge, panel):
+    """N goes past the old cap of 1024, and 'all' (0) asks for the whole held-out split: the spec has no count, all
+    its images go to the bound, and the bound's progress (minibatch by minibatch) and share done reach the panel."""
+    panel.images_spin.setValue(5000)
+    assert panel.images_spin.value() == 5000 and "count=5000" in panel.data_label.text()
+    panel.images_spin.setValue(0)
+    assert panel.images_spin.text() == "all" and "count=" not in panel.data_label.text()
+    assert "split=test" in panel.data_label.text()
+    qtbot.mouseClick(panel.evaluate_button, LEFT)
+    # The built-in shapes' test split holds 1,000 images: 4 minibatches of 256, each through T = 100 steps.
+    qtbot.waitUntil(lambda: panel.progress.maximum() == 4 * 100 and panel.progress.value() > 0, timeout=60_000)
+    assert "Evaluating the bound on 1,000 test images" in panel.status_label.text()
+    assert "%" in panel.status_label.text()
+    with qtbot.waitSignal(bridge.job_cancelled, timeout=10_000):
+        qtbot.mouseClick(panel.evaluate_button, LEFT)  # Stop: no need to wait for all of it
+    qtbot.waitUntil(lambda: panel.evaluate_button.text() == "Evaluate", timeout=5_000)
 
 
 def test_evaluate_again_stops_the_evaluation(qtbot, bridge, panel):

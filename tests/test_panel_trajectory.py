@@ -37,8 +37,9 @@ def panel(qtbot, bridge):
 
 
 def generate(qtbot, panel):
+    """Generate a chain and wait until it has finished (every frame in, exported to the app state)."""
     qtbot.mouseClick(panel.generate_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: panel.trajectory_id is not None, timeout=30_000)
+    qtbot.waitUntil(lambda: panel.chain_complete and panel.state.get("trajectory") is not None, timeout=30_000)
 
 
 def test_slider_shows_the_received_frame_for_t(qtbot, panel, received):
@@ -81,7 +82,7 @@ def test_scrubbing_runs_from_memory_without_engine_jobs(qtbot, panel, bridge):
 
 def test_scrubber_works_over_frames_received_so_far(qtbot, panel, bridge, monkeypatch):
     """While the chain runs, the slider shows any frame already received and snaps to the newest one (the front)
-    for a t not computed yet; forking waits for the finished chain."""
+    for a t not computed yet; with no image picked, Fork stays off."""
     seen, wanted = [], []
     original = bridge.trajectory
 
@@ -179,3 +180,82 @@ def test_model_change_clears_the_trajectory(qtbot, panel, bridge, micro_run):
     assert panel.state.get("trajectory") is None
     assert panel.current_frame() is None and panel.xt_grid.count == 0 and panel.trajectory_id is None
     assert not panel.t_slider.isEnabled() and not panel.fork_button.isEnabled()
+
+
+def test_fork_works_as_soon_as_the_frame_is_computed(qtbot, panel, bridge, monkeypatch):
+    """Fork does not wait for the chain to finish: while frames stream in, picking an image at the front t enables
+    Fork, and the completions hold exactly the streamed x_t of that step; the chain then still finishes. Before the
+    chain has computed any step, Fork is off and its tooltip says why."""
+    before_first_frame, at_fork = [], []
+    bridge.job_started.connect(lambda job, key: key == "trajectory" and before_first_frame.append(
+        (panel.fork_button.isEnabled(), panel.fork_button.toolTip())))
+    original = bridge.trajectory
+
+    def spy(n, seed, on_frames=None):
+        def fork_from_the_first_chunk(frames):
+            on_frames(frames)
+            if not at_fork and len(frames.t_values) > 10:  # the first full chunk: the chain is far from done
+                t = panel.t
+                qtbot.mouseClick(panel.xt_grid, Qt.MouseButton.LeftButton, pos=panel.xt_grid.cell_rect(1).center())
+                at_fork.append((t, panel.chain_complete, panel.fork_button.isEnabled(), frames.x_t[-1, 1].copy()))
+                qtbot.mouseClick(panel.fork_button, Qt.MouseButton.LeftButton)
+        return original(n, seed, on_frames=fork_from_the_first_chunk)
+
+    monkeypatch.setattr(bridge, "trajectory", spy)
+    panel.forks_spin.setValue(3)
+    with qtbot.waitSignal(panel.forks_shown, timeout=60_000, check_params_cb=lambda stage: stage == "exact"):
+        qtbot.mouseClick(panel.generate_button, Qt.MouseButton.LeftButton)
+    (enabled, tooltip), = before_first_frame
+    assert not enabled and "not computed its first step" in tooltip
+    (t, complete, fork_enabled, streamed_x_t), = at_fork
+    assert 0 < t < 100 and not complete and fork_enabled
+    held, completions = panel.fork_images()
+    np.testing.assert_array_equal(held, streamed_x_t)
+    assert completions.shape == (3, *held.shape) and f"t = {t}" in panel.fork_title.text()
+    qtbot.waitUntil(lambda: panel.chain_complete, timeout=60_000)
+
+
+def test_image_grid_double_click_emits_the_image_index(qtbot):
+    """ImageGrid: a double-click on an image emits `image_double_clicked(index)` (and selects it); a click emits
+    `image_clicked(index)`; neither fires between images."""
+    from studio.widgets.image_grid import ImageGrid
+
+    grid = ImageGrid(columns=2)
+    qtbot.addWidget(grid)
+    grid.resize(200, 200)
+    grid.set_images(np.zeros((4, 8, 8, 3), np.uint8))
+    clicked, double_clicked = [], []
+    grid.image_clicked.connect(clicked.append)
+    grid.image_double_clicked.connect(double_clicked.append)
+    qtbot.mouseClick(grid, Qt.MouseButton.LeftButton, pos=grid.cell_rect(1).center())
+    assert clicked == [1] and double_clicked == [] and grid.selected == 1
+    qtbot.mouseDClick(grid, Qt.MouseButton.LeftButton, pos=grid.cell_rect(2).center())
+    assert double_clicked == [2] and grid.selected == 2 and clicked[-1] == 2
+    qtbot.mouseDClick(grid, Qt.MouseButton.LeftButton, pos=grid.rect().topLeft())  # the margin, not an image
+    assert double_clicked == [2]
+
+
+def test_double_clicking_an_image_forks_it(qtbot, panel):
+    """Double-clicking an image in x_t picks it and forks it at the current t."""
+    generate(qtbot, panel)
+    panel.t_slider.setValue(30)
+    with qtbot.waitSignal(panel.forks_shown, timeout=30_000, check_params_cb=lambda stage: stage == "exact"):
+        qtbot.mouseDClick(panel.xt_grid, Qt.MouseButton.LeftButton, pos=panel.xt_grid.cell_rect(3).center())
+    held, completions = panel.fork_images()
+    np.testing.assert_array_equal(held, panel.current_frame()[0][3])
+    assert panel.xt_grid.selected == 3 and "t = 30" in panel.fork_title.text()
+
+
+def test_fork_key_forks_the_picked_image(qtbot, panel):
+    """F forks the picked image at the current t while the focus is in the panel; the Fork button's tooltip says so."""
+    generate(qtbot, panel)
+    panel.show()
+    with qtbot.waitActive(panel):
+        panel.activateWindow()
+    panel.t_slider.setValue(20)
+    qtbot.mouseClick(panel.xt_grid, Qt.MouseButton.LeftButton, pos=panel.xt_grid.cell_rect(0).center())
+    assert "(F)" in panel.fork_button.toolTip()
+    panel.t_slider.setFocus()
+    with qtbot.waitSignal(panel.forks_shown, timeout=30_000, check_params_cb=lambda stage: stage == "exact"):
+        qtbot.keyClick(panel.t_slider, Qt.Key.Key_F)
+    assert "t = 20" in panel.fork_title.text()

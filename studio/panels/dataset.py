@@ -3,12 +3,14 @@
 A source (the built-in shapes, a folder, a CIFAR-10 or MNIST file; by dialog or drag and drop) plus the shape every
 image is brought to (size, channels, crop or pad) make a data spec such as "~/cats?size=32&fit=pad", the same text the
 CLI's --data takes. Loading it runs the engine's inspector: the panel shows the first 64 images after crop/resize,
-the report with every skipped file and why, and a rough estimate of the time and memory training will need.
+the report with every skipped file and why, and a rough estimate of the time and memory training will need (from
+the engine's count of the planned U-Net's parameters, FLOPs and activations at the chosen size and channels).
 The loaded preview goes to `state["dataset"]`, where the Training panel picks it up.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from pathlib import Path
 
@@ -19,42 +21,14 @@ from PySide6.QtWidgets import (
     QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget,
 )
 
-from studio.bridge import PRESETS, DataPreview, EngineError, human_bytes
+from studio.bridge import PRESETS, DataPreview, EngineError, UNetConfig, human_bytes
 from studio.state import AppState
 from studio.widgets.image_grid import ImageGrid
-from studio.widgets.plots import duration
+from studio.widgets.training_estimate import TrainingEstimateBox
 
 BUILTIN, FOLDER, CIFAR10, MNIST = range(4)
 SOURCE_LABELS = ("Built-in shapes", "Folder…", "CIFAR-10 file…", "MNIST file…")
 PREVIEW_COUNT = 64
-
-# Rough training throughput on a 2-core CPU at each preset's own image size and batch (FACTS.md: the diffusers
-# reference; micro timed here once, celebahq256 extrapolated from its FLOPs). An estimate to plan with.
-TRAIN_IMAGES_PER_S = {"micro": 500.0, "tiny": 200.0, "small": 17.4, "cifar10": 4.5, "celebahq256": 0.12}
-# Parameters, and activation memory kept for the backward pass per image in fp32 at the preset's own size
-# (measured once with autograd's saved-tensor hooks on the meta device).
-PARAMETERS = {"micro": 177_427, "tiny": 1_624_323, "small": 6_472_195, "cifar10": 35_746_307,
-              "celebahq256": 113_673_219}
-ACTIVATION_MB_PER_IMAGE = {"micro": 1.0, "tiny": 9.9, "small": 56.8, "cifar10": 202.0, "celebahq256": 2858.0}
-
-
-
-
-def training_estimate(preset_name: str, image_size: tuple[int, int], dataset_bytes: int = 0) -> tuple[float, int]:
-    """(seconds, bytes) that training `preset_name` for its total steps at `image_size` needs, roughly, on a CPU.
-
-    Throughput and activations scale with the pixel count; weights, gradients, EMA and Adam's two moments are five
-    fp32 copies of the parameters.
-    """
-    preset = PRESETS[preset_name]
-    native = preset.unet.image_size[0] * preset.unet.image_size[1]
-    scale = image_size[0] * image_size[1] / native
-    rate = TRAIN_IMAGES_PER_S.get(preset_name, 10.0) / scale
-    seconds = preset.train.total_steps * preset.train.batch_size / rate
-    params = PARAMETERS.get(preset_name, 10_000_000)
-    activations = preset.train.batch_size * ACTIVATION_MB_PER_IMAGE.get(preset_name, 50.0) * 1e6 * scale
-    return seconds, int(5 * 4 * params + activations + dataset_bytes)
-
 
 class DatasetPanel(QWidget):
     """Pick and inspect the training data; `dataset_loaded(DataPreview)` after every load (usable or not)."""
@@ -125,10 +99,8 @@ class DatasetPanel(QWidget):
         self.load_button = QPushButton("Load")
         self.load_button.setDefault(True)
         self.load_button.setToolTip("Inspect and load the images (Enter)")
-        self.estimate_label = QLabel()
-        self.estimate_label.setWordWrap(True)
-        estimate_box = QGroupBox("Training estimate")
-        QVBoxLayout(estimate_box).addWidget(self.estimate_label)
+        self.estimate_box = TrainingEstimateBox(bridge)
+        self.estimate_label, self.estimate_shown = self.estimate_box.label, self.estimate_box.estimate_shown
 
         controls = QWidget()
         left = QVBoxLayout(controls)
@@ -137,7 +109,7 @@ class DatasetPanel(QWidget):
         left.addWidget(shape_box)
         left.addWidget(self.spec_label)
         left.addWidget(self.load_button)
-        left.addWidget(estimate_box)
+        left.addWidget(self.estimate_box)
         left.addStretch(1)
 
         # ---- what was loaded ----
@@ -216,17 +188,22 @@ class DatasetPanel(QWidget):
         self.spec_label.setText(f"spec: <code>{self.spec_text()}</code>")
         self._show_estimate()
 
+    def planned_unet(self) -> UNetConfig:
+        """The planned preset's U-Net at the chosen size and channels ('auto': the loaded data's, else RGB).
+        Raises ValueError when the size does not halve evenly through its levels."""
+        channels = self.channels_combo.currentText()
+        if channels == "auto":
+            channels = self.preview.channels if self.preview is not None and self.preview.ok else 3
+        return dataclasses.replace(PRESETS[self.preset_combo.currentText()].unet, in_channels=int(channels),
+                                   image_size=(self.height_spin.value(), self.width_spin.value()))
+
     def _show_estimate(self) -> None:
-        name = self.preset_combo.currentText()
-        size = (self.height_spin.value(), self.width_spin.value())
-        data_bytes = self.preview.memory_bytes if self.preview is not None and self.preview.ok else 0
-        seconds, memory = training_estimate(name, size, data_bytes)
-        train = PRESETS[name].train
-        self.estimate_label.setText(
-            f"<b>~{duration(seconds)}</b> for {train.total_steps:,} steps at batch {train.batch_size} "
-            f"({name}, {size[0]}×{size[1]}) on a 2-core CPU; a GPU is far faster.<br>"
-            f"<b>~{human_bytes(memory)}</b> of memory (weights, EMA, Adam, activations"
-            + (", the images" if data_bytes else "") + ").<br><i>A rough estimate, not a measurement.</i>")
+        name, data_bytes = self.preset_combo.currentText(), self.preview.memory_bytes if self.preview is not None else 0
+        try:
+            self.estimate_box.plan(name, self.planned_unet(), data_bytes)
+        except ValueError as e:
+            self.estimate_box.plan(name, None, problem=f"⚠ The {name} U-Net cannot train on {self.height_spin.value()}"
+                                                       f"×{self.width_spin.value()} images: {e}.")
 
     def _on_preset_changed(self, name: str) -> None:
         height, width = PRESETS[name].unet.image_size

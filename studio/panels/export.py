@@ -18,6 +18,9 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, Q
 from ..bridge import Bridge, EngineError, make_grid, save_gif, save_png, to_jsonable, upscale
 from ..state import AppState
 from ..widgets.image_grid import ImageGrid, to_qimage
+from ..widgets.shortcuts import bind_shortcut
+
+GENERATE_KEYS, SAVE_KEYS, COPY_KEYS = "Ctrl+Return", "Ctrl+S", "Ctrl+Shift+C"
 
 
 def _spin(low: int, high: int, value: int, tip: str) -> QSpinBox:
@@ -46,10 +49,15 @@ class ExportPanel(QWidget):
         self.steps.addItems(["exact (all T steps, Alg. 2)", "100 strided steps", "50 strided steps", "20 strided steps"])
         self.steps.setToolTip("the exact ancestral chain of the paper, or a strided chain (Song et al. 2021) that is faster")
         self.generate_button = QPushButton("Generate")
-        self.generate_button.setShortcut("Ctrl+Return")
+        self.generate_button.setToolTip(f"sample a new grid from the loaded model ({GENERATE_KEYS})")
         self.save_grid_button = QPushButton("Save PNG…")
+        self.save_grid_button.setToolTip(f"save the grid as a PNG with its provenance in text chunks ({SAVE_KEYS})")
         self.copy_button = QPushButton("Copy")
-        self.copy_button.setToolTip("copy the grid picture to the clipboard")
+        self.copy_button.setToolTip(f"copy the grid picture to the clipboard ({COPY_KEYS})")
+        for keys, what, button in ((GENERATE_KEYS, "generate a sample grid", self.generate_button),
+                                   (SAVE_KEYS, "save the sample grid as a PNG…", self.save_grid_button),
+                                   (COPY_KEYS, "copy the sample grid to the clipboard", self.copy_button)):
+            bind_shortcut(self, keys, what, button.click)  # click(): nothing happens while the button is disabled
         self.grid = ImageGrid()
         self.grid.set_placeholder("Generate a grid of samples from the loaded model (EMA weights)")
         grid_form = QFormLayout()

@@ -1,15 +1,17 @@
 """The Likelihood panel: bits/dim of held-out images through the variational bound, and the rate-distortion curve.
 
-Evaluate loads the held-out split of the data (the test split of the loaded dataset's spec, else of the model's
-own run, else of the built-in shapes) at the model's size, takes its first images and asks the bridge for the
-bound (Ho et al. 2020, Eq. 5 with the discretized decoder of Eq. 13): T network evaluations of the batch, with
-progress. The result shows the total with its standard error, the prior and decoder terms, and Fig. 5: distortion
-against rate, and both against the reverse process steps.
+Evaluate reads the held-out split of the data (the test split of the loaded dataset's spec, else of the model's
+own run, else of the built-in shapes) at the model's size, its first N images or all of them, without replacing the
+dataset the other panels use, and asks the bridge for the bound (Ho et al. 2020, Eq. 5 with the discretized decoder
+of Eq. 13): T network evaluations per image in minibatches, with progress and the time left. The result shows the
+total with its standard error, the prior and decoder terms, and Fig. 5: distortion against rate, and both against
+the reverse process steps.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,12 @@ from PySide6.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, Q
                                QSpinBox, QVBoxLayout, QWidget)
 
 from studio.bridge import ChainProgress, EngineError, LikelihoodResult
+from studio.widgets.plots import duration
+from studio.widgets.shortcuts import bind_shortcut
 
 RATE_COLOR, DISTORTION_COLOR = "#1f77b4", "#d62728"
+MAX_IMAGES = 10_000_000  # in effect no cap: the job runs in minibatches, so memory does not grow with N
+EVALUATE_KEYS = "Ctrl+Return"
 BPD_TOOLTIP = ("Bits per dimension: the negative log-likelihood -log2 p(x0) of an image divided by its H·W·C\n"
                "subpixels, here an upper bound on it. Lower is better; the paper reports ≤ 3.75 on CIFAR-10 test\n"
                "(Table 1). ± is the standard error over the held-out images.")
@@ -74,14 +80,17 @@ class LikelihoodPanel(QWidget):
         super().__init__(parent)
         self._bridge, self._state = bridge, state
         self._running = False
-        self._loading = False  # fetching the held-out images (a 'dataset' job), not yet evaluating
+        self._evaluating = ""  # "Evaluating the bound on N test images", for the status line
+        self._bound_started, self._bound_done_at_start = 0.0, 0  # the bound's first progress: time.monotonic(), done
         self.result: LikelihoodResult | None = None
 
         self.images_spin = QSpinBox()
-        self.images_spin.setRange(1, 1024)  # the job sends them through the network as one batch: memory
+        self.images_spin.setRange(0, MAX_IMAGES)
+        self.images_spin.setSpecialValueText("all")
         self.images_spin.setValue(64)
-        self.images_spin.setToolTip("How many held-out images to evaluate (the first ones of the split).\n"
-                                    "The bound costs T network evaluations of this batch, held in memory at once.")
+        self.images_spin.setToolTip("How many held-out images to evaluate: the first ones of the split, or all of it\n"
+                                    "(0). The bound costs T network evaluations per image, run in minibatches:\n"
+                                    "memory stays flat, time grows with the count (the paper: the 10,000 test images).")
         self.split_combo = QComboBox()
         self.split_combo.addItems(["test", "train"])
         self.split_combo.setToolTip("test: images the model never saw (the paper's number); train: its own data,\n"
@@ -93,10 +102,10 @@ class LikelihoodPanel(QWidget):
         self.data_label.setWordWrap(True)
         self.data_label.setToolTip("The data spec the held-out images come from, at the model's size.")
         self.evaluate_button = QPushButton("Evaluate")
-        self.evaluate_button.setToolTip("Compute the bound on the held-out images (click again to stop).")
+        self.evaluate_button.setToolTip(f"Compute the bound on the held-out images ({EVALUATE_KEYS}; again to stop).")
         self.evaluate_button.clicked.connect(self._on_evaluate_clicked)
+        bind_shortcut(self, EVALUATE_KEYS, "evaluate the bound / stop", self.evaluate_button.click)
         self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m steps")
         self.status_label = QLabel("Not evaluated yet.")
         self.status_label.setWordWrap(True)
 
@@ -168,9 +177,11 @@ class LikelihoodPanel(QWidget):
         preview = self._state.get("dataset")
         base = preview.spec if preview is not None else self._run_data_spec(info) or "builtin:shapes"
         h, w = info.image_size
-        split, wanted = self.split_combo.currentText(), self.images_spin.value()
+        split, wanted = self.split_combo.currentText(), self.images_spin.value() or None  # None: all
         trained_on = spec_options(base)[1].get("count", "")  # the training split is only this many images
-        count = min(wanted, int(trained_on)) if split == "train" and trained_on.isdigit() else wanted
+        count = wanted
+        if split == "train" and trained_on.isdigit():
+            count = min(wanted or int(trained_on), int(trained_on))
         return with_options(base, size=h if h == w else f"{h}x{w}", channels=info.channels, split=split, count=count)
 
     @staticmethod
@@ -197,10 +208,8 @@ class LikelihoodPanel(QWidget):
 
     def _on_evaluate_clicked(self) -> None:
         if self._running:
+            self._bridge.cancel("held-out")
             self._bridge.cancel("likelihood")
-            if self._loading:
-                self._bridge.cancel("dataset")
-                self._bridge.cancel("dataset-images")
             return
         if self._bridge.model is not None:
             self._set_running(True)  # at once, so the button says Stop before the job even starts
@@ -208,20 +217,17 @@ class LikelihoodPanel(QWidget):
 
     async def _evaluate(self) -> None:
         info, spec, split = self._bridge.model, self.held_out_spec(), self.split_combo.currentText()
-        restore = self._state.get("dataset")
         try:
-            self.status_label.setText(f"Loading {spec} …")
-            self._loading = True
-            preview = await self._bridge.load_dataset(spec)
-            if preview.count == 0:
-                raise EngineError(f"no held-out images in {spec}: {preview.report_text.strip()[:200]}")
-            images = await self._bridge.dataset_images(range(min(self.images_spin.value(), preview.count)))
-            self._loading = False
-            self.status_label.setText(f"Evaluating the bound on {len(images)} {split} images …")
-            future = self._bridge.likelihood(images, self.seed_spin.value(), on_progress=self._on_progress)
-            if restore is not None and restore.spec != spec:  # give the other panels their dataset back
-                self._bridge.load_dataset(restore.spec).add_done_callback(lambda f: f.cancelled() or f.exception())
-            result = await future
+            self.status_label.setText(f"Reading {spec} …")
+            self.progress.setFormat("reading: %v / %m images")
+            images = await self._bridge.held_out_images(spec, self.images_spin.value() or None,
+                                                        on_progress=self._on_progress)
+            self._evaluating = f"Evaluating the bound on {len(images):,} {split} images"
+            self.status_label.setText(f"{self._evaluating} …")
+            self.progress.setRange(0, 0)  # busy until the first term arrives
+            self.progress.setFormat("bound: %p%")
+            self._bound_started = 0.0
+            result = await self._bridge.likelihood(images, self.seed_spin.value(), on_progress=self._on_progress)
         except asyncio.CancelledError:
             self.status_label.setText("Stopped.")
             return
@@ -229,7 +235,6 @@ class LikelihoodPanel(QWidget):
             self.status_label.setText(f"Evaluation failed: {e}")
             return
         finally:
-            self._loading = False
             self._set_running(False)
         self._show_result(result, split, info.step)
         self.evaluated.emit(result)
@@ -240,12 +245,25 @@ class LikelihoodPanel(QWidget):
         for control in (self.images_spin, self.split_combo, self.seed_spin):
             control.setEnabled(not running)
         if running:
-            self.progress.setRange(0, 0)  # busy until the first term arrives
+            self.progress.setRange(0, 0)  # busy until the first progress arrives
+        elif self.progress.maximum() == 0:  # stopped before any progress: not busy any more
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
 
     def _on_progress(self, value) -> None:
-        if isinstance(value, ChainProgress):
-            self.progress.setRange(0, value.total)
-            self.progress.setValue(value.done)
+        """Reading the images, then the bound's terms: the bar, and for the bound the time left."""
+        if not isinstance(value, ChainProgress):
+            return
+        self.progress.setRange(0, value.total)
+        self.progress.setValue(value.done)
+        if value.stage != "bound":
+            return
+        now = time.monotonic()
+        if not self._bound_started:
+            self._bound_started, self._bound_done_at_start = now, value.done
+        elapsed, done = now - self._bound_started, value.done - self._bound_done_at_start
+        left = f" · about {duration(elapsed / done * (value.total - value.done))} left" if done and elapsed > 2 else ""
+        self.status_label.setText(f"{self._evaluating}: {100 * value.done / value.total:.0f}%{left}")
 
     def _show_result(self, result: LikelihoodResult, split: str, step: int) -> None:
         self.result = result
@@ -253,7 +271,7 @@ class LikelihoodPanel(QWidget):
         self.progress.setValue(1)
         self.progress.setFormat("done")
         self.result_label.setText(f"{result.bits_per_dim:.2f} ± {result.stderr:.2f} bits/dim "
-                                  f"({result.images} {split} images, step {step})")
+                                  f"({result.images:,} {split} images, step {step})")
         kl = result.bits_per_dim - result.prior_bpd - result.decoder_bpd
         for label, value in ((self.prior_label, result.prior_bpd), (self.kl_label, kl),
                              (self.decoder_label, result.decoder_bpd)):

@@ -3,7 +3,8 @@
 Generate runs one exact reverse chain of N samples from a seed and keeps every frame: x_t and the network's direct
 prediction x^0 (Eq. 15) for t = T..0. The frames stream in while the chain runs and live in this panel's memory, so
 scrubbing never asks the engine for anything. Forking holds x_t of one image at the current t and draws several
-completions x_0 ~ p(x_0 | x_t), shown progressively (direct -> settled -> exact).
+completions x_0 ~ p(x_0 | x_t), shown progressively (direct -> settled -> exact); any step the chain has already
+computed can be forked, while the rest of the chain still runs.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import random
 
 import numpy as np
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
-from PySide6.QtGui import QKeySequence, QPalette, QShortcut
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox,
                                QVBoxLayout, QWidget)
 
@@ -21,8 +22,10 @@ from studio.bridge import Bridge, ChainProgress, EngineError, Refined, Trajector
 from studio.state import AppState
 from studio.widgets.image_grid import ImageGrid
 from studio.widgets.scrubber import ChainFrames, TimestepScrubber
+from studio.widgets.shortcuts import bind_shortcut
 
 MAX_SEED = 2**31 - 1
+GENERATE_KEYS, PLAY_KEYS, FORK_KEYS = "Ctrl+G", "Space", "F"
 # Rich text: upright DejaVu Sans (the usual Linux fallback) drops the combining hat of x̂; the italic keeps it.
 X_T, X0_HAT = "<i>x</i><sub>t</sub>", "<i>x̂</i><sub>0</sub>"
 STAGES = {"direct": f"direct {X0_HAT} (one network evaluation, Eq. 15; the same for every fork)",
@@ -46,6 +49,10 @@ def fill_grid(grid: ImageGrid, images: np.ndarray | None, captions: list[str], s
 
 class TrajectoryPanel(QWidget):
     title = "Trajectory"
+    # Keys the slider handles itself, listed in Help > Keyboard shortcuts beside the shortcuts bound here.
+    extra_keys = (("→ / ←", "t - 1 / t + 1: towards the data / the noise (slider focused)"),
+                  ("Page Down / Page Up", "a tenth of the chain towards the data / the noise"),
+                  ("Home / End", "jump to t = T (noise) / t = 0 (the sample)"))
     frame_shown = Signal(int)  # t, whenever the x_t / x^0 grids show a frame
     forks_shown = Signal(str)  # the Refined stage ('direct', 'settled', 'exact') the fork grid shows now
 
@@ -90,9 +97,9 @@ class TrajectoryPanel(QWidget):
                                    "to draw from the held x_t")
         self.fork_seed_spin = QSpinBox(maximum=MAX_SEED, toolTip="The seed of the completions' reverse-chain noise")
         self.fork_button = QPushButton("Fork here", clicked=self._on_fork_clicked)
-        hint = QLabel(f"Click an image in {X_T} or {X0_HAT} to pick it, then fork (or double-click it). The "
-                      "completions share what the chain has decided by step t: a large t keeps only the coarse layout.",
-                      wordWrap=True)
+        hint = QLabel(f"Click an image in {X_T} or {X0_HAT} to pick it, then fork ({FORK_KEYS}, or double-click it). "
+                      "The completions share what the chain has decided by step t: a large t keeps only the coarse "
+                      "layout. Any step already computed can be forked while the chain runs.", wordWrap=True)
         hint.setForegroundRole(QPalette.ColorRole.PlaceholderText)  # secondary text
         fork_box = QGroupBox("Fork (Fig. 7)")
         form = QFormLayout(fork_box)
@@ -122,6 +129,7 @@ class TrajectoryPanel(QWidget):
             f"√ᾱ<sub>t</sub>: the network's one-shot guess of the final image from {X_T} (Eq. 15)")
         for grid in (self.xt_grid, self.pred_grid):
             grid.image_clicked.connect(self._on_image_clicked)
+            grid.image_double_clicked.connect(self._on_image_double_clicked)
         self.xt_grid.set_placeholder("Press Generate (Ctrl+G) to run a chain; every step is kept so you can scrub it")
         self.pred_grid.set_placeholder("The network's prediction of the final image from x_t, at every step")
         self.fork_grid, self.fork_box, self.fork_title = self._grid_box(
@@ -151,16 +159,14 @@ class TrajectoryPanel(QWidget):
         status_row.addWidget(self.status_label, 1)
         status_row.addWidget(self.progress)
 
-        for keys, slot in ((QKeySequence("Ctrl+G"), self._on_generate_clicked),
-                           (QKeySequence(Qt.Key.Key_Space), self.scrubber.toggle_play)):
-            shortcut = QShortcut(keys, self)
-            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-            shortcut.activated.connect(slot)
+        bind_shortcut(self, GENERATE_KEYS, "generate a chain", self._on_generate_clicked)
+        bind_shortcut(self, PLAY_KEYS, "play / pause the chain", self.scrubber.toggle_play)
+        bind_shortcut(self, FORK_KEYS, "fork the picked image at the current t", self._on_fork_clicked)
 
     def _grid_box(self, title: str, tooltip: str) -> tuple[ImageGrid, QGroupBox, QLabel]:
         """A frame with a rich-text heading (QGroupBox titles are plain text) over an ImageGrid."""
         grid, box, heading = ImageGrid(), QGroupBox(toolTip=tooltip), QLabel(title, textFormat=Qt.TextFormat.RichText)
-        grid.installEventFilter(self)  # resizes re-layout its columns; double-clicks fork
+        grid.installEventFilter(self)  # resizes re-layout its columns
         heading.setStyleSheet("font-size: 11pt;")
         layout = QVBoxLayout(box)
         layout.addWidget(heading)
@@ -176,12 +182,17 @@ class TrajectoryPanel(QWidget):
 
     @property
     def trajectory_id(self) -> int | None:
-        """The engine's id of the finished chain (None while it runs): what `bridge.fork` needs."""
+        """The engine's id of the chain shown, from its first frames on (None before): what `bridge.fork` needs."""
         return self._trajectory_id
 
     @property
     def frames_received(self) -> int:
         return self._frames.received
+
+    @property
+    def chain_complete(self) -> bool:
+        """Every frame from t = T down to 0 has arrived."""
+        return self._frames.complete
 
     def current_frame(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(x_t, x^0) shown now, each [N, H, W, C] uint8; None before any frame."""
@@ -217,8 +228,8 @@ class TrajectoryPanel(QWidget):
         self._metadata = {"seed": seed, "n": n, "model_step": getattr(model, "step", None),
                           "model_source": getattr(model, "source", None), "weights": getattr(model, "weights", None)}
         self.scrubber.reset(getattr(model, "num_timesteps", 0))
-        self._update_fork_button()
         self.stop_button.setEnabled(True)
+        self._update_fork_button()
         self._set_status(f"Starting a chain of {n} samples from seed {seed}…", 0, 0)
 
         def on_frames(frames: TrajectoryFrames) -> None:
@@ -229,8 +240,7 @@ class TrajectoryPanel(QWidget):
             result = await self.bridge.trajectory(n, seed, on_frames=on_frames)
         except asyncio.CancelledError:  # stopped, or superseded by a newer Generate
             if generation == self._generation:
-                self._set_status(f"Stopped: {self._frames.received} frames kept for scrubbing; forking needs a "
-                                 "finished chain.")
+                self._set_status(f"Stopped: {self._frames.received} frames kept for scrubbing and forking.")
             return
         except EngineError as e:
             if generation == self._generation:
@@ -241,10 +251,10 @@ class TrajectoryPanel(QWidget):
                 self.stop_button.setEnabled(False)
                 if self._frames.received:  # no more frames will come: playing stops at the last one
                     self.scrubber.set_floor(self._frames.front, more_coming=False)
+                self._update_fork_button()
         if generation != self._generation:
             return
         self._on_frames_received(result)
-        self._trajectory_id = result.trajectory_id
         chain, T = self._frames, self._frames.num_timesteps
         self._metadata.update(trajectory_id=result.trajectory_id, num_timesteps=T)
         self.state.set("trajectory", {"t_values": chain.t_values.copy(), "x_t": chain.x_t, "pred_x0": chain.pred_x0,
@@ -254,17 +264,20 @@ class TrajectoryPanel(QWidget):
         self._update_fork_button()
 
     def _on_frames_received(self, frames: TrajectoryFrames) -> None:
-        """Keep a chunk (or the whole chain) and follow the chain's front until the person scrubs elsewhere."""
+        """Keep a chunk (or the whole chain) and follow the chain's front until the person scrubs elsewhere or forks."""
         chain, first, previous_front = self._frames, self._frames.received == 0, self._frames.front
         chain.add(frames)
+        self._trajectory_id = frames.trajectory_id  # the engine stores the chain from its first step on: forkable
         if first:
             self.scrubber.reset(chain.num_timesteps)
         self.scrubber.set_floor(chain.front, not chain.complete)
-        if first or (not chain.complete and self._shown_t == previous_front and not self.scrubber.playing):
+        following = self._shown_t == previous_front and not self.scrubber.playing and self._fork_held is None
+        if first or (not chain.complete and following):
             self.scrubber.set_t(chain.front)
         if not chain.complete:
             self._set_status(f"Computing the chain: at t = {chain.front} of {chain.num_timesteps} ({chain.received} / "
-                             f"{frames.total} frames); scrub what has arrived.", chain.received, frames.total)
+                             f"{frames.total} frames); scrub or fork what has arrived.", chain.received, frames.total)
+        self._update_fork_button()
 
     def _on_t_changed(self, t: int) -> None:
         if self._frames.received == 0:
@@ -288,21 +301,24 @@ class TrajectoryPanel(QWidget):
         self._shown[grid] = (images, list(captions))  # kept to re-layout when the grid is resized
         fill_grid(grid, images, list(captions))
 
+    def _on_image_double_clicked(self, index: int) -> None:
+        """Double-clicking an image forks it at the current t (the click before it has picked it)."""
+        self._on_image_clicked(index)
+        self._on_fork_clicked()
+
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if event.type() == QEvent.Type.Resize and watched in self._shown:
             fill_grid(watched, *self._shown[watched])
-        if event.type() == QEvent.Type.MouseButtonDblClick and watched in (self.xt_grid, self.pred_grid):
-            index = watched.index_at(event.position().toPoint())
-            if index is not None:
-                self._on_image_clicked(index)
-                self._on_fork_clicked()
-            return True
         return super().eventFilter(watched, event)
 
     def _fork_blocker(self) -> str | None:
         """Why forking is impossible now (for the tooltip), or None."""
-        if self._trajectory_id is None:
-            return "Generate a chain first: forking needs the whole stored chain (wait until it has finished)."
+        if self._trajectory_id is None or self._shown_t is None:
+            return ("The chain has not computed its first step yet: forking holds an x_t the chain has reached."
+                    if self.stop_button.isEnabled() else f"Generate a chain first ({GENERATE_KEYS}).")
+        if self._shown_t < self._frames.front:
+            return (f"Step t = {self._shown_t} has not been computed yet (the chain is at t = {self._frames.front}): "
+                    "fork it once the chain gets there.")
         if self.xt_grid.selected is None:
             return f"Click an image in {X_T} or {X0_HAT} to choose which one to fork."
         if self._shown_t == 0:
@@ -316,8 +332,8 @@ class TrajectoryPanel(QWidget):
         self.fork_button.setText(f"Fork #{self.xt_grid.selected + 1} at t = {self._shown_t}" if blocker is None
                                  else "Fork here")
         self.fork_button.setToolTip(blocker or f"Hold {X_T} of the picked image at t = {self._shown_t} and draw "
-                                    f"completions x<sub>0</sub> ~ p(x<sub>0</sub> | {X_T}) (Fig. 7). Double-clicking "
-                                    "an image does the same.")
+                                    f"completions x<sub>0</sub> ~ p(x<sub>0</sub> | {X_T}) (Fig. 7) ({FORK_KEYS}). "
+                                    "Double-clicking an image does the same.")
 
     def _on_generate_clicked(self) -> None:
         asyncio.ensure_future(self._generate())

@@ -1,7 +1,8 @@
 """ImageGrid: a grid of small images at integer zoom with nearest-neighbour scaling, clickable.
 
 A 32x32 sample is unreadable at 1:1 and blurred by smooth scaling; the grid picks the largest integer zoom at which
-all images fit the widget, draws pixels as crisp squares, and can caption and highlight images.
+all images fit the widget, draws pixels as crisp squares, and can caption and highlight images. A click on an image
+selects it (`image_clicked(index)`); a double-click also emits `image_double_clicked(index)`, for "open"/"fork this".
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import math
 
 import numpy as np
 from PySide6.QtCore import QPoint, QRect, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPalette, QPen
+from PySide6.QtGui import QColor, QImage, QPainter, QPalette, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 
@@ -28,9 +29,11 @@ def to_qimage(picture: np.ndarray) -> QImage:
 
 
 class ImageGrid(QWidget):
-    """Shows [N, H, W, C] uint8 images in `columns` columns; emits `image_clicked(index)`."""
+    """Shows [N, H, W, C] uint8 images in `columns` columns; emits `image_clicked(index)` when an image is pressed
+    (and selected) and `image_double_clicked(index)` when it is double-clicked. Clicks between images emit nothing."""
 
     image_clicked = Signal(int)
+    image_double_clicked = Signal(int)
 
     def __init__(self, parent: QWidget | None = None, columns: int | None = None, spacing: int = 4,
                  max_zoom: int = 16, min_zoom: int = 1):
@@ -150,3 +153,13 @@ class ImageGrid(QWidget):
             self.update()
             self.image_clicked.emit(index)
         super().mousePressEvent(event)
+
+    def mouseDoubleClickEvent(self, event) -> None:
+        index = self.index_at(event.position().toPoint())
+        if index is not None and event.button() == Qt.MouseButton.LeftButton:
+            if index != self._selected:  # a double-click delivered alone (as some test drivers do) still selects
+                self._selected = index
+                self.update()
+                self.image_clicked.emit(index)
+            self.image_double_clicked.emit(index)
+        super().mouseDoubleClickEvent(event)

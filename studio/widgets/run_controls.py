@@ -30,7 +30,8 @@ class RunControls(QGroupBox):
         self.stop_button, self.follow_button = QPushButton("Stop"), QPushButton("Follow a run…")
         self.start_button.setToolTip("Train on the dataset loaded in the Dataset panel (or resume the run folder) "
                                      f"({START_KEYS})")
-        self.pause_button.setToolTip(f"Pause saves a checkpoint; Resume continues exactly where it stopped ({PAUSE_KEYS})")
+        self.pause_button.setToolTip("Pause saves a checkpoint; Resume continues exactly where it stopped "
+                                     f"({PAUSE_KEYS})")
         self.stop_button.setToolTip("Stop after this step and save a checkpoint; the next Start begins a new run")
         self.follow_button.setToolTip("Watch a run that the command line or a multi-GPU job is writing")
         grid = QGridLayout(self)
@@ -43,8 +44,8 @@ class RunControls(QGroupBox):
     def bind_shortcuts(self, panel: QWidget) -> None:
         """Start and Pause/Resume from anywhere in `panel` while it is shown (a button's own shortcut would work only
         while the button is enabled, and would not be listed in the shortcuts dialog)."""
-        bind_shortcut(panel, START_KEYS, "Training: start (or resume the run folder)", self.start_button.click)
-        bind_shortcut(panel, PAUSE_KEYS, "Training: pause / resume", self.pause_button.click)
+        bind_shortcut(panel, START_KEYS, "start training (or resume the run folder)", self.start_button.click)
+        bind_shortcut(panel, PAUSE_KEYS, "pause / resume training", self.pause_button.click)
 
     @property
     def run_dir(self) -> str:

@@ -19,8 +19,9 @@ def bind_shortcut(parent: QWidget, keys: str | QKeySequence, what: str, slot: Ca
     """A shortcut that calls `slot` while `parent` is shown; `what` describes it in the shortcuts dialog."""
     sequence = QKeySequence(keys)
     shortcut = QShortcut(sequence, parent)
-    bare_key = sequence.count() == 1 and not (sequence[0].keyboardModifiers() & ~Qt.KeyboardModifier.KeypadModifier)
-    shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut if bare_key else Qt.ShortcutContext.WindowShortcut)
+    bare_key = sequence.count() == 1 and sequence[0].keyboardModifiers() == Qt.KeyboardModifier.NoModifier
+    context = Qt.ShortcutContext
+    shortcut.setContext(context.WidgetWithChildrenShortcut if bare_key else context.WindowShortcut)
     shortcut.setWhatsThis(what)
     shortcut.activated.connect(slot)
     return shortcut
