@@ -32,6 +32,7 @@ class VarianceType(Enum):
 class LossType(Enum):
     SIMPLE = "simple"  # L_simple, Ho et al. 2020, Eq. 14: the paper's choice
     VLB = "vlb"  # the true variational bound L_{t-1} (Eq. 5), in bits/dim: an option, trains worse (Table 2)
+    MIN_SNR = "min_snr"  # ours, an option: L_simple weighted by min(SNR_t, gamma) / SNR_t (Hang et al. 2023)
 
 
 class LRSchedule(Enum):
@@ -79,6 +80,7 @@ class DiffusionConfig:
     beta_end: float = 0.02  # beta_T (linear schedule only)
     variance: VarianceType = VarianceType.FIXED_LARGE
     loss: LossType = LossType.SIMPLE
+    snr_gamma: float = 5.0  # the cap gamma of LossType.MIN_SNR (Hang et al. 2023 use 5); unused otherwise
     clip_denoised: bool = True  # clip x^0 to [-1, 1] when sampling, as the paper's code does
 
 

@@ -162,6 +162,12 @@ class GaussianDiffusion:
         eps = model(x_t, t).float()
         if self.config.loss is LossType.SIMPLE:
             return (noise - eps).pow(2).flatten(1).mean(dim=1)
+        if self.config.loss is LossType.MIN_SNR:
+            # Hang et al. 2023, Eq. 10 for eps-prediction: the nearly noise-free steps, whose eps error says little
+            # about x_0, stop dominating the gradient; at t where SNR_t <= gamma this is L_simple itself.
+            snr = extract(self.schedule.signal_to_noise_ratio, t, (t.shape[0],))
+            weight = torch.clamp(snr, max=self.config.snr_gamma) / snr
+            return weight * (noise - eps).pow(2).flatten(1).mean(dim=1)
         if self.config.loss is LossType.VLB:
             terms, _ = self.vb_term_bpd(eps, x0, x_t, t, clip_denoised=False)
             return terms

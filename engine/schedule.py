@@ -86,6 +86,7 @@ class NoiseSchedule(nn.Module):
             "fixed_large_log_variance": torch.log(torch.cat([posterior_variance[1:2], betas[1:]])),
             "posterior_mean_coef1": betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod),
             "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * alphas.sqrt() / (1.0 - alphas_cumprod),
+            "signal_to_noise_ratio": alphas_cumprod / (1.0 - alphas_cumprod),  # SNR_t (the min-SNR loss option)
         }
         self.num_timesteps = int(betas.shape[0])
         # float64 host copies for per-step scalars (the strided sampler's coefficients, reports)
@@ -108,6 +109,7 @@ class NoiseSchedule(nn.Module):
 
     # Type hints for the buffers registered above (nn.Module resolves them through __getattr__).
     betas: Tensor
+    signal_to_noise_ratio: Tensor
     alphas: Tensor
     alphas_cumprod: Tensor
     alphas_cumprod_prev: Tensor

@@ -120,6 +120,24 @@ def test_l_simple_is_the_noise_regression():
     assert torch.allclose(diffusion.training_losses(zero, x0, t, noise), noise.pow(2).mean(dim=(1, 2, 3)))
 
 
+def test_min_snr_loss_caps_the_weight_of_nearly_clean_steps():
+    """The min-SNR option: L_simple times min(SNR_t, gamma) / SNR_t, i.e. L_simple itself where SNR_t <= gamma and
+    gamma / SNR_t of it at the nearly noise-free steps."""
+    config = DiffusionConfig(num_timesteps=100, beta_end=0.2, loss=LossType.MIN_SNR, snr_gamma=5.0)
+    diffusion = GaussianDiffusion(config)
+    g = torch.Generator().manual_seed(6)
+    x0 = torch.rand(3, 3, 4, 4, generator=g) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g)
+    abar = diffusion.schedule.alphas_cumprod_float64
+    snr = abar / (1 - abar)
+    t = torch.tensor([0, int((snr > 5).sum()) - 1, 99])  # two steps above the cap, one far below it
+    zero = lambda x_t, t_: torch.zeros_like(x_t)
+    plain = noise.pow(2).mean(dim=(1, 2, 3)).double()
+    expected = plain * torch.clamp(snr[t], max=5.0) / snr[t]
+    torch.testing.assert_close(diffusion.training_losses(zero, x0, t, noise).double(), expected, rtol=1e-5, atol=0)
+    assert snr[t[0]] > 5 and snr[t[1]] > 5 and snr[t[2]] < 5
+
+
 def test_vlb_loss_is_the_bound_term():
     """The VLB option: L_{t-1} as a KL in bits/dim, and the decoder NLL at t = 1; an oracle model scores ~0 KL."""
     diffusion = GaussianDiffusion(DiffusionConfig(num_timesteps=100, loss=LossType.VLB))
