@@ -97,6 +97,7 @@ def _train(args: argparse.Namespace, device, main: bool) -> int:
     """Train on this process; under torchrun every process runs this, and only the main one (rank 0) talks."""
     from . import distributed
     from .runs import Run
+    from .threads import ThreadPolicy
     from .train import CheckpointSaved, RolledBack, SamplesReady, StepLogged, StepSkipped, Trainer, TrainFinished, TrainStarted
 
     say = (lambda *a: print(*a, file=sys.stderr)) if main else (lambda *a: None)
@@ -134,8 +135,10 @@ def _train(args: argparse.Namespace, device, main: bool) -> int:
     last_checkpoint = ""
     total = args.steps or run.spec.train.total_steps
     progress = Progress(total, "train")
+    threads = ThreadPolicy()  # fewer CPU threads while other processes hold cores (see engine/threads.py)
     try:
         for event in trainer.run(total, stop=lambda: stop_requested["flag"]):
+            threads.tick()
             if not main:
                 continue
             if isinstance(event, TrainStarted):

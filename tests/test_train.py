@@ -210,3 +210,21 @@ def test_resuming_on_changed_data_says_so(tmp_path, dataset):
     trainer.resume()
     started = next(trainer.run(3))
     assert "had 64 images" in started.warnings[0] and "has 32 now" in started.warnings[0]
+
+
+def test_learning_rate_warms_up_then_stays_or_follows_a_half_cosine(tmp_path, dataset):
+    """Appendix B: linear warmup to the peak, then constant; the cosine option decays to 0 at total_steps."""
+    from engine.config import LRSchedule
+
+    constant = Trainer(Run.create(tmp_path / "c", _spec(learning_rate=1e-3, warmup_steps=10, total_steps=110)),
+                       "cpu", dataset)
+    assert constant.learning_rate(0) == pytest.approx(1e-4)  # step 0 trains at 1/10 of the peak
+    assert constant.learning_rate(9) == pytest.approx(1e-3)
+    assert constant.learning_rate(109) == pytest.approx(1e-3)
+    cosine = Trainer(Run.create(tmp_path / "k", _spec(learning_rate=1e-3, warmup_steps=10, total_steps=110,
+                                                      lr_schedule=LRSchedule.COSINE)), "cpu", dataset)
+    assert cosine.learning_rate(4) == pytest.approx(constant.learning_rate(4))  # the same warmup
+    assert cosine.learning_rate(10) == pytest.approx(1e-3)
+    assert cosine.learning_rate(60) == pytest.approx(0.5e-3)  # halfway through the decay: half the peak
+    assert cosine.learning_rate(110) == pytest.approx(0.0, abs=1e-12)
+    assert cosine.learning_rate(500) == pytest.approx(0.0, abs=1e-12)  # past the end it stays at 0
