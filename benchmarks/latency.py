@@ -1,0 +1,115 @@
+"""How live the Interpolation panel feels for each preset: the progressive-refinement latencies of DESIGN.md.
+
+Drives the real engine thread (`EngineWorker`) with the real `interpolate_job`, as the studio does when a slider
+moves, on a model of the preset's architecture with its initial weights (the cost of a forward pass does not depend
+on what the weights have learned). For each preset it reports, as medians over repeats:
+
+  * `direct_s`: submit -> the first preview (one network evaluation of the whole strip, Eq. 15);
+  * `settled_s`: submit -> the settled image (a 25-step strided chain);
+  * `forward_s`: one forward pass of the strip alone, measured beside them (the floor the preview cannot beat);
+
+and, as the headline, the ratios to the design's targets (first preview within 0.15 s, settled within 1 s): at or
+below 1 the target is met on this machine. The exact chain (up to T steps) is cancelled once settled, as moving
+the slider again would.
+
+    python benchmarks/latency.py --presets micro,tiny,small,cifar10 --repeats 3
+
+JSON goes to stdout, progress to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import queue
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout, uninstalled
+from engine.config import PRESETS  # noqa: E402
+from engine.device import pick_device  # noqa: E402
+from engine.diffusion import GaussianDiffusion  # noqa: E402
+from engine.jobs import SETTLED_STEPS, Refined, interpolate_job  # noqa: E402
+from engine.loading import LoadedModel, Weights  # noqa: E402
+from engine.unet import UNet  # noqa: E402
+from engine.worker import EngineWorker, JobFinished, JobProgress, Priority  # noqa: E402
+
+TARGETS = {"direct_s": 0.15, "settled_s": 1.0}  # DESIGN.md, progressive refinement
+LAMBDAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # the panel's default strip: reconstructions at the ends
+MIX_STEP = 500
+
+
+def _loaded(name: str, device: torch.device) -> LoadedModel:
+    preset = PRESETS[name]
+    torch.manual_seed(0)
+    model = UNet(preset.unet).to(device).eval().requires_grad_(False)
+    return LoadedModel(model, GaussianDiffusion(preset.diffusion, device), preset.unet, 0, Weights.EMA, f"init:{name}")
+
+
+def _one(worker: EngineWorker, events: queue.Queue, image_shape: tuple, seed: int, t: int) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    a, b = (rng.integers(0, 256, image_shape, dtype=np.uint8) for _ in range(2))
+    started = time.perf_counter()
+    job_id = worker.submit("interpolate", interpolate_job(a, b, t, LAMBDAS, seed), Priority.INTERACTIVE)
+    times: dict[str, float] = {}
+    while "settled_s" not in times:
+        event = events.get(timeout=600)
+        if isinstance(event, JobProgress) and event.job_id == job_id and isinstance(event.value, Refined):
+            times.setdefault(f"{event.value.stage}_s", time.perf_counter() - started)
+        elif isinstance(event, JobFinished) and event.job_id == job_id:
+            break
+    worker.cancel(job_id)
+    return times
+
+
+def bench(name: str, repeats: int, device: torch.device) -> dict:
+    preset = PRESETS[name]
+    events: queue.Queue = queue.Queue()
+    worker = EngineWorker(events.put)
+    loaded = _loaded(name, device)
+    worker.state["model"] = loaded
+    shape = (*preset.unet.image_size, preset.unet.in_channels)
+    t = min(MIX_STEP, loaded.diffusion.num_timesteps)
+    runs = [_one(worker, events, shape, seed, t) for seed in range(repeats + 1)][1:]  # the first warms up
+    worker.shutdown()
+    x = torch.randn(len(LAMBDAS), preset.unet.in_channels, *preset.unet.image_size, device=device)
+    index = torch.full((len(LAMBDAS),), t - 1, device=device)
+    forwards = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        with torch.no_grad():
+            loaded.model(x, index)
+        forwards.append(time.perf_counter() - started)
+    result = {"preset": name, "strip": len(LAMBDAS), "mix_step": t, "settled_steps": SETTLED_STEPS,
+              "forward_s": statistics.median(forwards)}
+    for key, target in TARGETS.items():
+        values = [r[key] for r in runs if key in r]
+        if values:
+            result[key] = statistics.median(values)
+            result[key.replace("_s", "_over_target")] = result[key] / target
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", default="micro,tiny,small", help="comma-separated preset names")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    results = []
+    for name in args.presets.split(","):
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        results.append(bench(name, args.repeats, device))
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    print(json.dumps({"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                      "python": platform.python_version(), "targets_s": TARGETS, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
