@@ -22,7 +22,8 @@ from safetensors.torch import load_file, save
 from .atomic import atomic_write_bytes
 
 FORMAT = "ddpm-studio-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: U-Net downsampling pads like TensorFlow's SAME (see unet.Downsample); 1 padded every side
+_WHY_NOT = {1: "its U-Net was trained with the old downsampling padding and would draw noise here; train it again"}
 _NAME = re.compile(r"^step_(\d{7,})\.json$")
 
 
@@ -92,8 +93,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(f"{path.name}: not a DDPM Studio checkpoint")
     if record.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path.name}: checkpoint format version {record.get('version')} is not supported "
-                              f"(this version reads {FORMAT_VERSION})")
+        why = _WHY_NOT.get(record.get("version"), f"this version reads {FORMAT_VERSION}")
+        raise CheckpointError(f"{path.name}: checkpoint format version {record.get('version')} is not supported ({why})")
     for key in ("step", "weights", "sha256"):
         if key not in record:
             raise CheckpointError(f"{path.name}: the metadata lacks {key!r}")

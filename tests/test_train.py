@@ -142,6 +142,11 @@ def test_damaged_checkpoints_are_refused_with_the_reason(tmp_path, dataset):
     meta.write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ckpt.CheckpointError, match="not a DDPM Studio checkpoint"):
         ckpt.load_checkpoint(meta)
+    _, older = ckpt.checkpoint_paths(run.checkpoints_dir, 0)
+    record = json.loads(older.read_text())
+    older.write_text(json.dumps(record | {"version": 1}))  # written before the downsampling padding changed
+    with pytest.raises(ckpt.CheckpointError, match="version 1 is not supported.*padding"):
+        ckpt.load_checkpoint(older)
 
 
 def test_a_checkpoint_of_another_architecture_is_refused(tmp_path, dataset):
