@@ -192,6 +192,8 @@ def _new_run_spec(args: argparse.Namespace):
     diffusion = preset.diffusion
     if args.schedule:
         diffusion = dataclasses.replace(diffusion, schedule=cfg.ScheduleKind(args.schedule))
+    if args.loss:
+        diffusion = dataclasses.replace(diffusion, loss=cfg.LossType(args.loss))
     return RunSpec(unet, diffusion, train, str(spec), preset.name), dataset
 
 
@@ -431,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=[k.value for k in cfg.ScheduleKind], default=None,
                    help="noise schedule: linear (the paper) or cosine (Nichol & Dhariwal 2021)")
     p.add_argument("--ema-decay", type=float, default=None, help="override the preset's EMA decay")
+    p.add_argument("--loss", choices=[k.value for k in cfg.LossType], default=None,
+                   help="simple (the paper's L_simple), vlb (the bound itself) or min_snr (L_simple weighted by "
+                        "min(SNR, 5) / SNR, Hang et al. 2023)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
 
     p = command("sample", cmd_sample, "generate a grid of samples",
