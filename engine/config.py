@@ -142,7 +142,8 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "tiny",
-            "Ours, for a 2-core laptop: width 32 on 16x16 images (1.6M parameters); learns shapes in minutes.",
+            "Ours, for a 2-core laptop: width 32 on 16x16 images (1.6M parameters); "
+            "coloured blobs within minutes, crisp shapes take longer.",
             UNetConfig(image_size=(16, 16), base_channels=32, channel_mults=(1, 2, 2),
                        attention_resolutions=(8,), dropout=0.0),
             train=TrainConfig(batch_size=32, learning_rate=1e-3, warmup_steps=100, ema_decay=0.999,

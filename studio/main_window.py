@@ -22,6 +22,7 @@ from .panels.likelihood import LikelihoodPanel
 from .panels.trajectory import TrajectoryPanel
 from .panels.training import TrainingPanel
 from .state import AppState
+from .widgets.run_controls import BUSY_STATES
 from .widgets.shortcuts import ShortcutsDialog, bound_shortcuts, key_text
 
 PANELS = (DatasetPanel, TrainingPanel, TrajectoryPanel, InterpolationPanel, LikelihoodPanel, ExportPanel)
@@ -47,11 +48,12 @@ class MainWindow(QMainWindow):
             self.panels[cls.title] = panel
             self.tabs.addTab(panel, cls.title)
         self.setCentralWidget(self.tabs)
-        # One preset choice: the Dataset panel plans for the preset the Training panel will train.
+        # One preset choice: the Dataset panel plans for the preset the Training panel will train; while a run is
+        # trained or followed, the Training panel keeps that run's preset and settings.
         dataset_presets = getattr(self.panels["Dataset"], "preset_combo", None)
         if dataset_presets is not None:
             training_presets = self.panels["Training"].preset_combo
-            dataset_presets.currentTextChanged.connect(training_presets.setCurrentText)
+            dataset_presets.currentTextChanged.connect(self._on_dataset_preset_changed)
             training_presets.currentTextChanged.connect(dataset_presets.setCurrentText)
         self._build_menus()
         self._build_status_bar()
@@ -92,7 +94,19 @@ class MainWindow(QMainWindow):
         self.state.set("run_dir", path)
         if Path(path).resolve() != BUNDLED_RUN.resolve():
             self.settings.setValue("last_run", path)
+            self._follow_opened_run(path, info)
         return info is not None
+
+    def _follow_opened_run(self, path: str, info) -> None:
+        """A run with a metrics log: the Training tab follows it (its curves, samples, checkpoints), unless the
+        studio is training a run of its own. `path` is the run folder or one of its checkpoints."""
+        training = self.panels["Training"]
+        if training.training_state in BUSY_STATES and training.training_state != "following":
+            return
+        candidates = (Path(path), Path(info.source).parent.parent) if info is not None else (Path(path),)
+        run = next((p for p in candidates if (p / "run.json").is_file() and (p / "metrics.jsonl").is_file()), None)
+        if run is not None:
+            training.follow(str(run))
 
     # ---- menus and shortcuts ----
 
@@ -167,7 +181,7 @@ class MainWindow(QMainWindow):
     # ---- slots ----
 
     def _on_open_run(self) -> None:
-        start = self.settings.value("last_run", str(Path.cwd()))
+        start = self.state.get("run_dir") or self.settings.value("last_run", str(Path.cwd()))
         path = QFileDialog.getExistingDirectory(self, "Open a run directory", str(start))
         if path:
             asyncio.ensure_future(self.open_run(path))
@@ -185,6 +199,11 @@ class MainWindow(QMainWindow):
         self.model_label.setText(f"{name} · step {info.step:,} · {w}x{h}x{info.channels} · T={info.num_timesteps} · "
                                  f"{info.parameters / 1e6:.2f}M params · {info.weights.upper()}")
         self.state.set("model", info)
+
+    def _on_dataset_preset_changed(self, name: str) -> None:
+        training = self.panels["Training"]
+        if training.training_state not in BUSY_STATES:
+            training.preset_combo.setCurrentText(name)
 
     def _on_job_failed(self, job_id: int, key: str, message: str) -> None:
         self.state.set("status", f"{JOB_NAMES.get(key, key)} failed: {message}")

@@ -29,13 +29,15 @@ def test_open_train_scrub_mix_and_export(qtbot, bridge, micro_run, tmp_path):
     assert [window.tabs.tabText(i) for i in range(window.tabs.count())] == [cls.title for cls in PANELS]
     assert run_async(qtbot, window.open_run(str(micro_run)))
     assert "step 6" in window.model_label.text()
+    training = window.panels["Training"]
+    assert training.training_state == "following"  # the opened run's curves, samples and checkpoints
+    training.follow_button.click()  # "Stop following", to train a run of our own
 
     dataset = window.panels["Dataset"]
     run_async(qtbot, dataset.load(MICRO_DATA))
     assert window.state.get("dataset").count == 64
 
     # Train a few steps of a new micro run.
-    training = window.panels["Training"]
     window.tabs.setCurrentWidget(training)
     training.preset_combo.setCurrentText("micro")
     training.steps_spin.setValue(4)
@@ -105,9 +107,39 @@ def test_keyboard_shortcuts_are_listed_and_work_in_their_tab(qtbot, bridge, micr
 
     training, export = window.panels["Training"], window.panels["Export"]
     window.tabs.setCurrentWidget(training)
+    training.follow_button.click()  # opening the run followed it; Start works once following stops
+    training.run_dir_edit.setText(str(micro_run.parent / "not-yet-a-run"))
     qtbot.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     assert "Load a dataset" in training.status_label.text()  # Start ran (and explained: no dataset yet)
     window.tabs.setCurrentWidget(export)
     with qtbot.waitSignal(bridge.job_started, timeout=10_000, check_params_cb=lambda job, key: key == "sample"):
         qtbot.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    window.close()
+
+
+def test_opening_a_run_follows_it_in_the_training_tab(qtbot, bridge, micro_run, tmp_path):
+    """Opening a run that has a metrics log makes the Training tab follow it (its settings and curve, not a prompt to
+    load a dataset); the Dataset tab's preset leaves the followed settings alone; a checkpoint newer than the loaded
+    model is offered in the status bar, never loaded on its own."""
+    import shutil
+
+    run = tmp_path / "opened"
+    shutil.copytree(micro_run, run)
+    window = MainWindow(bridge=bridge, load_defaults=False)
+    qtbot.addWidget(window)
+    window.show()
+    assert run_async(qtbot, window.open_run(str(run)))
+    training, dataset = window.panels["Training"], window.panels["Dataset"]
+    assert training.training_state == "following" and training.run_dir == str(run)
+    assert "Following" in training.status_label.text() and "Load a dataset" not in training.status_label.text()
+    assert training.loss_plot.count > 0 and training.checkpoint_list.count() >= 1
+    settings = (training.steps_spin.value(), training.batch_spin.value())
+    dataset.preset_combo.setCurrentText("tiny" if dataset.preset_combo.currentText() != "tiny" else "small")
+    assert (training.steps_spin.value(), training.batch_spin.value()) == settings
+
+    newest = max((run / "checkpoints").glob("step_*.json"))
+    shutil.copy(newest, run / "checkpoints" / "step_0007000.json")  # the CLI saved a newer one
+    training.poll_followed_run()
+    assert "step 7,000 is available" in window.status_message.text()
+    assert "step 6 " in window.model_label.text()  # still the model that was opened
     window.close()

@@ -50,3 +50,20 @@ def test_trajectory_strip_gif_and_interpolation_sheet(qtbot, bridge, tmp_path):
     state.set("interpolation", {"images": frames[0], "metadata": {"t": "50", "lambdas": "[0, 1]"}})
     meta = read_png_metadata(panel.export_sheet(str(tmp_path / "sheet.png")))
     assert meta["t"] == "50"
+
+
+def test_cleared_trajectory_and_sheet_reset_their_labels(qtbot, bridge):
+    """When the trajectory or the interpolation sheet is cleared (a new model), the labels stop describing the old
+    one and say what to do, as the greyed-out save buttons do."""
+    state = AppState()
+    panel = ExportPanel(bridge, state)
+    qtbot.addWidget(panel)
+    empty_trajectory, empty_sheet = panel.trajectory_label.text(), panel.sheet_label.text()
+    frames = np.zeros((1001, 8, 8, 8, 3), np.uint8)
+    state.set("trajectory", {"t_values": np.arange(1000, -1, -1), "x_t": frames, "pred_x0": frames, "metadata": {}})
+    state.set("interpolation", {"images": frames[0], "metadata": {}})
+    assert "8 images, 1,001 steps" in panel.trajectory_label.text() and "8 images" in panel.sheet_label.text()
+    state.set("trajectory", None)
+    state.set("interpolation", None)
+    assert panel.trajectory_label.text() == empty_trajectory and panel.sheet_label.text() == empty_sheet
+    assert not panel.save_strip_button.isEnabled() and not panel.save_sheet_button.isEnabled()

@@ -140,3 +140,20 @@ def test_the_source_buttons_take_a_dataset_image_or_a_new_sample(qtbot, bridge, 
     qtbot.mouseClick(panel.source_b.generate_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: "seed 3" in panel.source_b.origin_label.text(), timeout=20_000)
     assert panel.source_b.image.shape == (8, 8, 3)
+
+
+def test_a_model_change_while_hidden_waits_for_the_next_show(qtbot, bridge, panel, micro_run):
+    """A new model while the tab is hidden submits no interpolation (an exact chain costs seconds of CPU); the strip
+    is marked out of date and recomputed, to the exact stage, when the tab is shown again."""
+    a, b = _sources(qtbot, bridge)
+    panel.t_slider.setValue(10)
+    panel.set_source("A", a)
+    _exact_after(qtbot, panel, lambda: panel.set_source("B", b))
+    started = []
+    bridge.job_started.connect(lambda job_id, key: started.append(key))
+    with qtbot.waitSignal(bridge.model_changed, timeout=30_000):
+        bridge.load_model(str(micro_run))
+    qtbot.wait(200)
+    assert "interpolate" not in started and "shown" in panel.status_label.text()
+    stages = _exact_after(qtbot, panel, panel.show)
+    assert "interpolate" in started and stages[-1] == "exact"

@@ -193,3 +193,42 @@ def test_start_on_a_run_folder_resumes_it(qtbot, bridge, micro_run, tmp_path):
     qtbot.waitUntil(task.done, timeout=60_000)
     assert panel.training_state == "finished" and panel.progress_bar.value() == 8
     assert max(int(p.stem[5:]) for p in (run / "checkpoints").glob("step_*.json")) == 8
+
+
+def test_preset_changes_leave_a_followed_run_alone(qtbot, bridge, micro_run):
+    """While following a run, a preset change (the Dataset tab's "Plan for preset" sets this combo) does not rewrite
+    the followed run's settings; once following stops, presets fill the settings again."""
+    panel = make_panel(qtbot, bridge)
+    assert panel.follow(str(micro_run))
+    settings = (panel.steps_spin.value(), panel.batch_spin.value(), panel.sample_every_spin.value())
+    assert not panel.preset_combo.isEnabled()
+    panel.preset_combo.setCurrentText("tiny")
+    assert (panel.steps_spin.value(), panel.batch_spin.value(), panel.sample_every_spin.value()) == settings
+    panel.follow_button.click()  # "Stop following"
+    panel.preset_combo.setCurrentText("micro")
+    panel.preset_combo.setCurrentText("tiny")
+    assert panel.batch_spin.value() != settings[1] or panel.steps_spin.value() != settings[0]
+
+
+def test_a_zoomed_sample_grid_png_fits_its_frame(qtbot, tmp_path):
+    """A run's samples/ PNG is saved zoomed (16 images of 16x16 with padding, x4 = 296x296 pixels): the EMA grid
+    undoes the zoom (its 74x74 grid) and draws it whole inside its frame at an integer zoom of its own."""
+    from engine.images import make_grid, upscale
+    from studio.widgets.run_outputs import RunOutputs
+
+    rng = np.random.default_rng(0)
+    grid = make_grid(rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8))
+    picture = upscale(grid, 4)
+    assert picture.shape == (296, 296, 3)
+    (tmp_path / "samples").mkdir()
+    Image.fromarray(picture).save(tmp_path / "samples" / "step_0000500.png")
+    outputs = RunOutputs()
+    qtbot.addWidget(outputs)
+    outputs.resize(700, 220)  # a grid frame about 200 pixels high: too small for 296 at 1:1
+    outputs.show()
+    qtbot.waitExposed(outputs)
+    outputs.show_newest_sample(tmp_path)
+    ema = outputs.ema_grid
+    assert ema.count == 1 and "step 500" in outputs.ema_title.text()
+    cell = ema.cell_rect(0)
+    assert ema.rect().contains(cell) and cell.width() == cell.height() == grid.shape[0] * ema.zoom()

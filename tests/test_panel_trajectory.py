@@ -259,3 +259,31 @@ def test_fork_key_forks_the_picked_image(qtbot, panel):
     with qtbot.waitSignal(panel.forks_shown, timeout=30_000, check_params_cb=lambda stage: stage == "exact"):
         qtbot.keyClick(panel.t_slider, Qt.Key.Key_F)
     assert "t = 20" in panel.fork_title.text()
+
+
+def test_space_and_f_work_after_generating_from_the_spin_box(qtbot, panel):
+    """With the focus in the Images spin box (the default: it eats printable keys), Generate (Ctrl+G) moves the focus
+    to the scrubber when the first frames arrive, so Space toggles play; clicking an image takes the focus from a
+    spin box, so F then forks the picked image."""
+    from PySide6.QtWidgets import QApplication
+
+    panel.show()
+    with qtbot.waitActive(panel):
+        panel.activateWindow()
+    panel.n_spin.setFocus()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is not None and panel.n_spin.isAncestorOf(
+        QApplication.focusWidget()) or QApplication.focusWidget() is panel.n_spin, timeout=1_000)
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_G, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: panel.chain_complete and panel.state.get("trajectory") is not None, timeout=30_000)
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Space)
+    assert panel.play_button.isChecked()
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Space)
+    assert not panel.play_button.isChecked()
+
+    panel.t_slider.setValue(25)
+    panel.forks_spin.setFocus()  # a spin box holds the focus again until an image is clicked
+    qtbot.mouseClick(panel.xt_grid, Qt.MouseButton.LeftButton, pos=panel.xt_grid.cell_rect(1).center())
+    assert QApplication.focusWidget() is panel.xt_grid
+    with qtbot.waitSignal(panel.forks_shown, timeout=30_000, check_params_cb=lambda stage: stage == "exact"):
+        qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_F)
+    assert "t = 25" in panel.fork_title.text() and "image #2" in panel.fork_title.text()

@@ -22,6 +22,9 @@ from ..widgets.shortcuts import bind_shortcut
 
 GENERATE_KEYS, SAVE_KEYS, COPY_KEYS = "Ctrl+Return", "Ctrl+S", "Ctrl+Shift+C"
 
+TRAJECTORY_NONE = "no trajectory yet: generate one in the Trajectory tab"
+SHEET_NONE = "no interpolation yet: make one in the Interpolation tab"
+
 
 def _spin(low: int, high: int, value: int, tip: str) -> QSpinBox:
     box = QSpinBox()
@@ -83,8 +86,8 @@ class ExportPanel(QWidget):
         self.save_strip_button = QPushButton("Save strip…")
         self.save_gif_button = QPushButton("Save GIF…")
         self.save_sheet_button = QPushButton("Save interpolation sheet…")
-        self.trajectory_label = QLabel("no trajectory yet: generate one in the Trajectory tab")
-        self.sheet_label = QLabel("no interpolation yet: make one in the Interpolation tab")
+        self.trajectory_label = QLabel(TRAJECTORY_NONE)
+        self.sheet_label = QLabel(SHEET_NONE)
         other = QFormLayout()
         other.addRow("Trajectory", self.trajectory_label)
         other.addRow("Strip frames", self.frames)
@@ -223,12 +226,16 @@ class ExportPanel(QWidget):
     def _on_trajectory_changed(self, trajectory) -> None:
         if trajectory is not None:
             n = np.asarray(trajectory["x_t"]).shape[1]
-            self.trajectory_label.setText(f"{n} images, {len(trajectory['t_values'])} steps")
+            self.trajectory_label.setText(f"{n} images, {len(trajectory['t_values']):,} steps")
+        else:  # cleared (a new model): nothing to save until the Trajectory tab generates again
+            self.trajectory_label.setText(TRAJECTORY_NONE)
         self._refresh_buttons()
 
     def _on_interpolation_changed(self, sheet) -> None:
         if sheet is not None:
             self.sheet_label.setText(f"{len(sheet['images'])} images")
+        else:
+            self.sheet_label.setText(SHEET_NONE)
         self._refresh_buttons()
 
     def _refresh_buttons(self) -> None:

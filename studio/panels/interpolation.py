@@ -36,6 +36,11 @@ EXPLANATION = ("How it works (Sec. 4.4): both sources are noised to step t with 
                "detail; at large t only their coarse layout survives and the model invents the rest (Fig. 9).")
 
 
+def lambda_text(lam: float) -> str:
+    """λ as captions show it, the same way for every value: 0, 0.05, 0.125, 0.375, 0.333, 1."""
+    return f"{lam:.3g}"
+
+
 def fit_image(picture: Image.Image, size: tuple[int, int], channels: int) -> np.ndarray:
     """Any Pillow image -> [H, W, C] uint8 at `size` (height, width): scale the shorter side, cut out the centre."""
     has_alpha = "A" in picture.getbands() or "transparency" in picture.info
@@ -105,9 +110,10 @@ class InterpolationPanel(QWidget):
         self._generation = 0  # the request whose stages may still be shown; older callbacks are ignored
         self._request_key, self._requested_at = None, 0.0  # what was asked last, and when
         self._lambdas, self._stages_seen = [], []  # the λ values of the request in flight, its stages so far
-        self._shown: tuple[list[float], np.ndarray, int] | None = None  # λ values, images [L, H, W, C], t on screen
+        self._shown: tuple[list[float], np.ndarray, int, str] | None = None  # λ values, images [L, H, W, C], t, stage
         self._exact_strip: tuple | None = None  # the strip key of an exact strip on screen
         self._defaults_loading = False
+        self._out_of_date = False  # the model changed while hidden: recompute on the next show
 
         self.source_a, self.source_b = SourceBox("A"), SourceBox("B")
         for box in (self.source_a, self.source_b):
@@ -119,11 +125,11 @@ class InterpolationPanel(QWidget):
         self.t_slider = _ranged(QSlider(Qt.Orientation.Horizontal), T_TOOLTIP, 0, 1000, 500)
         self.t_slider.setInvertedAppearance(True)  # left is coarse (large t), right is fine (small t),
         self.t_slider.setInvertedControls(True)  # and the arrow keys move the handle the way they point
-        self.t_label = QLabel()
+        self.t_label = QLabel(toolTip=T_TOOLTIP)
         self.lambda_slider = _ranged(QSlider(Qt.Orientation.Horizontal), LAMBDA_TOOLTIP, 0, LAMBDA_STEPS,
                                      LAMBDA_STEPS // 2)
         self.lambda_slider.setTickPosition(QSlider.TickPosition.TicksBelow)
-        self.lambda_label = QLabel()
+        self.lambda_label = QLabel(toolTip=LAMBDA_TOOLTIP)
         self.columns_spin = _ranged(QSpinBox(), "How many λ values the strip shows, evenly from 0 (A) to 1 (B).",
                                     2, 21, 9)
         self.seed_spin = _ranged(QSpinBox(), "Seed of the encoding noise and of the reverse chain's noise, shared by every λ:\n"
@@ -149,11 +155,13 @@ class InterpolationPanel(QWidget):
         self.stage_label.setToolTip("preview: x̂0 from one network evaluation (Eq. 15); settled: a strided chain;\n"
                                     "exact: the ancestral chain of t steps (Alg. 2), which the progress bar follows.")
         self.progress = QProgressBar()
-        self.progress.setMaximumWidth(320)
+        self.progress.setMaximumWidth(320)  # wide enough for its longest text, with room for the bar's chunk
+        self.progress.setMinimumWidth(self.progress.fontMetrics().horizontalAdvance("settled 1000/1000") + 60)
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
 
-        strip_box = QGroupBox("Strip: λ from A to B (the ends reconstruct the sources)")
+        strip_box = QGroupBox("Strip: λ from A to B (λ = 0 and 1 reconstruct A and B: close at small t, loose at "
+                              "large t)")
         QVBoxLayout(strip_box).addWidget(self.strip_grid)
         focus_box = QGroupBox("Selected λ")
         QVBoxLayout(focus_box).addWidget(self.focus_grid)
@@ -212,6 +220,9 @@ class InterpolationPanel(QWidget):
     def showEvent(self, event) -> None:
         super().showEvent(event)
         self._ensure_sources()
+        if self._out_of_date:
+            self._out_of_date = False
+            self._refresh()
 
     def _ensure_sources(self) -> None:
         """Defaults on first show: dataset images 0 and 1 (one after the other: a second request would supersede)."""
@@ -226,6 +237,7 @@ class InterpolationPanel(QWidget):
                     await self._from_dataset(box)
         finally:
             self._defaults_loading = False
+        self._out_of_date = False  # the model changed while hidden: recompute on the next show
 
     async def _dataset_image(self, index: int) -> np.ndarray:
         """Image `index` of the loaded dataset at the model's size; loads the built-in shapes if none is loaded."""
@@ -288,17 +300,25 @@ class InterpolationPanel(QWidget):
             if box.image is not None and box.image.shape != shape:
                 box.set_image(None)
         self._request_key = None  # new weights: what was shown is stale
-        if self.isVisible():
-            self._ensure_sources()
+        if not self.isVisible():  # an exact chain costs seconds of CPU: only for a strip someone looks at
+            self._out_of_date = True
+            self._show_labels()
+            self.status_label.setText("The model changed: the strip is recomputed when this tab is shown.")
+            return
+        self._ensure_sources()
         self._refresh()
+
+    def _show_labels(self) -> None:
+        info, t = self._bridge.model, self.t_slider.value()
+        self.t_label.setText(f"mixing step t = {t} / {info.num_timesteps}   —   coarse ◀ ▶ fine" if info
+                             else "mixing step t: load a model first")
+        self.lambda_label.setText(f"λ = {lambda_text(self.lambda_value)}   (A ◀ ▶ B)")
 
     def _refresh(self) -> None:
         """Update the labels and ask for the interpolation the controls describe (if not asked already)."""
         info = self._bridge.model
         t, lam = self.t_slider.value(), self.lambda_value
-        self.t_label.setText(f"mixing step t = {t} / {info.num_timesteps}   —   coarse ◀ ▶ fine" if info
-                             else "mixing step t: load a model first")
-        self.lambda_label.setText(f"λ = {lam:.2f}   (A ◀ ▶ B)")
+        self._show_labels()
         self._show_focus()
         a, b = self.source_a.image, self.source_b.image
         if info is None or a is None or b is None:
@@ -350,12 +370,12 @@ class InterpolationPanel(QWidget):
         if value.stage != "exact":  # the chain that runs next
             settles = value.stage == "direct" and t > SETTLED_STEPS
             self._show_progress(*(("settled", 0, SETTLED_STEPS) if settles else ("exact", 0, t)))
-        self._shown = (self._lambdas, value.images, t)
+        self._shown = (self._lambdas, value.images, t, value.stage)
         columns = self.columns_spin.value()
         strip_key = self._strip_key()
         # Only λ moved off the strip: keep the exact strip on screen while the new λ refines in the large view.
         if value.stage == "exact" or self._exact_strip != strip_key:
-            captions = [f"λ={lam:.2f}" for lam in self._lambdas[:columns]]
+            captions = [f"λ={lambda_text(lam)}" for lam in self._lambdas[:columns]]
             captions[0], captions[-1] = "A′ λ=0", "B′ λ=1"
             self.strip_grid.set_images(value.images[:columns], captions, columns=columns)
             self._exact_strip = strip_key if value.stage == "exact" else None
@@ -392,10 +412,15 @@ class InterpolationPanel(QWidget):
         self.strip_grid.set_selected(index if index < self.strip_grid.count else None)
         if self._shown is None:
             return
-        lambdas, images, t = self._shown
+        lambdas, images, t, stage = self._shown
         nearest, exact = self._nearest_column(lambdas, lam)
         shown = lam if exact else lambdas[nearest]
-        self.focus_grid.set_images(images[nearest][None], [f"λ = {shown:.2f}, t = {t}"])
+        caption = f"λ = {lambda_text(shown)}, t = {t}"
+        if stage == "direct" and 0 < shown < 1:
+            # x̂0 (Eq. 15) of a mix of two independently noised latents, whose variance is lower than the network
+            # expects at t: it looks like coloured noise until the chain runs. Say so rather than hide it.
+            caption += " · preview (one step)"
+        self.focus_grid.set_images(images[nearest][None], [caption])
 
     def _on_image_clicked(self, index: int) -> None:
         grid = self.strip_lambdas()

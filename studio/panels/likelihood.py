@@ -204,7 +204,7 @@ class LikelihoodPanel(QWidget):
         self.evaluate_button.setEnabled(info is not None or self._running)
         self._show_data_spec()
         if self.result is not None and info is not None:
-            self.status_label.setText(f"The model changed (now step {info.step}): evaluate again for its bound.")
+            self.status_label.setText(f"The model changed (now step {info.step:,}): evaluate again for its bound.")
 
     def _on_evaluate_clicked(self) -> None:
         if self._running:
@@ -271,7 +271,7 @@ class LikelihoodPanel(QWidget):
         self.progress.setValue(1)
         self.progress.setFormat("done")
         self.result_label.setText(f"{result.bits_per_dim:.2f} ± {result.stderr:.2f} bits/dim "
-                                  f"({result.images:,} {split} images, step {step})")
+                                  f"({result.images:,} {split} images, step {step:,})")
         kl = result.bits_per_dim - result.prior_bpd - result.decoder_bpd
         for label, value in ((self.prior_label, result.prior_bpd), (self.kl_label, kl),
                              (self.decoder_label, result.decoder_bpd)):

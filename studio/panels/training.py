@@ -19,17 +19,28 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget,
+    QComboBox, QFileDialog, QFrame, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QScrollArea, QSplitter, QVBoxLayout,
+    QWidget,
 )
 
 from studio.bridge import PRESETS, EngineError, RunSpec, to_jsonable
 from studio.state import AppState
 from studio.widgets.plots import MetricsTail, TrainingCurves
 from studio.widgets.run_controls import BUSY_STATES, RunControls
-from studio.widgets.run_outputs import RunOutputs
+from studio.widgets.run_outputs import RunOutputs, steps_in
 from studio.widgets.train_settings import SETTINGS, PaperDifferences, TrainSettingsForm
 
 FOLLOW_INTERVAL_MS = 2000
+IDLE_PROMPT = "Load a dataset in the Dataset panel, then press Start."
+
+
+class StepProgressBar(QProgressBar):
+    """"step 5,330 / 10,000": QProgressBar's own %v / %m formats have no thousands separators."""
+
+    def text(self) -> str:
+        if self.value() < self.minimum():  # reset: nothing to show yet
+            return ""
+        return f"step {self.value():,} / {self.maximum():,}"
 
 
 class TrainingPanel(QWidget):
@@ -47,6 +58,7 @@ class TrainingPanel(QWidget):
         self._total_steps = self._batch_size = 0
         self._tail: MetricsTail | None = None  # while following
         self._progress_shown_at = 0.0
+        self._hinted_step = 0  # the newest checkpoint of a followed run already offered in the status bar
         self.follow_timer = QTimer(self)
         self.follow_timer.setInterval(FOLLOW_INTERVAL_MS)
         self.follow_timer.timeout.connect(self.poll_followed_run)
@@ -73,17 +85,22 @@ class TrainingPanel(QWidget):
             for widget in widgets:
                 box_layout.addWidget(widget)
         controls = QWidget()
-        controls.setMaximumWidth(340)
         left = QVBoxLayout(controls)
         left.setContentsMargins(0, 0, 0, 0)
         for widget, stretch in ((preset_box, 0), (self.settings_form, 0), (differs_box, 1), (self.run_controls, 0)):
             left.addWidget(widget, stretch)
+        # In a short window the settings scroll rather than squash their editors until the text is clipped.
+        controls_scroll = QScrollArea()
+        controls_scroll.setWidget(controls)
+        controls_scroll.setWidgetResizable(True)
+        controls_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        controls_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        controls_scroll.setMaximumWidth(360)
 
         # ---- the run, live ----
-        self.status_label = QLabel("Load a dataset in the Dataset panel, then press Start.")
+        self.status_label = QLabel(IDLE_PROMPT)
         self.status_label.setWordWrap(True)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setFormat("step %v / %m")
+        self.progress_bar = StepProgressBar()
         self.warning_label = QLabel()
         self.warning_label.setStyleSheet("color: #c62828;")
         self.warning_label.setVisible(False)
@@ -102,7 +119,7 @@ class TrainingPanel(QWidget):
             right.addWidget(widget, stretch)
         layout = QHBoxLayout(self)
         layout.setSpacing(12)
-        layout.addWidget(controls)
+        layout.addWidget(controls_scroll)
         layout.addLayout(right, 1)
 
         self.preset_combo.currentTextChanged.connect(self._on_preset_changed)
@@ -115,7 +132,7 @@ class TrainingPanel(QWidget):
         # AppState keeps its observers for good: a weak reference, so that no panel <-> state cycle is left for the
         # garbage collector, which may run on the engine thread and must not destroy widgets there.
         panel = weakref.ref(self)
-        self.state.observe("dataset", lambda _: panel() is not None and panel()._show_differences())
+        self.state.observe("dataset", lambda _: panel() is not None and panel()._on_dataset_changed())
         self.preset_combo.setCurrentText("tiny")
         self._on_preset_changed("tiny")
         self._reset_view()
@@ -123,7 +140,16 @@ class TrainingPanel(QWidget):
 
     # ---- settings ----
 
+    def _on_dataset_changed(self) -> None:
+        self._show_differences()
+        dataset = self.state.get("dataset")
+        if dataset is not None and self.training_state == "idle" and self.status_label.text() == IDLE_PROMPT:
+            self.status_label.setText(f"Dataset {dataset.spec} is loaded: press Start (Ctrl+Return) to train the "
+                                      "preset on it, or Follow a run… written elsewhere.")
+
     def _on_preset_changed(self, name: str) -> None:
+        if self.training_state in BUSY_STATES:
+            return  # the settings describe the run being trained or followed; the combo is disabled meanwhile
         preset = PRESETS[name]
         self.preset_label.setText(preset.description)
         self._show_train_config(to_jsonable(preset.train))
@@ -281,13 +307,20 @@ class TrainingPanel(QWidget):
     def _on_follow_clicked(self) -> None:
         if self.training_state == "following":
             return self.stop_following()
-        path = QFileDialog.getExistingDirectory(self, "Follow a run folder", str(Path("runs").resolve()))
+        current = self.state.get("run_dir") or self.run_dir  # the run opened or trained last
+        start = next((p for p in (Path(current) if current else None, Path("runs")) if p is not None and p.is_dir()),
+                     Path.cwd())
+        path = QFileDialog.getExistingDirectory(self, "Follow a run folder", str(start.resolve()))
         if path:
             self.follow(path)
 
     def follow(self, run_dir: str) -> bool:
         """Show `run_dir`'s settings and watch its metrics, samples and checkpoints every 2 s; False if the folder
-        is not a run."""
+        is not a run (or the studio is training a run of its own)."""
+        if self.training_state in BUSY_STATES and self.training_state != "following":
+            self._error(f"Cannot follow {run_dir} while training: stop the run first.")
+            return False
+        self.stop_following()  # following another run: its settings give way to the new one's
         root = Path(run_dir)
         try:
             record = json.loads((root / "run.json").read_text(encoding="utf-8"))
@@ -304,6 +337,7 @@ class TrainingPanel(QWidget):
         self._reset_view("Samples from the raw weights are shown\nonly while the studio trains the run.")
         self.run_dir, self._total_steps, self._batch_size = str(root), total, batch
         self._tail = MetricsTail(root / "metrics.jsonl")
+        self._hinted_step = 0
         self.progress_bar.setRange(0, total)
         self.progress_bar.setValue(0)
         self.status_label.setText(f"Following {root} (preset {record.get('preset') or 'custom'}, "
@@ -332,3 +366,21 @@ class TrainingPanel(QWidget):
             self.progress_bar.setValue(min(step, self._total_steps))
         self.outputs.show_newest_sample(Path(self.run_dir))
         self.outputs.list_checkpoints(Path(self.run_dir))
+        self._hint_newer_checkpoint()
+
+    def _hint_newer_checkpoint(self) -> None:
+        """Say in the status bar when the followed run has saved a newer checkpoint than the loaded model of the same
+        run (once per checkpoint). Never reload it on its own: that would clear whatever is being explored."""
+        model, run = self.bridge.model, Path(self.run_dir)
+        checkpoints = steps_in(run / "checkpoints", "json")
+        if model is None or not checkpoints:
+            return
+        try:
+            same_run = Path(model.source).resolve().parent.parent == run.resolve()
+        except OSError:
+            return
+        newest = checkpoints[-1][0]
+        if same_run and newest > model.step and newest > self._hinted_step:
+            self._hinted_step = newest
+            self.state.set("status", f"step {newest:,} is available: double-click it in Training > Checkpoints "
+                                     "to load it")

@@ -15,10 +15,10 @@ import random
 import numpy as np
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import (QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QApplication, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
+                               QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from studio.bridge import Bridge, ChainProgress, EngineError, Refined, TrajectoryFrames
+from studio.bridge import SETTLED_STEPS, Bridge, ChainProgress, EngineError, Refined, TrajectoryFrames
 from studio.state import AppState
 from studio.widgets.image_grid import ImageGrid
 from studio.widgets.scrubber import ChainFrames, TimestepScrubber
@@ -29,7 +29,11 @@ GENERATE_KEYS, PLAY_KEYS, FORK_KEYS = "Ctrl+G", "Space", "F"
 # Rich text: upright DejaVu Sans (the usual Linux fallback) drops the combining hat of x̂; the italic keeps it.
 X_T, X0_HAT = "<i>x</i><sub>t</sub>", "<i>x̂</i><sub>0</sub>"
 STAGES = {"direct": f"direct {X0_HAT} (one network evaluation, Eq. 15; the same for every fork)",
-          "settled": "settled (a short strided chain)", "exact": "exact (the full ancestral chain, Alg. 2)"}
+          "settled": f"quick preview (a strided chain of {SETTLED_STEPS} steps)",
+          "exact": "exact (the full ancestral chain, Alg. 2)"}
+# What follows each stage: the exact chain draws its own completions, not refinements of the quick preview's.
+NEXT_STAGE = {"direct": f" · next: a quick preview ({SETTLED_STEPS} steps), then the exact chain",
+              "settled": " · the exact chain follows: new completions, not refinements of these"}
 
 
 def fill_grid(grid: ImageGrid, images: np.ndarray | None, captions: list[str], spacing: int = 4) -> None:
@@ -50,8 +54,10 @@ def fill_grid(grid: ImageGrid, images: np.ndarray | None, captions: list[str], s
 class TrajectoryPanel(QWidget):
     title = "Trajectory"
     # Keys the slider handles itself, listed in Help > Keyboard shortcuts beside the shortcuts bound here.
+    # The slider's controls are inverted (t = T at the left): Right, Up and Page Up move towards the data (t falls).
     extra_keys = (("→ / ←", "t - 1 / t + 1: towards the data / the noise (slider focused)"),
-                  ("Page Down / Page Up", "a tenth of the chain towards the data / the noise"),
+                  ("↑ / ↓", "the same as → / ← (slider focused)"),
+                  ("Page Up / Page Down", "a tenth of the chain towards the data / the noise (slider focused)"),
                   ("Home / End", "jump to t = T (noise) / t = 0 (the sample)"))
     frame_shown = Signal(int)  # t, whenever the x_t / x^0 grids show a frame
     forks_shown = Signal(str)  # the Refined stage ('direct', 'settled', 'exact') the fork grid shows now
@@ -274,10 +280,20 @@ class TrajectoryPanel(QWidget):
         following = self._shown_t == previous_front and not self.scrubber.playing and self._fork_held is None
         if first or (not chain.complete and following):
             self.scrubber.set_t(chain.front)
+        if first:
+            self._focus_scrubber()
         if not chain.complete:
             self._set_status(f"Computing the chain: at t = {chain.front} of {chain.num_timesteps} ({chain.received} / "
                              f"{frames.total} frames); scrub or fork what has arrived.", chain.received, frames.total)
         self._update_fork_button()
+
+    def _focus_scrubber(self) -> None:
+        """Give the slider the focus when a chain starts streaming, if the focus is in this panel (typically the
+        Images spin box, which would eat Space and F): the panel's bare-key shortcuts then work at once, and the
+        arrow keys scrub. A focus elsewhere (another tab, a dialog) is left alone."""
+        focus = QApplication.focusWidget()
+        if self.isVisible() and (focus is None or self.isAncestorOf(focus)):
+            self.t_slider.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def _on_t_changed(self, t: int) -> None:
         if self._frames.received == 0:
@@ -374,8 +390,9 @@ class TrajectoryPanel(QWidget):
 
     def _on_fork_progress(self, value) -> None:
         if isinstance(value, ChainProgress):
+            running = "quick preview" if value.stage == "settled" else value.stage
             self.fork_stage_label.setText(f"Stage: {STAGES.get(self._fork_stage, self._fork_stage)} · now running "
-                                          f"the {value.stage} chain: {value.done} / {value.total} steps")
+                                          f"the {running} chain: {value.done} / {value.total} steps")
             self._set_status(self.status_label.text(), value.done, value.total)
             return
         if not isinstance(value, Refined):
@@ -384,27 +401,30 @@ class TrajectoryPanel(QWidget):
         images = np.concatenate([self._fork_held[None], value.images])
         captions = ["held x_t"] + [str(j + 1) for j in range(len(value.images))]
         self._show(self.fork_grid, images, captions)
-        self.fork_stage_label.setText(f"Stage: {STAGES.get(value.stage, value.stage)}"
-                                      + ("" if value.stage == "exact" else " · refining…"))
+        self.fork_stage_label.setText(f"Stage: {STAGES.get(value.stage, value.stage)}{NEXT_STAGE.get(value.stage, '')}")
         self.forks_shown.emit(value.stage)
 
     # ---- model changes and status ----
 
     def _on_model_changed(self, info) -> None:
         """A new model: the stored chain (and its forks) belong to the old one."""
+        had_chain = self._frames.received > 0
         self._generation += 1
         self._clear_frames()
         self._clear_fork()
         self.scrubber.reset(getattr(info, "num_timesteps", 0))
         for grid in (self.xt_grid, self.pred_grid):
             self._show(grid, None)
-        self.xt_grid.set_placeholder(f"A new model is loaded (step {getattr(info, 'step', '?')}): press Generate "
-                                     "(Ctrl+G) for a chain from it")
+        step = getattr(info, "step", None)
+        step_text = f"step {step:,}" if isinstance(step, int) else "step ?"
+        self.xt_grid.set_placeholder(f"A new model is loaded ({step_text}): press Generate (Ctrl+G) for a chain "
+                                     "from it")
         self.stop_button.setEnabled(False)
         self._update_fork_button()
         if self.state.get("trajectory") is not None:
             self.state.set("trajectory", None)
-        self._set_status("The model changed: the previous chain was cleared.")
+        self._set_status("The model changed: the previous chain was cleared." if had_chain else
+                         f"Model loaded ({step_text}): press Generate (Ctrl+G).")
 
     def _set_status(self, text: str, done: int | None = None, total: int | None = None, error: bool = False) -> None:
         """The panel's status line; a progress bar while work runs (total 0: busy, no count yet)."""

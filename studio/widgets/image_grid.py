@@ -47,6 +47,9 @@ class ImageGrid(QWidget):
         self._placeholder = ""
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(64, 64)
+        # A click takes the focus from a spin box elsewhere in the panel, so the panel's bare-key shortcuts (Space,
+        # F) reach it; Tab still skips the grid.
+        self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
 
     # ---- content ----
 
@@ -147,6 +150,7 @@ class ImageGrid(QWidget):
         return None
 
     def mousePressEvent(self, event) -> None:
+        self.setFocus(Qt.FocusReason.MouseFocusReason)
         index = self.index_at(event.position().toPoint())
         if index is not None:
             self._selected = index

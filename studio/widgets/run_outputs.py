@@ -2,11 +2,14 @@
 
 The Training panel feeds it from the engine's SamplesReady events, or, for a run written elsewhere, from the files in
 the run folder: `samples/step_XXXXXXX.png` and `checkpoints/step_XXXXXXX.json` (DESIGN.md, the run directory).
-Double-clicking a checkpoint asks for it to be explored (`checkpoint_chosen(path)`).
+Double-clicking a checkpoint asks for it to be explored (`checkpoint_chosen(path)`). The samples/ PNGs are saved
+zoomed (nearest neighbour, so that a person opening the file can see them); the studio undoes that zoom and lets the
+grid pick its own, so a followed run's grid fits its frame like a live one.
 """
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from pathlib import Path
 
@@ -34,6 +37,18 @@ def read_png(path: Path) -> np.ndarray | None:
     h, w, stride = image.height(), image.width(), image.bytesPerLine()
     rows = np.frombuffer(image.constBits(), np.uint8, count=h * stride).reshape(h, stride)
     return rows[:, : w * 3].reshape(1, h, w, 3).copy()
+
+
+def nearest_zoom(picture: np.ndarray, largest: int = 32) -> int:
+    """The largest integer f <= `largest` such that [H, W, C] `picture` is a nearest-neighbour f-times upscale (every
+    f x f block one colour); 1 if none. Undoing it loses nothing."""
+    h, w = picture.shape[:2]
+    for f in range(min(largest, math.gcd(h, w)), 1, -1):
+        if h % f == 0 and w % f == 0:
+            small = picture[::f, ::f]
+            if np.array_equal(picture, small.repeat(f, axis=0).repeat(f, axis=1)):
+                return f
+    return 1
 
 
 class RunOutputs(QWidget):
@@ -89,7 +104,8 @@ class RunOutputs(QWidget):
             picture = read_png(path)
             if picture is not None:  # else it is still being written: the next poll shows it
                 self._shown_sample = path.name
-                self.show_samples(step, picture)
+                zoom = nearest_zoom(picture[0])
+                self.show_samples(step, picture[:, ::zoom, ::zoom])
 
     def list_checkpoints(self, run_dir: Path) -> None:
         """List the run's checkpoints, newest first (pruned ones disappear)."""

@@ -121,6 +121,7 @@ class TrainSettingsForm(QGroupBox):
         for attribute, label, name, tip in SETTINGS:
             editor = setting_widget(name)
             editor.setToolTip(tip)
+            editor.setMinimumHeight(editor.sizeHint().height())  # never squashed until the digits are clipped
             form.addRow(label, editor)
             setattr(self, attribute, editor)
             self.editors[name] = editor
