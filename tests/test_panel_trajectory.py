@@ -46,6 +46,7 @@ def test_slider_shows_the_received_frame_for_t(qtbot, panel, received):
     """After `t_slider.setValue(t)` the two grids show x_t and x^0 of step t exactly as the engine streamed them,
     and the t label reads "t = t / T"; every frame is stored and exported to the app state with its seed."""
     generate(qtbot, panel)
+    assert panel.t == 0  # left alone, the view followed the chain to its samples
     t_values = np.concatenate([c.t_values for c in received])
     x_t = np.concatenate([c.x_t for c in received])
     pred = np.concatenate([c.pred_x0 for c in received])

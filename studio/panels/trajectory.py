@@ -278,7 +278,7 @@ class TrajectoryPanel(QWidget):
             self.scrubber.reset(chain.num_timesteps)
         self.scrubber.set_floor(chain.front, not chain.complete)
         following = self._shown_t == previous_front and not self.scrubber.playing and self._fork_held is None
-        if first or (not chain.complete and following):
+        if first or following:  # the last chunk too: a finished chain ends on its samples, t = 0
             self.scrubber.set_t(chain.front)
         if first:
             self._focus_scrubber()
