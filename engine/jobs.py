@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Any, Generator, Iterator, Sequence
 
@@ -25,7 +26,9 @@ from .sampling import SampleStep, encode_pair, fork, generate, interpolate, reve
 from .unet import count_parameters
 from .worker import JobContext
 
-SETTLED_STEPS = 25  # the strided chain shown while the exact one runs
+SETTLED_STEPS = 25  # the strided chain shown while the exact one runs: at most this many steps ...
+SETTLED_MIN_STEPS = 5  # ... and at least this many,
+SETTLED_BUDGET_S = 0.8  # sized so that it takes about this long (DESIGN.md: settled within about a second)
 CACHE_ENTRIES = 64
 
 
@@ -124,6 +127,13 @@ def _drain_chain(steps: Iterator[SampleStep], stage: str, total: int) -> Generat
     return last
 
 
+def settled_steps_for(seconds_per_step: float) -> int:
+    """How many strided steps the settled stage takes: as many as fit SETTLED_BUDGET_S at the measured cost of one
+    network evaluation, between SETTLED_MIN_STEPS and SETTLED_STEPS (a GPU, or a small model, gets all 25)."""
+    fits = int(SETTLED_BUDGET_S / max(seconds_per_step, 1e-6))
+    return max(SETTLED_MIN_STEPS, min(SETTLED_STEPS, fits))
+
+
 def _refine(ctx: JobContext, loaded: LoadedModel, x_t: torch.Tensor, t: int, seed: int, chain, cache_key: tuple,
             exact: bool = True) -> Generator[Any, None, Refined]:
     """Yield the direct prediction, the settled image, then the exact chain's; `chain(x_t, t, generator, num_steps)`."""
@@ -137,12 +147,14 @@ def _refine(ctx: JobContext, loaded: LoadedModel, x_t: torch.Tensor, t: int, see
         return done
     d = loaded.diffusion
     index = d.step_indices(t, x_t.shape[0])
+    started = time.perf_counter()
     pred = d.predict_x0_from_eps(x_t, index, denoiser(x_t, index)).clamp(-1, 1)  # Ho et al. 2020, Eq. 15
+    settled_steps = settled_steps_for(time.perf_counter() - started)  # timed before the yield: other jobs may run
     yield Refined("direct", to_uint8(pred), 1, 1)
-    if t > SETTLED_STEPS:
-        last = yield from _drain_chain(chain(x_t, t, torch.Generator().manual_seed(seed), SETTLED_STEPS),
-                                       "settled", SETTLED_STEPS)
-        settled = Refined("settled", to_uint8(last.x_t), SETTLED_STEPS, SETTLED_STEPS)
+    if t > settled_steps:
+        last = yield from _drain_chain(chain(x_t, t, torch.Generator().manual_seed(seed), settled_steps),
+                                       "settled", settled_steps)
+        settled = Refined("settled", to_uint8(last.x_t), settled_steps, settled_steps)
         if not exact:
             return settled
         yield settled

@@ -18,10 +18,9 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
                                QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget)
 
-from studio.bridge import ChainProgress, EngineError, Refined
+from studio.bridge import SETTLED_STEPS, ChainProgress, EngineError, Refined
 from studio.widgets.image_grid import ImageGrid
 
-SETTLED_STEPS = 25  # the engine's strided "settled" chain (engine/jobs.py), shown for t above it
 LAMBDA_STEPS = 20  # the λ slider moves in steps of 1/20 = 0.05
 STAGE_NAMES = {"direct": "preview", "settled": "settled", "exact": "exact"}
 T_TOOLTIP = ("The mixing step t (Fig. 9): both sources are noised to x_t with q(x_t|x_0), mixed, then denoised.\n"

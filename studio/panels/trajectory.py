@@ -29,10 +29,10 @@ GENERATE_KEYS, PLAY_KEYS, FORK_KEYS = "Ctrl+G", "Space", "F"
 # Rich text: upright DejaVu Sans (the usual Linux fallback) drops the combining hat of x̂; the italic keeps it.
 X_T, X0_HAT = "<i>x</i><sub>t</sub>", "<i>x̂</i><sub>0</sub>"
 STAGES = {"direct": f"direct {X0_HAT} (one network evaluation, Eq. 15; the same for every fork)",
-          "settled": f"quick preview (a strided chain of {SETTLED_STEPS} steps)",
+          "settled": f"quick preview (a strided chain of up to {SETTLED_STEPS} steps)",
           "exact": "exact (the full ancestral chain, Alg. 2)"}
 # What follows each stage: the exact chain draws its own completions, not refinements of the quick preview's.
-NEXT_STAGE = {"direct": f" · next: a quick preview ({SETTLED_STEPS} steps), then the exact chain",
+NEXT_STAGE = {"direct": f" · next: a quick preview (up to {SETTLED_STEPS} steps), then the exact chain",
               "settled": " · the exact chain follows: new completions, not refinements of these"}
 
 
