@@ -55,6 +55,14 @@ class MainWindow(QMainWindow):
             training_presets = self.panels["Training"].preset_combo
             dataset_presets.currentTextChanged.connect(self._on_dataset_preset_changed)
             training_presets.currentTextChanged.connect(dataset_presets.setCurrentText)
+        estimate = getattr(self.panels["Dataset"], "estimate_box", None)
+        if estimate is not None:  # the estimate plans for the Training tab's step count when the presets agree
+            training = self.panels["Training"]
+            share = lambda *_: estimate.set_training_steps(training.preset_combo.currentText(),  # noqa: E731
+                                                           training.steps_spin.value())
+            training.preset_combo.currentTextChanged.connect(share)
+            training.steps_spin.valueChanged.connect(share)
+            share()
         self._build_menus()
         self._build_status_bar()
         self.bridge.job_failed.connect(self._on_job_failed)

@@ -178,3 +178,19 @@ def test_unusable_source_shows_the_reason(qtbot, panel, tmp_path):
     assert not loaded.args[0].ok
     assert panel.preview_grid.count == 0 and panel.state.get("dataset") is None
     assert "no such file or folder" in panel.report_text.toPlainText()
+
+
+def test_estimate_uses_the_training_tabs_steps_for_the_same_preset(qtbot, panel):
+    """The estimate says whose step count it assumes: the Training tab's while that tab shows the same preset (a
+    followed run's 10,000 steps, say), else the preset's own."""
+    panel.show()
+    qtbot.waitUntil(lambda: "5,000 steps (the preset's)" in panel.estimate_label.text(), timeout=30_000)
+    with qtbot.waitSignal(panel.estimate_shown, timeout=30_000) as preset_steps:
+        panel.estimate_box.set_training_steps("tiny", 5000)  # the same count: the same estimate
+    panel.estimate_box.set_training_steps("tiny", 10_000)
+    qtbot.waitUntil(lambda: "10,000 steps (the Training tab's)" in panel.estimate_label.text(), timeout=30_000)
+    with qtbot.waitSignal(panel.estimate_shown, timeout=30_000) as more_steps:
+        panel.estimate_box.set_training_steps("tiny", 20_000)
+    assert more_steps.args[0][0] > 1.9 * preset_steps.args[0][0]
+    panel.estimate_box.set_training_steps("micro", 10_000)  # another preset's steps do not apply
+    qtbot.waitUntil(lambda: "5,000 steps (the preset's)" in panel.estimate_label.text(), timeout=30_000)

@@ -67,3 +67,24 @@ def test_cleared_trajectory_and_sheet_reset_their_labels(qtbot, bridge):
     state.set("interpolation", None)
     assert panel.trajectory_label.text() == empty_trajectory and panel.sheet_label.text() == empty_sheet
     assert not panel.save_strip_button.isEnabled() and not panel.save_sheet_button.isEnabled()
+
+
+def test_the_preview_caption_gives_the_saved_zoom_padding_and_size(qtbot, bridge, tmp_path):
+    """The preview fits its box, so a caption under it says how the PNG is saved (zoom, padding, pixels), following
+    the spin boxes; the size it names is the saved file's."""
+    state = AppState()
+    state.set("model", bridge.model)
+    panel = ExportPanel(bridge, state)
+    qtbot.addWidget(panel)
+    assert "zoom 4, padding 2." in panel.preview_caption.text()  # no samples yet: no size
+    panel.count.setValue(4)
+    panel.columns.setValue(2)
+    panel.steps.setCurrentIndex(3)
+    run_async(qtbot, panel.generate())
+    panel.scale.setValue(3)
+    assert "zoom 3, padding 2 (66 × 66 px)" in panel.preview_caption.text()
+    panel.padding.setValue(0)
+    panel.columns.setValue(4)
+    assert "zoom 3, padding 0 (96 × 24 px)" in panel.preview_caption.text()
+    with Image.open(panel.export_grid(str(tmp_path / "grid.png"))) as image:
+        assert image.size == panel.saved_grid_size() == (96, 24)

@@ -232,3 +232,45 @@ def test_a_zoomed_sample_grid_png_fits_its_frame(qtbot, tmp_path):
     assert ema.count == 1 and "step 500" in outputs.ema_title.text()
     cell = ema.cell_rect(0)
     assert ema.rect().contains(cell) and cell.width() == cell.height() == grid.shape[0] * ema.zoom()
+
+
+def test_a_followed_run_says_why_its_raw_grid_is_empty(qtbot, bridge, micro_run):
+    """A followed run's samples/ folder holds EMA grids only: the raw pane says so instead of staying a blank box,
+    and a run the studio trains drops that note."""
+    panel = make_panel(qtbot, bridge)
+    assert panel.follow(str(micro_run))
+    assert panel.raw_grid.count == 0
+    assert "EMA grids only" in panel.raw_grid.placeholder and "not saved" in panel.raw_title.text()
+    panel.follow_button.click()  # "Stop following"
+    panel._reset_view()
+    assert "EMA grids only" not in panel.raw_grid.placeholder and "not saved" not in panel.raw_title.text()
+
+
+def test_the_loss_legend_names_every_shown_quartile_with_the_runs_T(qtbot, bridge, micro_run):
+    """The legend lists the loss, the smoothed loss and each t-quartile curve that is shown (in order), named by the
+    t it holds for the run's T, as the toggles are."""
+    panel = make_panel(qtbot, bridge)
+    curves = panel.curves
+    assert curves.loss_plot.legend_names() == ["loss", "smoothed (0.9)"]
+    assert panel.follow(str(micro_run))
+    T = json.loads((micro_run / "run.json").read_text())["diffusion"]["num_timesteps"]
+    first = f"t ∈ [1, {-(-T // 4):,}]"
+    assert curves.quartile_checks[0].text() == first and curves.quartile_checks[3].text().endswith(f", {T:,}]")
+    curves.quartile_checks[3].setChecked(True)
+    curves.quartile_checks[0].setChecked(True)
+    names = curves.loss_plot.legend_names()
+    assert names == ["loss", "smoothed (0.9)", first, curves.quartile_checks[3].text()]
+    curves.quartile_checks[3].setChecked(False)
+    assert curves.loss_plot.legend_names() == ["loss", "smoothed (0.9)", first]
+
+
+def test_quartile_names_split_t_as_the_engine_does():
+    """The engine puts 0-based t in quartile 4t // T; the names give the 1-based t each quartile holds."""
+    from studio.widgets.plots import QUARTILE_NAMES, quartile_names
+
+    assert quartile_names(1000) == ("t ∈ [1, 250]", "t ∈ [251, 500]", "t ∈ [501, 750]", "t ∈ [751, 1,000]")
+    T = 10
+    for q, name in enumerate(quartile_names(T)):
+        held = [t0 + 1 for t0 in range(T) if 4 * t0 // T == q]
+        assert name == f"t ∈ [{held[0]}, {held[-1]}]"
+    assert quartile_names(None) == QUARTILE_NAMES

@@ -77,7 +77,13 @@ class ExportPanel(QWidget):
         grid_box = QGroupBox("Sample grid")
         grid_layout = QHBoxLayout(grid_box)
         grid_layout.addLayout(grid_form, 0)
-        grid_layout.addWidget(self.grid, 1)
+        self.preview_caption = QLabel()
+        self.preview_caption.setWordWrap(True)
+        self.preview_caption.setToolTip("the preview fits the grid to this box; Save PNG… and Copy use Zoom and Padding")
+        preview = QVBoxLayout()
+        preview.addWidget(self.grid, 1)
+        preview.addWidget(self.preview_caption, 0)
+        grid_layout.addLayout(preview, 1)
 
         # Trajectory and interpolation
         self.frames = _spin(2, 101, 11, "frames of the trajectory strip, evenly spaced from t = T to 0")
@@ -114,11 +120,32 @@ class ExportPanel(QWidget):
         self.save_strip_button.clicked.connect(lambda: self._ask_and(self.export_strip, "trajectory.png"))
         self.save_gif_button.clicked.connect(lambda: self._ask_and(self.export_gif, "trajectory.gif", "GIF (*.gif)"))
         self.save_sheet_button.clicked.connect(lambda: self._ask_and(self.export_sheet, "interpolation.png"))
+        for box in (self.columns, self.padding, self.scale):
+            box.valueChanged.connect(self._show_preview_caption)
+        state.observe("samples", lambda _: self._show_preview_caption())
         state.observe("trajectory", self._on_trajectory_changed)
         state.observe("interpolation", self._on_interpolation_changed)
         self._refresh_buttons()
+        self._show_preview_caption()
 
     # ---- the sample grid ----
+
+    def saved_grid_size(self) -> tuple[int, int] | None:
+        """(width, height) in pixels of the grid PNG that Save PNG… would write now; None without samples."""
+        samples = self.state.get("samples")
+        if samples is None:
+            return None
+        n, h, w = samples["images"].shape[:3]
+        padding, zoom = self.padding.value(), self.scale.value()
+        columns = self.columns.value() or max(1, int(np.ceil(np.sqrt(n))))  # as make_grid lays them out
+        rows = int(np.ceil(n / columns))
+        return (columns * (w + padding) + padding) * zoom, (rows * (h + padding) + padding) * zoom
+
+    def _show_preview_caption(self, *_) -> None:
+        size = self.saved_grid_size()
+        self.preview_caption.setText(
+            f"Preview; the PNG is saved at zoom {self.scale.value()}, padding {self.padding.value()}"
+            + (f" ({size[0]:,} × {size[1]:,} px)." if size else "."))
 
     def _num_steps(self) -> int | None:
         return [None, 100, 50, 20][self.steps.currentIndex()]

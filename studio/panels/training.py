@@ -31,7 +31,17 @@ from studio.widgets.run_outputs import RunOutputs, steps_in
 from studio.widgets.train_settings import SETTINGS, PaperDifferences, TrainSettingsForm
 
 FOLLOW_INTERVAL_MS = 2000
+FOLLOWED_RAW_PLACEHOLDER = ("Raw-weight grids appear while the studio trains;\n"
+                            "a run written elsewhere saves EMA grids only.")
 IDLE_PROMPT = "Load a dataset in the Dataset panel, then press Start."
+
+
+def _run_timesteps(run_dir: Path) -> int | None:
+    """The run's T from its run.json, None if it cannot be read."""
+    try:
+        return int(json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["diffusion"]["num_timesteps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class StepProgressBar(QProgressBar):
@@ -153,6 +163,7 @@ class TrainingPanel(QWidget):
         preset = PRESETS[name]
         self.preset_label.setText(preset.description)
         self._show_train_config(to_jsonable(preset.train))
+        self.curves.set_timesteps(preset.diffusion.num_timesteps)
         self._new_run_dir()
 
     def _show_train_config(self, train: dict) -> None:
@@ -212,6 +223,7 @@ class TrainingPanel(QWidget):
         self._reset_view()
         self.run_dir, self._total_steps, self._batch_size = run_dir, self.steps_spin.value(), self.batch_spin.value()
         if resuming:  # show the run's history; the trainer drops any steps after its newest checkpoint
+            self.curves.set_timesteps(_run_timesteps(Path(run_dir)))
             self.curves.show_records(MetricsTail(Path(run_dir) / "metrics.jsonl").read()[0], self._total_steps,
                                      self._batch_size)
         self.state.set("run_dir", run_dir)
@@ -333,8 +345,9 @@ class TrainingPanel(QWidget):
         self._set_state("following")
         self._show_train_config(record["train"])
         self._show_differences(record=record)
+        self.curves.set_timesteps(_run_timesteps(root))
         self.run_controls.set_run_dir(str(root))
-        self._reset_view("Samples from the raw weights are shown\nonly while the studio trains the run.")
+        self._reset_view(FOLLOWED_RAW_PLACEHOLDER)
         self.run_dir, self._total_steps, self._batch_size = str(root), total, batch
         self._tail = MetricsTail(root / "metrics.jsonl")
         self._hinted_step = 0

@@ -70,6 +70,11 @@ class ImageGrid(QWidget):
         self._placeholder = text
         self.update()
 
+    @property
+    def placeholder(self) -> str:
+        """The text drawn while the grid has no images."""
+        return self._placeholder
+
     def set_selected(self, index: int | None) -> None:
         self._selected = index
         self.update()

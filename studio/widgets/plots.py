@@ -24,6 +24,15 @@ QUARTILE_COLORS = ("#d62728", "#ff7f0e", "#2ca02c", "#9467bd")  # t small (hard)
 QUARTILE_NAMES = ("t ∈ [1, T/4]", "t ∈ (T/4, T/2]", "t ∈ (T/2, 3T/4]", "t ∈ (3T/4, T]")
 
 
+def quartile_names(num_timesteps: int | None = None) -> tuple[str, ...]:
+    """The t-quartiles' names: symbolic without T; with T, the (1-based) t each holds, as the engine splits them
+    (0-based t into quartile 4t // T): T = 1000 gives "t ∈ [1, 250]", ..., "t ∈ [751, 1000]"."""
+    if not num_timesteps or num_timesteps < 4:
+        return QUARTILE_NAMES
+    edges = [-(-q * num_timesteps // 4) for q in range(5)]  # ceil(q T / 4): the first 0-based t of each quartile
+    return tuple(f"t ∈ [{edges[q] + 1:,}, {edges[q + 1]:,}]" for q in range(4))
+
+
 def short_number(value: float) -> str:
     """2e-4 rather than 0.0002, as the paper writes learning rates; other numbers to 4 significant digits."""
     if value != 0 and abs(value) < 1e-2:
@@ -166,8 +175,9 @@ class LossPlot(LivePlot):
         self._smooth_weight = 0.0
         self.add_series("loss", "#1f77b4", width=1, alpha=120, label="loss")
         self.add_series("smoothed", "#1f77b4", width=2.5, label=f"smoothed ({smoothing:g})")
+        self.quartile_names = QUARTILE_NAMES
         for q, color in enumerate(QUARTILE_COLORS):
-            self.add_series(f"q{q}", color, width=1.5, visible=False, label=None)  # the checkboxes are its legend
+            self.add_series(f"q{q}", color, width=1.5, visible=False, label=None)  # in the legend while shown
         self.setToolTip("L_simple = ‖ε − ε_θ(x_t, t)‖² (Ho et al. 2020, Eq. 14), averaged over each logging window.\n"
                         "The quartile curves split it by the sampled timestep t: small t (little noise) is hardest.")
 
@@ -184,6 +194,25 @@ class LossPlot(LivePlot):
 
     def set_quartile_visible(self, quartile: int, visible: bool) -> None:
         self.set_series_visible(f"q{quartile}", visible)
+        self._list_quartiles()
+
+    def set_timesteps(self, num_timesteps: int | None) -> None:
+        """Name the quartiles by the t they hold for this T (None: symbolically)."""
+        self.quartile_names = quartile_names(num_timesteps)
+        self._list_quartiles()
+
+    def _list_quartiles(self) -> None:
+        """The legend names the shown quartile curves, in order, after the loss curves (pyqtgraph would list a
+        hidden curve too, with a click-to-show eye the checkboxes would not know about)."""
+        for q in range(4):
+            self.legend.removeItem(self._series[f"q{q}"].curve)
+        for q, name in enumerate(self.quartile_names):
+            if self.series_visible(f"q{q}"):
+                self.legend.addItem(self._series[f"q{q}"].curve, name)
+
+    def legend_names(self) -> list[str]:
+        """The legend's entries, top to bottom."""
+        return [label.text for _, label in self.legend.items]
 
     @property
     def count(self) -> int:
@@ -226,6 +255,12 @@ class TrainingCurves(QWidget):
         layout.addLayout(stats)
         layout.addWidget(self.loss_plot, 1)
         layout.addLayout(quartiles)
+
+    def set_timesteps(self, num_timesteps: int | None) -> None:
+        """Name the t-quartiles (toggles and legend) by the t they hold for the run's T (None: symbolically)."""
+        self.loss_plot.set_timesteps(num_timesteps)
+        for check, name in zip(self.quartile_checks, self.loss_plot.quartile_names):
+            check.setText(name)
 
     def show_logged(self, step: int, loss: float, by_quartile: Sequence[float | None], lr: float, grad_norm: float,
                     images_per_s: float, eta_s: float) -> None:

@@ -87,6 +87,7 @@ class RunOutputs(QWidget):
             title.setText(f"<b>{name} weights</b>")
         if raw_placeholder:
             self.raw_grid.set_placeholder(raw_placeholder)
+            self.raw_title.setText("<b>Raw weights</b> · not saved by this run")
 
     def show_samples(self, step: int, ema: np.ndarray, raw: np.ndarray | None = None) -> None:
         """Sample grids ([N, H, W, C] uint8) of the EMA and (if given) the raw weights at `step`."""

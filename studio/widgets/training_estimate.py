@@ -8,6 +8,7 @@ which must not delay the model the studio loads at start while the Dataset tab i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QGroupBox, QLabel, QVBoxLayout, QWidget
@@ -35,7 +36,8 @@ def training_estimate(cost: TrainingCost, train: TrainConfig, dataset_bytes: int
 
 class TrainingEstimateBox(QGroupBox):
     """`plan(preset, unet, dataset_bytes)` shows the estimate once the engine has counted `unet`;
-    `estimate_shown((seconds, bytes))` when it is on screen."""
+    `estimate_shown((seconds, bytes))` when it is on screen. `set_training_steps(preset, steps)` gives the Training
+    tab's step count: the estimate uses it while it plans for that preset, else the preset's own."""
 
     estimate_shown = Signal(object)
 
@@ -48,11 +50,28 @@ class TrainingEstimateBox(QGroupBox):
         self._plan: tuple[str, UNetConfig | None, int, str] | None = None  # waiting to be shown
         self._generation = 0  # bumped by every plan: a count arriving for an older one is dropped
         self._cost: tuple[UNetConfig, TrainingCost] | None = None  # the last count, to redraw without the engine
+        self._last_plan: tuple[str, UNetConfig | None, int, str] | None = None  # to redraw for new training steps
+        self._training_steps: tuple[str, int] | None = None  # (preset, total steps) the Training tab shows
+
+    def set_training_steps(self, preset: str | None, steps: int | None) -> None:
+        """The Training tab's preset and total steps (None: unknown); the estimate follows them for that preset."""
+        new = (preset, int(steps)) if preset and steps else None
+        if new != self._training_steps:
+            self._training_steps = new
+            if self._last_plan is not None:
+                self.plan(*self._last_plan)
+
+    def total_steps(self, preset: str) -> tuple[int, str]:
+        """(steps, whose) the estimate for `preset` assumes: the Training tab's while it shows this preset, else the
+        preset's own."""
+        if self._training_steps is not None and self._training_steps[0] == preset:
+            return self._training_steps[1], "the Training tab's"
+        return PRESETS[preset].train.total_steps, "the preset's"
 
     def plan(self, preset: str, unet: UNetConfig | None, dataset_bytes: int = 0, problem: str = "") -> None:
         """Estimate training `preset`'s recipe on `unet` (None with a `problem` that says why it cannot train)."""
         self._generation += 1
-        self._plan = (preset, unet, dataset_bytes, problem)
+        self._plan = self._last_plan = (preset, unet, dataset_bytes, problem)
         if self.isVisible():
             self._show_plan()
 
@@ -86,11 +105,12 @@ class TrainingEstimateBox(QGroupBox):
             self._render(preset, unet, cost, dataset_bytes)
 
     def _render(self, preset: str, unet: UNetConfig, cost: TrainingCost, dataset_bytes: int) -> None:
-        train = PRESETS[preset].train
+        steps, whose = self.total_steps(preset)
+        train = dataclasses.replace(PRESETS[preset].train, total_steps=steps)
         seconds, memory = training_estimate(cost, train, dataset_bytes)
         (height, width), channels = unet.image_size, unet.in_channels
         self.label.setText(
-            f"<b>~{duration(seconds)}</b> for {train.total_steps:,} steps at batch {train.batch_size} "
+            f"<b>~{duration(seconds)}</b> for {steps:,} steps ({whose}) at batch {train.batch_size} "
             f"({preset}: {cost.parameters / 1e6:.2f}M parameters, {height}×{width}×{channels}) on a 2-core CPU; "
             f"a GPU is far faster.<br><b>~{human_bytes(memory)}</b> of memory (weights, EMA, Adam, "
             f"{human_bytes(cost.activation_bytes)} of activations per image" + (", the images" if dataset_bytes else "")
