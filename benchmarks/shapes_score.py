@@ -29,6 +29,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout, uninstalled
 from engine.data.shapes import _distinct_colours, render_shape  # noqa: E402
 from engine.data.spec import Split  # noqa: E402
+from engine.images import from_uint8  # noqa: E402
 from engine.loading import load_model  # noqa: E402
 from engine.sampling import generate, sample  # noqa: E402
 
@@ -81,14 +82,10 @@ def render(kind: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def _to_model(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
 def labelled(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     rng = np.random.default_rng(seed)
     kinds = rng.integers(0, len(KINDS), count)
-    return _to_model(np.stack([render(int(k), rng) for k in kinds])), torch.from_numpy(kinds)
+    return from_uint8(np.stack([render(int(k), rng) for k in kinds])), torch.from_numpy(kinds)
 
 
 class Classifier(nn.Module):
@@ -158,7 +155,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # small work; one thread is the fast choice on a small, shared CPU
     net, accuracy = _classifier(args.classifier)
-    real = _to_model(np.stack([render_shape(i, (SIZE, SIZE), Split.TEST) for i in range(1000)]))
+    real = from_uint8(np.stack([render_shape(i, (SIZE, SIZE), Split.TEST) for i in range(1000)]))
     reference = recognisable(net, real)
     results = []
     for source in args.models:

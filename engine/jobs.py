@@ -317,6 +317,10 @@ class DataPreview:
     images: np.ndarray  # [K, H, W, C] uint8: the first images as the model will see them
 
 
+def _skipped(report) -> tuple[tuple[str, str], ...]:
+    return tuple((s.path, s.reason.value + (f" ({s.detail})" if s.detail else "")) for s in report.skipped)
+
+
 def dataset_job(spec_text: str, preview: int = 64):
     """Inspect and load a dataset (a blocking one-off job); keeps it in the engine for training and sources."""
     def job(ctx: JobContext) -> DataPreview:
@@ -328,14 +332,14 @@ def dataset_job(spec_text: str, preview: int = 64):
         except DataError:
             report = inspect_data(spec)
             return DataPreview(str(spec), report.format(), False, 0, report.channels, spec.image_size, 0,
-                               tuple((s.path, s.reason.value + (f" ({s.detail})" if s.detail else "")) for s in report.skipped),
+                               _skipped(report),
                                report.warnings, np.zeros((0, *spec.image_size, 3), np.uint8))
         ctx.state["dataset"] = dataset
         report = dataset.report
         shown = torch.stack([dataset[i] for i in range(min(preview, len(dataset)))])  # [K, C, H, W] uint8
         return DataPreview(str(spec), report.format(), report.ok, len(dataset), dataset.channels, dataset.image_size,
                            report.memory_bytes,
-                           tuple((s.path, s.reason.value + (f" ({s.detail})" if s.detail else "")) for s in report.skipped),
+                           _skipped(report),
                            report.warnings, shown.permute(0, 2, 3, 1).contiguous().numpy())
     return job
 

@@ -38,13 +38,14 @@ class ThreadPolicy:
     def __init__(self, max_threads: int | None = None, interval: float = 2.0,
                  read_sample: Callable[[], Sample | None] = _read_sample,
                  get_threads: Callable[[], int] | None = None, set_threads: Callable[[int], None] | None = None,
-                 enabled: bool | None = None):
+                 enabled: bool | None = None, clock: Callable[[], float] = time.monotonic):
         if get_threads is None or set_threads is None:
             import torch  # here, so the worker that owns a policy stays importable without torch
 
             get_threads, set_threads = torch.get_num_threads, torch.set_num_threads
         self.max_threads = max_threads or get_threads()
         self.interval = interval
+        self._clock = clock
         self._read, self._get, self._set = read_sample, get_threads, set_threads
         if enabled is None:
             enabled = "OMP_NUM_THREADS" not in os.environ
@@ -54,10 +55,10 @@ class ThreadPolicy:
 
     def tick(self) -> int:
         """The thread count, adjusted when an interval has passed."""
-        if not self.enabled:
+        if not self.enabled or self._clock() - self._last[0] < self.interval:  # no file read between decisions
             return self._get()
         now = self._read()
-        if now is None or now[0] - self._last[0] < self.interval:
+        if now is None:
             return self._get()
         wall, idle, own = (b - a for a, b in zip(self._last, now))
         self._last = now

@@ -85,3 +85,14 @@ def state():
     from studio.state import AppState
 
     return AppState()
+
+
+@pytest.fixture
+def settings_in(tmp_path):
+    """QSettings (geometry, the last run) write under tmp_path during a test, never to the user's configuration."""
+    from PySide6.QtCore import QSettings, QStandardPaths
+
+    fmt, scope = QSettings.Format.NativeFormat, QSettings.Scope.UserScope
+    QSettings.setPath(fmt, scope, str(tmp_path / "settings"))
+    yield
+    QSettings.setPath(fmt, scope, QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericConfigLocation))

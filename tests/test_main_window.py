@@ -3,21 +3,14 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings, QStandardPaths, Qt
+from PySide6.QtCore import Qt
 
 from engine import checkpoint as ckpt
 from engine.images import read_png_metadata
 from studio.main_window import PANELS, MainWindow
 from tests.conftest import MICRO_DATA, run_async
 
-
-@pytest.fixture(autouse=True)
-def settings_in(tmp_path):
-    """QSettings (geometry, the last run) write under tmp_path during these tests, never to the user's configuration."""
-    fmt, scope = QSettings.Format.NativeFormat, QSettings.Scope.UserScope
-    QSettings.setPath(fmt, scope, str(tmp_path / "settings"))
-    yield
-    QSettings.setPath(fmt, scope, QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericConfigLocation))
+pytestmark = pytest.mark.usefixtures("settings_in")  # QSettings under tmp_path (conftest)
 
 
 def test_open_train_scrub_mix_and_export(qtbot, bridge, micro_run, tmp_path):

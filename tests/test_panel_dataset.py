@@ -1,33 +1,18 @@
 """The Dataset panel: load the built-in data or a folder, show the images as the model sees them, the skipped files
 and why, and share the loaded preview through the app state."""
-import gc
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, QStandardPaths, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 
 from tests.conftest import MICRO_DATA
 from tests.data_fixtures import write_truncated_png
 
 
-@pytest.fixture(autouse=True)
-def collect_garbage_on_the_gui_thread():
-    """Collect each test's closed widgets on this thread: left to chance, the garbage collector may run on the engine
-    thread, and destroying Qt objects there crashes the process."""
-    yield
-    gc.collect()
-
-
-@pytest.fixture(autouse=True)
-def settings_in(tmp_path):
-    """QSettings write under tmp_path during these tests, never to the user's configuration."""
-    fmt, scope = QSettings.Format.NativeFormat, QSettings.Scope.UserScope
-    QSettings.setPath(fmt, scope, str(tmp_path / "settings"))
-    yield
-    QSettings.setPath(fmt, scope, QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericConfigLocation))
+pytestmark = pytest.mark.usefixtures("settings_in")  # QSettings under tmp_path (conftest)
 
 
 @pytest.fixture
@@ -53,7 +38,6 @@ def bad_folder(tmp_path):
     (folder / "empty.png").write_bytes(b"")
     (folder / "notes.jpg").write_text("not a picture")
     return folder
-
 
 def load(qtbot, panel, spec):
     with qtbot.waitSignal(panel.dataset_loaded, timeout=30_000) as loaded:

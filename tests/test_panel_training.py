@@ -1,6 +1,5 @@
 """The Training panel: train a preset on the loaded dataset with start / pause / resume / stop, show the run live
 (loss curve, sample grids, checkpoints), say how the settings differ from the paper, and follow a CLI run."""
-import gc
 import json
 import os
 import subprocess
@@ -15,14 +14,6 @@ from PySide6.QtCore import Qt
 from tests.conftest import MICRO_DATA, run_async
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def collect_garbage_on_the_gui_thread():
-    """Collect each test's closed widgets on this thread: left to chance, the garbage collector may run on the engine
-    thread, and destroying Qt objects there crashes the process."""
-    yield
-    gc.collect()
 
 
 def make_panel(qtbot, bridge, dataset=None):

@@ -21,7 +21,7 @@ class FakeMachine:
         def set_threads(n: int) -> None:
             self.threads = n
         return ThreadPolicy(read_sample=self.sample, get_threads=lambda: self.threads, set_threads=set_threads,
-                            enabled=True, **kwargs)
+                            enabled=True, clock=lambda: self.wall, **kwargs)
 
 
 def test_a_busy_neighbour_drops_to_one_thread_and_a_quiet_machine_gets_both_back():
