@@ -16,7 +16,7 @@ from . import config as cfg
 
 EXAMPLES = """examples:
   python -m engine inspect ~/Pictures/cats
-  python -m engine train --data builtin:shapes --preset tiny --steps 3000 --run runs/shapes
+  python -m engine train --data builtin:shapes --preset tiny --steps 2000 --run runs/shapes
   python -m engine sample --run runs/shapes --n 16 --steps 100 --seed 0 --out samples.png
   python -m engine trajectory --run runs/shapes --n 4 --seed 0 --out trajectory.png --gif trajectory.gif
   python -m engine fork --run runs/shapes --t 500 --forks 8 --seed 0 --out fork.png

@@ -142,13 +142,16 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "tiny",
-            "Ours, for a 2-core laptop: width 32 on 16x16 images (1.6M parameters); "
-            "coloured blobs within minutes, crisp shapes take longer.",
-            UNetConfig(image_size=(16, 16), base_channels=32, channel_mults=(1, 2, 2),
-                       attention_resolutions=(8,), dropout=0.0),
-            train=TrainConfig(batch_size=32, learning_rate=1e-3, warmup_steps=100, ema_decay=0.999,
-                              ema_warmup=True, precision=Precision.AUTO, total_steps=5_000,
-                              log_every=10, sample_every=500, checkpoint_every=500),
+            "Ours, the default, for a 2-core laptop: width 32 on 16x16 images, one residual block per level "
+            "(1.1M parameters), batch 128 at a high learning rate: recognisable shapes in about 10 minutes.",
+            UNetConfig(image_size=(16, 16), base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
+                       attention_resolutions=(4,), dropout=0.0),
+            # Sized by measurement (issue 3's note): per image this learns a little slower than two blocks per level
+            # with attention at 8x8 (the 1.62M model of FACTS.md), but it trains ~2x more images per second, and the
+            # larger batch with lr 8e-3 and a cosine decay learns ~2.5x faster per image than batch 32 at lr 1e-3.
+            train=TrainConfig(batch_size=128, learning_rate=8e-3, warmup_steps=100, lr_schedule=LRSchedule.COSINE,
+                              ema_decay=0.999, ema_warmup=True, precision=Precision.AUTO, total_steps=2_000,
+                              log_every=10, sample_every=250, checkpoint_every=250),
         ),
         Preset(
             "micro",

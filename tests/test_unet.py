@@ -25,11 +25,16 @@ def test_celebahq256_preset_has_the_papers_114M_parameters():
 
 
 def test_cpu_presets_are_small_and_cheap():
-    """tiny and small match the sizes measured in FACTS.md (1.62M and 6.47M parameters; 0.19 and 3.0 GFLOP)."""
-    assert _meta_count(PRESETS["tiny"].unet) == pytest.approx(1.62e6, rel=0.01)
+    """small, and tiny's architecture as it stood in FACTS.md (two blocks per level, attention at 8x8), match the
+    sizes measured there (6.47M and 1.62M parameters; 3.0 and 0.19 GFLOP); today's tiny (one block per level,
+    attention at 4x4) is 1.11M parameters and 0.124 GFLOP."""
+    facts_tiny = dataclasses.replace(PRESETS["tiny"].unet, num_res_blocks=2, attention_resolutions=(8,))
+    assert _meta_count(facts_tiny) == pytest.approx(1.62e6, rel=0.01)
     assert _meta_count(PRESETS["small"].unet) == pytest.approx(6.47e6, rel=0.01)
-    assert forward_flops(PRESETS["tiny"].unet) / 1e9 == pytest.approx(0.19, rel=0.05)
+    assert forward_flops(facts_tiny) / 1e9 == pytest.approx(0.19, rel=0.05)
     assert forward_flops(PRESETS["small"].unet) / 1e9 == pytest.approx(3.1, rel=0.05)
+    assert _meta_count(PRESETS["tiny"].unet) == 1_113_955
+    assert forward_flops(PRESETS["tiny"].unet) / 1e9 == pytest.approx(0.124, rel=0.01)
 
 
 @pytest.mark.parametrize("channels,size", [(1, (8, 8)), (3, (8, 8)), (4, (8, 8)), (3, (8, 12)), (1, (16, 4))])
