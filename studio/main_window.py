@@ -8,6 +8,7 @@ step and saves a checkpoint first.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QTimer
@@ -67,6 +68,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self.bridge.job_failed.connect(self._on_job_failed)
         self.bridge.model_changed.connect(self._on_model_changed)
+        self.bridge.train_event.connect(self._on_train_event)
         self.state.observe("status", self.status_message.setText)
         self.resize(1280, 860)
         geometry = self.settings.value("geometry")
@@ -202,11 +204,20 @@ class MainWindow(QMainWindow):
             self.state.set("status", "no run has been opened yet")
 
     def _on_model_changed(self, info) -> None:
+        self._show_model(info)
+        self.state.set("model", info)
+
+    def _show_model(self, info) -> None:
         h, w = info.image_size
-        name = "bundled model" if Path(info.source).resolve().is_relative_to(BUNDLED_RUN.resolve()) else Path(info.source).parent.parent.name
+        name = "bundled model" if Path(info.source).resolve().is_relative_to(BUNDLED_RUN.resolve()) else run_name(info.source)
         self.model_label.setText(f"{name} · step {info.step:,} · {w}x{h}x{info.channels} · T={info.num_timesteps} · "
                                  f"{info.parameters / 1e6:.2f}M params · {info.weights.upper()}")
-        self.state.set("model", info)
+
+    def _on_train_event(self, event) -> None:
+        """While training, the explored model is the run's live EMA: the status bar follows its step."""
+        info = self.state.get("model")
+        if type(event).__name__ == "StepLogged" and info is not None and Path(info.source).is_dir():
+            self._show_model(dataclasses.replace(info, step=event.step))
 
     def _on_dataset_preset_changed(self, name: str) -> None:
         training = self.panels["Training"]
@@ -227,3 +238,9 @@ class MainWindow(QMainWindow):
             self.state.set("status", "stopping training and saving a checkpoint…")
         self.bridge.shutdown()  # training finishes its step and saves a checkpoint before the thread ends
         super().closeEvent(event)
+
+
+def run_name(source: str) -> str:
+    """The run a model came from: a run directory's name, or the run of a checkpoint file in its checkpoints/."""
+    path = Path(source)
+    return path.parent.parent.name if path.parent.name == "checkpoints" else path.name

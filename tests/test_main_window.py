@@ -1,5 +1,6 @@
 """The whole studio as a user meets it: one window, every panel, the engine on its own thread."""
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,8 @@ from PySide6.QtCore import Qt
 
 from engine import checkpoint as ckpt
 from engine.images import read_png_metadata
+from engine.jobs import ModelInfo
+from engine.train import StepLogged
 from studio.main_window import PANELS, MainWindow
 from tests.conftest import MICRO_DATA, run_async
 
@@ -42,6 +45,7 @@ def test_open_train_scrub_mix_and_export(qtbot, bridge, micro_run, tmp_path):
     qtbot.waitUntil(task.done, timeout=120_000)
     assert training.training_state == "finished"
     assert ckpt.latest_checkpoint(run_dir / "checkpoints")[0].step == 4
+    assert window.model_label.text().startswith("trained · step 4 · ")  # the run's own name, not its parent's
 
     # Scrub a trajectory of the model that was just trained.
     trajectory = window.panels["Trajectory"]
@@ -136,3 +140,21 @@ def test_opening_a_run_follows_it_in_the_training_tab(qtbot, bridge, micro_run, 
     assert "step 7,000 is available" in window.status_message.text()
     assert "step 6 " in window.model_label.text()  # still the model that was opened
     window.close()
+
+
+def test_status_bar_follows_the_step_of_the_run_being_trained(qtbot, bridge, tmp_path):
+    """While training, the explored model is the run's live EMA: the status bar names the run and follows its
+    logged step; a model opened from a checkpoint file keeps the step it was saved at."""
+    window = MainWindow(bridge=bridge, load_defaults=False)
+    qtbot.addWidget(window)
+    logged = StepLogged(1_250, 0.03, (0.1, 0.03, 0.01, 0.01), 4e-3, 0.1, 500.0, 60.0, 300.0)
+    live = ModelInfo(str(tmp_path / "my-run"), 0, "ema", (16, 16), 3, 1000, 1_113_955)
+    (tmp_path / "my-run").mkdir()
+    bridge.model_changed.emit(live)
+    assert window.model_label.text() == "my-run · step 0 · 16x16x3 · T=1000 · 1.11M params · EMA"
+    bridge.train_event.emit(logged)
+    assert window.model_label.text().startswith("my-run · step 1,250 · ")
+    saved = dataclasses.replace(live, source=str(tmp_path / "my-run" / "checkpoints" / "step_0000500.json"), step=500)
+    bridge.model_changed.emit(saved)
+    bridge.train_event.emit(logged)
+    assert window.model_label.text().startswith("my-run · step 500 · ")
