@@ -39,6 +39,12 @@ class LoadedModel:
         return Denoiser(self.model, precision)
 
 
+def run_name(source: str | Path) -> str:
+    """The run a model came from: a run directory's own name, or the run of a checkpoint file in its checkpoints/."""
+    path = Path(source)
+    return path.parent.parent.name if path.parent.name == "checkpoints" else path.name
+
+
 def find_checkpoint(source: str | Path) -> Path:
     """The checkpoint a path names: a .json/.safetensors file itself, or a run's newest complete one."""
     path = Path(source)

@@ -18,7 +18,7 @@ from engine.config import PRESETS, Precision, Preset, TrainConfig, UNetConfig, D
 from engine.runs import RunSpec
 from engine.data.report import human_bytes
 from engine.images import make_grid, read_png_metadata, save_gif, save_png, strip, upscale
-from engine.loading import BUNDLED_RUN
+from engine.loading import BUNDLED_RUN, run_name
 from engine.worker import (EngineWorker, JobCancelled, JobFailed, JobFinished, JobProgress, JobStarted, Priority)
 
 # Re-exported for panels, which must not import the engine's torch-backed modules themselves.
@@ -33,7 +33,7 @@ SETTLED_STEPS = jobs.SETTLED_STEPS  # the strided chain a progressive view shows
 __all__ = ["Bridge", "EngineError", "Refined", "ChainProgress", "TrajectoryFrames", "ModelInfo", "DataPreview",
            "LikelihoodResult", "TrainingCost", "PRESETS", "Preset", "Precision", "TrainConfig", "UNetConfig",
            "DiffusionConfig", "RunSpec", "to_jsonable", "save_png", "save_gif", "make_grid", "upscale", "strip", "read_png_metadata",
-           "BUNDLED_RUN", "human_bytes", "SETTLED_STEPS"]
+           "BUNDLED_RUN", "run_name", "human_bytes", "SETTLED_STEPS"]
 
 
 class EngineError(RuntimeError):

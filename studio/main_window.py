@@ -15,7 +15,7 @@ from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QTabWidget, QWidget)
 
-from .bridge import BUNDLED_RUN, Bridge, EngineError
+from .bridge import BUNDLED_RUN, Bridge, EngineError, run_name
 from .panels.dataset import DatasetPanel
 from .panels.export import ExportPanel
 from .panels.interpolation import InterpolationPanel
@@ -209,7 +209,8 @@ class MainWindow(QMainWindow):
 
     def _show_model(self, info) -> None:
         h, w = info.image_size
-        name = "bundled model" if Path(info.source).resolve().is_relative_to(BUNDLED_RUN.resolve()) else run_name(info.source)
+        bundled = Path(info.source).resolve().is_relative_to(BUNDLED_RUN.resolve())
+        name = "bundled model" if bundled else run_name(info.source)
         self.model_label.setText(f"{name} · step {info.step:,} · {w}x{h}x{info.channels} · T={info.num_timesteps} · "
                                  f"{info.parameters / 1e6:.2f}M params · {info.weights.upper()}")
 
@@ -239,8 +240,3 @@ class MainWindow(QMainWindow):
         self.bridge.shutdown()  # training finishes its step and saves a checkpoint before the thread ends
         super().closeEvent(event)
 
-
-def run_name(source: str) -> str:
-    """The run a model came from: a run directory's name, or the run of a checkpoint file in its checkpoints/."""
-    path = Path(source)
-    return path.parent.parent.name if path.parent.name == "checkpoints" else path.name

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.bridge import PRESETS, EngineError, RunSpec, to_jsonable
+from studio.bridge import PRESETS, EngineError, RunSpec, run_name, to_jsonable
 from studio.state import AppState
 from studio.widgets.plots import MetricsTail, TrainingCurves
 from studio.widgets.run_controls import BUSY_STATES, RunControls
@@ -312,7 +312,7 @@ class TrainingPanel(QWidget):
             return
         except EngineError as e:
             return self._error(f"Could not load {path}: {e}")
-        self.status_label.setText(f"Loaded step {info.step:,} of {Path(path).parent.parent.name} to explore.")
+        self.status_label.setText(f"Loaded step {info.step:,} of {run_name(path)} to explore.")
 
     # ---- following a run written by the CLI or a multi-GPU job ----
 

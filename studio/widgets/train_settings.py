@@ -20,10 +20,9 @@ _COMPARED = {  # config group -> (field, how the list names it)
              ("attention_resolutions", "attention at"), ("dropout", "dropout")),
     "diffusion": (("num_timesteps", "T"), ("schedule", "schedule"), ("beta_start", "β_1"), ("beta_end", "β_T"),
                   ("variance", "σ_t²"), ("loss", "loss"), ("snr_gamma", "min-SNR γ")),
-    "train": (("batch_size", "batch"), ("learning_rate", "lr"), ("warmup_steps", "warmup"), ("lr_schedule", "lr schedule"),
-              ("grad_clip", "clip"),
-              ("ema_decay", "EMA decay"), ("ema_warmup", "EMA warmup"), ("hflip", "flips"), ("precision", "precision"),
-              ("total_steps", "steps")),
+    "train": (("batch_size", "batch"), ("learning_rate", "lr"), ("warmup_steps", "warmup"),
+              ("lr_schedule", "lr schedule"), ("grad_clip", "clip"), ("ema_decay", "EMA decay"),
+              ("ema_warmup", "EMA warmup"), ("hflip", "flips"), ("precision", "precision"), ("total_steps", "steps")),
 }
 
 # The editable TrainConfig fields: (widget attribute, label, field, tooltip). One table builds the form, fills it from
