@@ -34,6 +34,17 @@ def _exact_after(qtbot, panel, change, timeout=20_000):
     return stages
 
 
+def _settled_pair(qtbot, bridge, panel, t):
+    """Two sources mixed at step t, the exact strip shown; returns the keys of the jobs started from then on."""
+    a, b = _sources(qtbot, bridge)
+    panel.t_slider.setValue(t)
+    panel.set_source("A", a)
+    _exact_after(qtbot, panel, lambda: panel.set_source("B", b))
+    started = []
+    bridge.job_started.connect(lambda job_id, key: started.append(key))
+    return started
+
+
 def test_defaults_on_first_show_fill_the_strip_with_reconstructions_at_the_ends(qtbot, panel, state):
     """On first show the sources are dataset images 0 and 1, t = T/2 and the strip has 9 λ columns from 0 to 1."""
     assert panel.t_slider.maximum() == 100 and panel.t_slider.value() == 50
@@ -98,12 +109,7 @@ def test_a_value_seen_before_comes_back_from_the_cache(qtbot, bridge, panel, sta
 
 def test_lambda_off_the_strip_gets_its_own_image_and_on_the_strip_needs_no_job(qtbot, bridge, panel):
     """λ on a strip column only highlights it; λ between columns is interpolated too and shown large."""
-    a, b = _sources(qtbot, bridge)
-    panel.t_slider.setValue(20)
-    panel.set_source("A", a)
-    _exact_after(qtbot, panel, lambda: panel.set_source("B", b))
-    started = []
-    bridge.job_started.connect(lambda job_id, key: started.append(key))
+    started = _settled_pair(qtbot, bridge, panel, 20)
     panel.lambda_slider.setValue(5)  # λ = 0.25, the third of 9 columns
     assert panel.strip_grid.selected == 2
     qtbot.wait(100)
@@ -145,12 +151,7 @@ def test_the_source_buttons_take_a_dataset_image_or_a_new_sample(qtbot, bridge, 
 def test_a_model_change_while_hidden_waits_for_the_next_show(qtbot, bridge, panel, micro_run):
     """A new model while the tab is hidden submits no interpolation (an exact chain costs seconds of CPU); the strip
     is marked out of date and recomputed, to the exact stage, when the tab is shown again."""
-    a, b = _sources(qtbot, bridge)
-    panel.t_slider.setValue(10)
-    panel.set_source("A", a)
-    _exact_after(qtbot, panel, lambda: panel.set_source("B", b))
-    started = []
-    bridge.job_started.connect(lambda job_id, key: started.append(key))
+    started = _settled_pair(qtbot, bridge, panel, 10)
     with qtbot.waitSignal(bridge.model_changed, timeout=30_000):
         bridge.load_model(str(micro_run))
     qtbot.wait(200)
