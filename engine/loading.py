@@ -18,7 +18,7 @@ from .diffusion import GaussianDiffusion
 from .runs import Run
 from .unet import UNet
 
-BUNDLED_RUN = Path(__file__).resolve().parents[1] / "assets" / "bundled"
+BUNDLED_RUN = Path(__file__).resolve().parent / "assets" / "bundled"  # package data: travels in the wheel
 
 
 class Weights(Enum):

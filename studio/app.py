@@ -7,7 +7,13 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QApplication
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+STYLE_SHEET = Path(__file__).resolve().parent / "style.qss"  # optional: a Qt style sheet, applied when present
+
+
+USAGE = """usage: ddpm-studio [RUN]
+
+Open DDPM Studio on RUN (a run directory or a checkpoint file); with no RUN, on the bundled model.
+The command line for training and exporting is `ddpm` (`ddpm --help`)."""
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -16,12 +22,17 @@ def run(argv: list[str] | None = None) -> int:
     from .main_window import MainWindow
 
     argv = list(sys.argv if argv is None else argv)
+    if len(argv) > 1 and argv[1] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    if len(argv) > 2:
+        print(f"error: one run directory at most, got {len(argv) - 1} arguments\n{USAGE}", file=sys.stderr)
+        return 2
     app = QApplication.instance() or QApplication(argv)
     app.setApplicationName("DDPM Studio")
     app.setOrganizationName("DDPM Studio")
-    style = ASSETS / "style.qss"
-    if style.exists():
-        app.setStyleSheet(style.read_text(encoding="utf-8"))
+    if STYLE_SHEET.exists():
+        app.setStyleSheet(STYLE_SHEET.read_text(encoding="utf-8"))
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     run_dir = argv[1] if len(argv) > 1 else None
