@@ -16,6 +16,7 @@ the slider again would.
 
 JSON goes to stdout, progress to stderr.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,8 +86,13 @@ def bench(name: str, repeats: int, device: torch.device) -> dict:
         with torch.no_grad():
             loaded.model(x, index)
         forwards.append(time.perf_counter() - started)
-    result = {"preset": name, "strip": len(LAMBDAS), "mix_step": t, "settled_steps": SETTLED_STEPS,
-              "forward_s": statistics.median(forwards)}
+    result = {
+        "preset": name,
+        "strip": len(LAMBDAS),
+        "mix_step": t,
+        "settled_steps": SETTLED_STEPS,
+        "forward_s": statistics.median(forwards),
+    }
     for key, target in TARGETS.items():
         values = [r[key] for r in runs if key in r]
         if values:
@@ -107,8 +113,19 @@ def main() -> None:
         print(f"{name} ...", file=sys.stderr, flush=True)
         results.append(bench(name, args.repeats, device))
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
-    print(json.dumps({"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                      "python": platform.python_version(), "targets_s": TARGETS, "results": results}, indent=2))
+    print(
+        json.dumps(
+            {
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "targets_s": TARGETS,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ the fraction of its samples that are recognisable, and the ratio of that to the 
 Samples: `--n` from the EMA weights with a fixed seed, a strided chain of `--steps` (as the training previews),
 or the exact chain with `--steps 1000`. JSON goes to stdout, progress to stderr.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,15 @@ def render(kind: int, rng: np.random.Generator) -> np.ndarray:
     image = Image.new("RGB", (SIZE * _SUPERSAMPLE,) * 2, background)
     draw = ImageDraw.Draw(image)
     ring = lambda radii, angles: [(cx + q * math.cos(a), cy + q * math.sin(a)) for q, a in zip(radii, angles)]
-    disc = lambda x, y, radius: draw.ellipse([(x - radius) * _SUPERSAMPLE, (y - radius) * _SUPERSAMPLE,
-                                              (x + radius) * _SUPERSAMPLE, (y + radius) * _SUPERSAMPLE], fill=colour)
+    disc = lambda x, y, radius: draw.ellipse(
+        [
+            (x - radius) * _SUPERSAMPLE,
+            (y - radius) * _SUPERSAMPLE,
+            (x + radius) * _SUPERSAMPLE,
+            (y + radius) * _SUPERSAMPLE,
+        ],
+        fill=colour,
+    )
     if kind == 0:
         disc(cx, cy, r)
     elif kind in (1, 2):
@@ -68,8 +76,11 @@ def render(kind: int, rng: np.random.Generator) -> np.ndarray:
             aspect, turn = rng.uniform(0.4, 0.72), rng.random() * math.pi
             u = np.linspace(0, 2 * math.pi, 40)
             x, y = r * np.cos(u), aspect * r * np.sin(u)
-            _polygon(draw, list(zip(cx + x * math.cos(turn) - y * math.sin(turn),
-                                    cy + x * math.sin(turn) + y * math.cos(turn))), colour)
+            _polygon(
+                draw,
+                list(zip(cx + x * math.cos(turn) - y * math.sin(turn), cy + x * math.sin(turn) + y * math.cos(turn))),
+                colour,
+            )
         else:  # two overlapping discs
             for _ in range(2):
                 ox, oy = rng.uniform(-0.5, 0.5, 2) * r
@@ -92,9 +103,18 @@ class Classifier(nn.Module):
     def __init__(self):
         super().__init__()
         conv = lambda i, o: [nn.Conv2d(i, o, 3, padding=1), nn.ReLU()]
-        self.layers = nn.Sequential(*conv(3, 32), *conv(32, 32), nn.MaxPool2d(2), *conv(32, 64), *conv(64, 64),
-                                    nn.MaxPool2d(2), *conv(64, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                    nn.Linear(64, len(KINDS)))
+        self.layers = nn.Sequential(
+            *conv(3, 32),
+            *conv(32, 32),
+            nn.MaxPool2d(2),
+            *conv(32, 64),
+            *conv(64, 64),
+            nn.MaxPool2d(2),
+            *conv(64, 64),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(64, len(KINDS)),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -150,8 +170,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=256, help="samples per model (default 256)")
     parser.add_argument("--steps", type=int, default=100, help="reverse steps, strided when below T (default 100)")
     parser.add_argument("--seed", type=int, default=123)
-    parser.add_argument("--classifier", default=None,
-                        help="a .safetensors file: load the classifier from it if it exists, else train and save it there")
+    parser.add_argument(
+        "--classifier",
+        default=None,
+        help="a .safetensors file: load the classifier from it if it exists, else train and save it there",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # small work; one thread is the fast choice on a small, shared CPU
     net, accuracy = _classifier(args.classifier)
@@ -161,17 +184,39 @@ def main() -> None:
     for source in args.models:
         loaded = load_model(source, device="cpu")
         if loaded.unet_config.image_size != (SIZE, SIZE) or loaded.unet_config.in_channels != 3:
-            sys.exit(f"{source}: the classifier reads {SIZE}x{SIZE} RGB, this model draws "
-                     f"{loaded.unet_config.image_size} with {loaded.unet_config.in_channels} channels")
-        x = sample(generate(loaded.denoiser(), loaded.diffusion, (args.n, 3, SIZE, SIZE),
-                            torch.Generator().manual_seed(args.seed), num_steps=args.steps))
+            sys.exit(
+                f"{source}: the classifier reads {SIZE}x{SIZE} RGB, this model draws "
+                f"{loaded.unet_config.image_size} with {loaded.unet_config.in_channels} channels"
+            )
+        x = sample(
+            generate(
+                loaded.denoiser(),
+                loaded.diffusion,
+                (args.n, 3, SIZE, SIZE),
+                torch.Generator().manual_seed(args.seed),
+                num_steps=args.steps,
+            )
+        )
         score = recognisable(net, x)
-        score.update(source=str(source), step=loaded.step,
-                     ratio_to_reference=score["recognisable"] / max(reference["recognisable"], 1e-9))
+        score.update(
+            source=str(source),
+            step=loaded.step,
+            ratio_to_reference=score["recognisable"] / max(reference["recognisable"], 1e-9),
+        )
         results.append(score)
         print(json.dumps(score), file=sys.stderr, flush=True)
-    print(json.dumps({"classifier_accuracy": accuracy, "reference": reference, "n": args.n, "steps": args.steps,
-                      "results": results}, indent=2))
+    print(
+        json.dumps(
+            {
+                "classifier_accuracy": accuracy,
+                "reference": reference,
+                "n": args.n,
+                "steps": args.steps,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ ours / reference (above 1: ours is faster), not absolute seconds, which drift wi
 JSON goes to stdout, progress to stderr. Keep the machine otherwise idle: two threads slow down several-fold
 when another process competes for the cores (shared/FACTS.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +53,7 @@ def build_reference(config: UNetConfig) -> nn.Module:
         sys.exit("benchmarks/unet.py needs diffusers as its reference: pip install -e '.[bench]'")
 
     height, width = config.image_size
-    attention = [min(height, width) // 2 ** i in config.attention_resolutions for i in range(len(config.channel_mults))]
+    attention = [min(height, width) // 2**i in config.attention_resolutions for i in range(len(config.channel_mults))]
     model = UNet2DModel(
         sample_size=config.image_size,
         in_channels=config.in_channels,
@@ -183,12 +184,17 @@ def bench_preset(name: str, repeats: int, warmup: int) -> dict:
     result: dict = {"params": params, "forward_gflop_per_image": gflops}
     for precision, bf16 in (("fp32", False), ("bf16", True)):
         result[precision] = {}
-        for task, make, batch in (("train_images_per_s", train_step_fn, train_batch),
-                                  ("sample_evals_per_s", sample_step_fn, SAMPLE_BATCH)):
+        for task, make, batch in (
+            ("train_images_per_s", train_step_fn, train_batch),
+            ("sample_evals_per_s", sample_step_fn, SAMPLE_BATCH),
+        ):
             figures = compare(make(ours, config, batch, bf16), make(ref, config, batch, bf16), batch, repeats, warmup)
             result[precision][task] = figures
-            print(f"{name} {precision} {task}: ours {figures['ours']}, reference {figures['reference']}, "
-                  f"ratio {figures['ratio']}", file=sys.stderr)
+            print(
+                f"{name} {precision} {task}: ours {figures['ours']}, reference {figures['reference']}, "
+                f"ratio {figures['ratio']}",
+                file=sys.stderr,
+            )
             if figures["outside_load_cores"] > 0.2:
                 print(f"  disturbed: {figures['outside_load_cores']} cores busy elsewhere", file=sys.stderr)
     return result
@@ -203,11 +209,17 @@ def machine_info() -> dict:
         pass
     try:
         import diffusers
+
         diffusers_version = diffusers.__version__
     except ImportError:
         diffusers_version = None
-    return {"torch": torch.__version__, "diffusers": diffusers_version, "python": platform.python_version(),
-            "cpu": cpu, "threads": torch.get_num_threads()}
+    return {
+        "torch": torch.__version__,
+        "diffusers": diffusers_version,
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -225,10 +237,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    report = {"machine": machine_info(),
-              "settings": {"repeats": args.repeats, "warmup": args.warmup, "sample_batch": SAMPLE_BATCH,
-                           "ratio": "ours / reference; above 1 means ours is faster"},
-              "presets": {name: bench_preset(name, args.repeats, args.warmup) for name in names}}
+    report = {
+        "machine": machine_info(),
+        "settings": {
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "sample_batch": SAMPLE_BATCH,
+            "ratio": "ours / reference; above 1 means ours is faster",
+        },
+        "presets": {name: bench_preset(name, args.repeats, args.warmup) for name in names},
+    }
     json.dump(report, sys.stdout, indent=2)
     print()
 

@@ -3,6 +3,7 @@
 Each command is a small function over the engine's public API; `python -m engine COMMAND --help` says what it does.
 Long work shows a progress bar on stderr; Ctrl-C during training saves a checkpoint and exits cleanly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,6 +55,7 @@ class Progress:
 
 # ---- presets ----
 
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from .report import preset_rows
 
@@ -62,16 +64,21 @@ def cmd_presets(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     timed = [k for k in rows[0] if k.startswith("ms_per_image")]
-    header = f"{'preset':<12} {'params':>9} {'GFLOP/img':>10} {'size':>10} {'T':>5}" + "".join(f" {k[13:]:>9}" for k in timed)
+    header = f"{'preset':<12} {'params':>9} {'GFLOP/img':>10} {'size':>10} {'T':>5}" + "".join(
+        f" {k[13:]:>9}" for k in timed
+    )
     print(header + "  " + ("(ms/img)" if timed else "description"))
     for r in rows:
-        line = f"{r['preset']:<12} {r['params_M']:>8.2f}M {r['gflop_per_image']:>10.2f} {r['resolution']:>10} {r['T']:>5}"
+        line = (
+            f"{r['preset']:<12} {r['params_M']:>8.2f}M {r['gflop_per_image']:>10.2f} {r['resolution']:>10} {r['T']:>5}"
+        )
         line += "".join(f" {r[k]:>9.1f}" for k in timed)
         print(line + ("" if timed else "  " + r["description"]))
     return 0
 
 
 # ---- data ----
+
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .data import inspect_data, parse_data_spec
@@ -82,6 +89,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 # ---- training ----
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
@@ -98,7 +106,16 @@ def _train(args: argparse.Namespace, device, main: bool) -> int:
     from . import distributed
     from .runs import Run
     from .threads import ThreadPolicy
-    from .train import CheckpointSaved, RolledBack, SamplesReady, StepLogged, StepSkipped, Trainer, TrainFinished, TrainStarted
+    from .train import (
+        CheckpointSaved,
+        RolledBack,
+        SamplesReady,
+        StepLogged,
+        StepSkipped,
+        Trainer,
+        TrainFinished,
+        TrainStarted,
+    )
 
     say = (lambda *a: print(*a, file=sys.stderr)) if main else (lambda *a: None)
     run_dir = Path(args.run)
@@ -143,15 +160,21 @@ def _train(args: argparse.Namespace, device, main: bool) -> int:
                 continue
             if isinstance(event, TrainStarted):
                 processes = f" x {event.processes} processes" if event.processes > 1 else ""
-                print(f"{event.parameters / 1e6:.2f}M parameters on {event.device}{processes} ({event.precision}), "
-                      f"{event.dataset_size:,} images, step {event.step} -> {event.total_steps}", file=sys.stderr)
+                print(
+                    f"{event.parameters / 1e6:.2f}M parameters on {event.device}{processes} ({event.precision}), "
+                    f"{event.dataset_size:,} images, step {event.step} -> {event.total_steps}",
+                    file=sys.stderr,
+                )
                 for warning in event.warnings:
                     print(f"warning: {warning}", file=sys.stderr)
             elif isinstance(event, StepLogged):
                 progress.update(event.step, f"loss {event.loss:.4f} {event.images_per_s:.0f} img/s")
                 if not progress.live and event.step % (run.spec.train.log_every * 10) == 0:
-                    print(f"step {event.step} loss {event.loss:.4f} lr {event.lr:.2e} "
-                          f"{event.images_per_s:.0f} img/s eta {event.eta_s:.0f}s", file=sys.stderr)
+                    print(
+                        f"step {event.step} loss {event.loss:.4f} lr {event.lr:.2e} "
+                        f"{event.images_per_s:.0f} img/s eta {event.eta_s:.0f}s",
+                        file=sys.stderr,
+                    )
             elif isinstance(event, SamplesReady):
                 progress.update(event.step, f"samples -> {event.path}")
             elif isinstance(event, (StepSkipped, RolledBack)):
@@ -182,8 +205,17 @@ def _new_run_spec(args: argparse.Namespace):
     for warning in dataset.report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     unet = dataclasses.replace(preset.unet, in_channels=dataset.channels, image_size=dataset.image_size)
-    changes = {k: v for k, v in (("batch_size", args.batch_size), ("learning_rate", args.lr), ("seed", args.seed),
-                                 ("total_steps", args.steps), ("ema_decay", args.ema_decay)) if v is not None}
+    changes = {
+        k: v
+        for k, v in (
+            ("batch_size", args.batch_size),
+            ("learning_rate", args.lr),
+            ("seed", args.seed),
+            ("total_steps", args.steps),
+            ("ema_decay", args.ema_decay),
+        )
+        if v is not None
+    }
     if args.precision:
         changes["precision"] = cfg.Precision(args.precision)
     if args.lr_schedule:
@@ -199,6 +231,7 @@ def _new_run_spec(args: argparse.Namespace):
 
 # ---- exploring a trained model ----
 
+
 def _load(args: argparse.Namespace):
     from .loading import Weights, load_model
 
@@ -206,9 +239,14 @@ def _load(args: argparse.Namespace):
 
 
 def _provenance(loaded, **extra) -> dict:
-    return {"run": str(Path(loaded.source).parent.parent), "checkpoint": loaded.source, "step": str(loaded.step),
-            "weights": loaded.weights.value, **{k: str(v) for k, v in extra.items()},
-            "config": cfg.to_jsonable(loaded.unet_config)}
+    return {
+        "run": str(Path(loaded.source).parent.parent),
+        "checkpoint": loaded.source,
+        "step": str(loaded.step),
+        "weights": loaded.weights.value,
+        **{k: str(v) for k, v in extra.items()},
+        "config": cfg.to_jsonable(loaded.unet_config),
+    }
 
 
 def _drain(steps, total: int, label: str, keep=None):
@@ -233,12 +271,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
     loaded = _load(args)
     c = loaded.unet_config
     T = loaded.diffusion.num_timesteps
-    steps = generate(loaded.denoiser(cfg.Precision(args.precision)), loaded.diffusion, (args.n, c.in_channels, *c.image_size),
-                     torch.Generator().manual_seed(args.seed), num_steps=args.steps, eta=args.eta)
+    steps = generate(
+        loaded.denoiser(cfg.Precision(args.precision)),
+        loaded.diffusion,
+        (args.n, c.in_channels, *c.image_size),
+        torch.Generator().manual_seed(args.seed),
+        num_steps=args.steps,
+        eta=args.eta,
+    )
     last, _ = _drain(steps, min(args.steps or T, T), "sample")
     picture = upscale(make_grid(to_uint8(last.x_t), nrow=args.nrow), args.scale)
     sampler = "ancestral" if (args.steps or T) >= T else f"strided (eta={args.eta})"
-    save_png(args.out, picture, _provenance(loaded, sampler=sampler, steps=min(args.steps or T, T), seed=args.seed, n=args.n))
+    save_png(
+        args.out, picture, _provenance(loaded, sampler=sampler, steps=min(args.steps or T, T), seed=args.seed, n=args.n)
+    )
     print(args.out)
     return 0
 
@@ -253,17 +299,28 @@ def cmd_trajectory(args: argparse.Namespace) -> int:
     loaded = _load(args)
     c, T = loaded.unet_config, loaded.diffusion.num_timesteps
     shown = set(np.linspace(T, 0, args.frames).round().astype(int).tolist())
-    steps = generate(loaded.denoiser(), loaded.diffusion, (args.n, c.in_channels, *c.image_size),
-                     torch.Generator().manual_seed(args.seed))
+    steps = generate(
+        loaded.denoiser(),
+        loaded.diffusion,
+        (args.n, c.in_channels, *c.image_size),
+        torch.Generator().manual_seed(args.seed),
+    )
     _, kept = _drain(steps, T + 1, "trajectory", keep=lambda s: s.t in shown)
     # Fig. 6: for each image, a row of x_t (top) and x^0 (bottom) from t = T to 0.
     rows = []
     for i in range(args.n):
-        rows.append(np.stack([to_uint8(s.x_t[i:i + 1])[0] for s in kept]))
-        rows.append(np.stack([to_uint8(s.pred_x0[i:i + 1])[0] for s in kept]))
+        rows.append(np.stack([to_uint8(s.x_t[i : i + 1])[0] for s in kept]))
+        rows.append(np.stack([to_uint8(s.pred_x0[i : i + 1])[0] for s in kept]))
     picture = upscale(make_grid(np.concatenate(rows), nrow=len(kept)), args.scale)
-    meta = _provenance(loaded, sampler="ancestral", steps=T, seed=args.seed, n=args.n,
-                       frames=",".join(str(s.t) for s in kept), layout="rows: x_t then x0_pred per image")
+    meta = _provenance(
+        loaded,
+        sampler="ancestral",
+        steps=T,
+        seed=args.seed,
+        n=args.n,
+        frames=",".join(str(s.t) for s in kept),
+        layout="rows: x_t then x0_pred per image",
+    )
     save_png(args.out, picture, meta)
     if args.gif:
         frames = [upscale(make_grid(to_uint8(s.pred_x0 if args.gif_pred else s.x_t)), args.scale) for s in kept]
@@ -280,7 +337,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
     from .sampling import fork, generate
 
     loaded = _load(args)
-    c, T = loaded.unet_config, loaded.diffusion.num_timesteps
+    c = loaded.unet_config
     denoiser = loaded.denoiser()
     g = torch.Generator().manual_seed(args.seed)
     held = None
@@ -290,11 +347,23 @@ def cmd_fork(args: argparse.Namespace) -> int:
             break
     last, _ = _drain(fork(denoiser, loaded.diffusion, held, args.t, args.forks, g), args.t + 1, "fork")
     # Fig. 7: each row is one held x_t followed by its forks.
-    rows = [np.concatenate([to_uint8(held[i:i + 1]), to_uint8(last.x_t[i * args.forks:(i + 1) * args.forks])])
-            for i in range(args.n)]
+    rows = [
+        np.concatenate([to_uint8(held[i : i + 1]), to_uint8(last.x_t[i * args.forks : (i + 1) * args.forks])])
+        for i in range(args.n)
+    ]
     picture = upscale(make_grid(np.concatenate(rows), nrow=args.forks + 1), args.scale)
-    save_png(args.out, picture, _provenance(loaded, sampler="ancestral", t=args.t, forks=args.forks, seed=args.seed,
-                                            layout="rows: held x_t then its forks"))
+    save_png(
+        args.out,
+        picture,
+        _provenance(
+            loaded,
+            sampler="ancestral",
+            t=args.t,
+            forks=args.forks,
+            seed=args.seed,
+            layout="rows: held x_t then its forks",
+        ),
+    )
     print(args.out)
     return 0
 
@@ -313,6 +382,7 @@ def _source_image(text: str, loaded, data_spec: str):
         image = load_dataset(spec)[int(text.split(":", 1)[1])]  # [C, H, W] uint8
         return from_uint8(image.permute(1, 2, 0)[None].numpy())
     from .data import FitMode
+
     array = decode_image(text, c.image_size, c.in_channels, FitMode.CROP)  # [H, W, C] uint8
     return from_uint8(array[None])
 
@@ -331,14 +401,33 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     a = _source_image(args.a, loaded, data_spec).to(device)
     b = _source_image(args.b, loaded, data_spec).to(device)
     lambdas = np.linspace(0, 1, args.lambdas).tolist()
-    steps = interpolate(loaded.denoiser(), loaded.diffusion, a, b, args.t, lambdas, torch.Generator().manual_seed(args.seed),
-                        num_steps=args.steps)
+    steps = interpolate(
+        loaded.denoiser(),
+        loaded.diffusion,
+        a,
+        b,
+        args.t,
+        lambdas,
+        torch.Generator().manual_seed(args.seed),
+        num_steps=args.steps,
+    )
     last, _ = _drain(steps, min(args.steps or args.t, args.t) + 1, "interpolate")
     row = np.concatenate([to_uint8(a), to_uint8(last.x_t), to_uint8(b)])  # source A, lambda = 0..1, source B
     picture = upscale(make_grid(row, nrow=len(row)), args.scale)
-    save_png(args.out, picture, _provenance(loaded, a=args.a, b=args.b, t=args.t, lambdas=json.dumps(lambdas),
-                                            seed=args.seed, steps=args.steps or args.t,
-                                            layout="source A, lambda = 0 .. 1, source B"))
+    save_png(
+        args.out,
+        picture,
+        _provenance(
+            loaded,
+            a=args.a,
+            b=args.b,
+            t=args.t,
+            lambdas=json.dumps(lambdas),
+            seed=args.seed,
+            steps=args.steps or args.t,
+            layout="source A, lambda = 0 .. 1, source B",
+        ),
+    )
     print(args.out)
     return 0
 
@@ -360,25 +449,44 @@ def cmd_eval(args: argparse.Namespace) -> int:
     x0 = (torch.stack([dataset[i] for i in range(n)]).float() / 127.5 - 1).to(loaded.diffusion.device)
     T = loaded.diffusion.num_timesteps
     progress = Progress(T, "bound")
-    result = evaluate_bound(loaded.denoiser(), loaded.diffusion, x0, torch.Generator().manual_seed(args.seed),
-                            on_term=lambda term: progress.update(T - term.t + 1))
+    result = evaluate_bound(
+        loaded.denoiser(),
+        loaded.diffusion,
+        x0,
+        torch.Generator().manual_seed(args.seed),
+        on_term=lambda term: progress.update(T - term.t + 1),
+    )
     progress.close()
     rate, distortion = result.rate_distortion()
-    summary = {"bits_per_dim": float(result.total_bpd.mean()), "stderr": float(result.total_bpd.std() / n ** 0.5),
-               "prior_bpd": float(result.prior_bpd.mean()), "decoder_bpd": float(result.terms_bpd[:, 0].mean()), "images": n,
-               "split": args.split, "step": loaded.step, "weights": loaded.weights.value}
+    summary = {
+        "bits_per_dim": float(result.total_bpd.mean()),
+        "stderr": float(result.total_bpd.std() / n**0.5),
+        "prior_bpd": float(result.prior_bpd.mean()),
+        "decoder_bpd": float(result.terms_bpd[:, 0].mean()),
+        "images": n,
+        "split": args.split,
+        "step": loaded.step,
+        "weights": loaded.weights.value,
+    }
     print(json.dumps(summary, indent=2))
     if args.out:
-        Path(args.out).write_text(json.dumps({**summary, "rate_bpd": rate.tolist(), "distortion_rmse": distortion.tolist()}))
+        Path(args.out).write_text(
+            json.dumps({**summary, "rate_bpd": rate.tolist(), "distortion_rmse": distortion.tolist()})
+        )
     return 0
 
 
 # ---- the parser ----
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m engine", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
-        description="DDPM Studio's engine: train and explore Denoising Diffusion Probabilistic Models (Ho et al. 2020).")
+        prog="python -m engine",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
+        description="DDPM Studio's engine: train and explore Denoising Diffusion Probabilistic Models "
+        "(Ho et al. 2020).",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, run, help: str, description: str) -> argparse.ArgumentParser:
@@ -394,81 +502,134 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--raw", action="store_true", help="use the live training weights instead of their EMA")
         p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
 
-    p = command("presets", cmd_presets, "list the model presets with their size and cost",
-                "List every preset: parameter count, forward GFLOP per image (2 FLOPs per multiply-add), "
-                "resolution and number of diffusion steps. With --time, also measure a forward pass here.")
+    p = command(
+        "presets",
+        cmd_presets,
+        "list the model presets with their size and cost",
+        "List every preset: parameter count, forward GFLOP per image (2 FLOPs per multiply-add), "
+        "resolution and number of diffusion steps. With --time, also measure a forward pass here.",
+    )
     p.add_argument("--time", action="store_true", help="time a no-grad forward pass of each preset on this machine")
     p.add_argument("--batch", type=int, default=8, help="batch size for --time (default 8)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    p = command("inspect", cmd_inspect, "report what a dataset holds and what would be skipped",
-                "Look through a dataset without training: image count, sizes, modes, channels, the memory it needs, "
-                "and every file that would be skipped, with the reason. DATA is builtin:shapes, a folder of images, "
-                "a CIFAR-10 python folder or .tar.gz, or an MNIST IDX file; add ?size=32&channels=3 to choose the "
-                "training shape.")
-    p.add_argument("data", help="e.g. builtin:shapes, ~/Pictures/cats, cifar-10-python.tar.gz, train-images-idx3-ubyte.gz")
+    p = command(
+        "inspect",
+        cmd_inspect,
+        "report what a dataset holds and what would be skipped",
+        "Look through a dataset without training: image count, sizes, modes, channels, the memory it needs, "
+        "and every file that would be skipped, with the reason. DATA is builtin:shapes, a folder of images, "
+        "a CIFAR-10 python folder or .tar.gz, or an MNIST IDX file; add ?size=32&channels=3 to choose the "
+        "training shape.",
+    )
+    p.add_argument(
+        "data", help="e.g. builtin:shapes, ~/Pictures/cats, cifar-10-python.tar.gz, train-images-idx3-ubyte.gz"
+    )
 
-    p = command("train", cmd_train, "train a model (or resume a run)",
-                "Train a DDPM on DATA with a preset's recipe, writing the run directory (run.json, metrics.jsonl, "
-                "checkpoints/, samples/). If --run already holds a run, it resumes from its newest checkpoint. "
-                "Ctrl-C stops after the current step and saves a checkpoint. On several GPUs (or CPU processes): "
-                "`torchrun --standalone --nproc_per_node N -m engine train --run-dir DIR ...` trains with "
-                "DistributedDataParallel, one GPU per process; --batch-size stays the global batch, split evenly "
-                "over the N processes, so the run computes what one process would.")
+    p = command(
+        "train",
+        cmd_train,
+        "train a model (or resume a run)",
+        "Train a DDPM on DATA with a preset's recipe, writing the run directory (run.json, metrics.jsonl, "
+        "checkpoints/, samples/). If --run already holds a run, it resumes from its newest checkpoint. "
+        "Ctrl-C stops after the current step and saves a checkpoint. On several GPUs (or CPU processes): "
+        "`torchrun --standalone --nproc_per_node N -m engine train --run-dir DIR ...` trains with "
+        "DistributedDataParallel, one GPU per process; --batch-size stays the global batch, split evenly "
+        "over the N processes, so the run computes what one process would.",
+    )
     p.add_argument("--data", default="builtin:shapes", help="the images (default builtin:shapes); see `inspect --help`")
     p.add_argument("--preset", default="tiny", choices=list(cfg.PRESETS), help="model and recipe (default tiny)")
     p.add_argument("--steps", type=int, default=None, help="train until this step (default: the preset's total)")
     # --run-dir because torchrun's own parser reads every option on its command line, and takes --run for an
     # ambiguous abbreviation of its --run-path: under torchrun, name the run directory with --run-dir.
-    p.add_argument("--run", "--run-dir", dest="run", required=True,
-                   help="the run directory to create or resume (under torchrun, spell it --run-dir)")
+    p.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        required=True,
+        help="the run directory to create or resume (under torchrun, spell it --run-dir)",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
     p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
-    p.add_argument("--lr-schedule", choices=[k.value for k in cfg.LRSchedule], default=None,
-                   help="after the warmup: constant (the paper) or cosine (decays to 0 at the last step)")
+    p.add_argument(
+        "--lr-schedule",
+        choices=[k.value for k in cfg.LRSchedule],
+        default=None,
+        help="after the warmup: constant (the paper) or cosine (decays to 0 at the last step)",
+    )
     p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
-    p.add_argument("--precision", choices=[p.value for p in cfg.Precision], default=None,
-                   help="fp32, bf16 (autocast) or auto (bf16 where the device runs it natively)")
-    p.add_argument("--schedule", choices=[k.value for k in cfg.ScheduleKind], default=None,
-                   help="noise schedule: linear (the paper) or cosine (Nichol & Dhariwal 2021)")
+    p.add_argument(
+        "--precision",
+        choices=[p.value for p in cfg.Precision],
+        default=None,
+        help="fp32, bf16 (autocast) or auto (bf16 where the device runs it natively)",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=[k.value for k in cfg.ScheduleKind],
+        default=None,
+        help="noise schedule: linear (the paper) or cosine (Nichol & Dhariwal 2021)",
+    )
     p.add_argument("--ema-decay", type=float, default=None, help="override the preset's EMA decay")
-    p.add_argument("--loss", choices=[k.value for k in cfg.LossType], default=None,
-                   help="simple (the paper's L_simple), vlb (the bound itself) or min_snr (L_simple weighted by "
-                        "min(SNR, 5) / SNR, Hang et al. 2023)")
+    p.add_argument(
+        "--loss",
+        choices=[k.value for k in cfg.LossType],
+        default=None,
+        help="simple (the paper's L_simple), vlb (the bound itself) or min_snr (L_simple weighted by "
+        "min(SNR, 5) / SNR, Hang et al. 2023)",
+    )
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
 
-    p = command("sample", cmd_sample, "generate a grid of samples",
-                "Draw N samples x_0 from the model: the exact ancestral chain of Algorithm 2 when --steps is T (or "
-                "omitted), else a strided chain of K steps (Song et al. 2021, with --eta).")
+    p = command(
+        "sample",
+        cmd_sample,
+        "generate a grid of samples",
+        "Draw N samples x_0 from the model: the exact ancestral chain of Algorithm 2 when --steps is T (or "
+        "omitted), else a strided chain of K steps (Song et al. 2021, with --eta).",
+    )
     explore_options(p, "samples.png")
     p.add_argument("--n", type=int, default=16, help="how many samples (default 16)")
     p.add_argument("--steps", type=int, default=None, help="reverse steps K (default: all T; fewer is faster)")
-    p.add_argument("--eta", type=float, default=1.0, help="strided sampler noise: 1 = DDPM-like, 0 = deterministic DDIM")
+    p.add_argument(
+        "--eta", type=float, default=1.0, help="strided sampler noise: 1 = DDPM-like, 0 = deterministic DDIM"
+    )
     p.add_argument("--nrow", type=int, default=None, help="images per row (default: a square grid)")
     p.add_argument("--precision", choices=[p.value for p in cfg.Precision], default="fp32", help="network precision")
 
-    p = command("trajectory", cmd_trajectory, "show the denoising process step by step (Fig. 6)",
-                "Run the exact reverse chain and save, for each of N samples, a row of x_t and a row of the "
-                "network's prediction x^0 at evenly spaced steps from t = T to 0, as in the paper's Fig. 6.")
+    p = command(
+        "trajectory",
+        cmd_trajectory,
+        "show the denoising process step by step (Fig. 6)",
+        "Run the exact reverse chain and save, for each of N samples, a row of x_t and a row of the "
+        "network's prediction x^0 at evenly spaced steps from t = T to 0, as in the paper's Fig. 6.",
+    )
     explore_options(p, "trajectory.png")
     p.add_argument("--n", type=int, default=4, help="how many samples (default 4)")
     p.add_argument("--frames", type=int, default=11, help="steps shown from T to 0 (default 11)")
     p.add_argument("--gif", default=None, help="also write an animated GIF of the grid over time")
     p.add_argument("--gif-pred", action="store_true", help="animate x^0 instead of x_t")
 
-    p = command("fork", cmd_fork, "draw several completions of one noisy state (Fig. 7)",
-                "Sample N chains down to step t, hold each x_t, and draw --forks samples x_0 ~ p(x_0 | x_t) from it. "
-                "Large t shares only coarse layout; small t shares detail (the paper's Fig. 7).")
+    p = command(
+        "fork",
+        cmd_fork,
+        "draw several completions of one noisy state (Fig. 7)",
+        "Sample N chains down to step t, hold each x_t, and draw --forks samples x_0 ~ p(x_0 | x_t) from it. "
+        "Large t shares only coarse layout; small t shares detail (the paper's Fig. 7).",
+    )
     explore_options(p, "fork.png")
     p.add_argument("--t", type=int, default=500, help="the step to fork at (default 500)")
     p.add_argument("--forks", type=int, default=8, help="completions per held state (default 8)")
     p.add_argument("--n", type=int, default=2, help="how many held states (default 2)")
 
-    p = command("interpolate", cmd_interpolate, "interpolate two images in latent space (Figs. 8-9)",
-                "Encode A and B with q(x_t | x_0) at the mixing step t, mix the noised latents for evenly spaced "
-                "lambda, and decode with the reverse chain. Small t keeps the sources' detail, large t only their "
-                "coarse layout. A and B are image files, or data:INDEX / test:INDEX from the run's data.")
+    p = command(
+        "interpolate",
+        cmd_interpolate,
+        "interpolate two images in latent space (Figs. 8-9)",
+        "Encode A and B with q(x_t | x_0) at the mixing step t, mix the noised latents for evenly spaced "
+        "lambda, and decode with the reverse chain. Small t keeps the sources' detail, large t only their "
+        "coarse layout. A and B are image files, or data:INDEX / test:INDEX from the run's data.",
+    )
     explore_options(p, "interpolation.png")
     p.add_argument("--a", required=True, help="source A: an image file, data:INDEX or test:INDEX")
     p.add_argument("--b", required=True, help="source B: an image file, data:INDEX or test:INDEX")
@@ -476,10 +637,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambdas", type=int, default=9, help="how many lambda values from 0 to 1 (default 9)")
     p.add_argument("--steps", type=int, default=None, help="reverse steps (default: all t, the exact chain)")
 
-    p = command("eval", cmd_eval, "bits/dim and the rate-distortion curve (Fig. 5)",
-                "Evaluate the variational bound (Ho et al. 2020, Eq. 5 with the discretized decoder of Eq. 13) on "
-                "held-out images in bits per dimension, and the rate-distortion curve of Fig. 5. T network "
-                "evaluations of the batch.")
+    p = command(
+        "eval",
+        cmd_eval,
+        "bits/dim and the rate-distortion curve (Fig. 5)",
+        "Evaluate the variational bound (Ho et al. 2020, Eq. 5 with the discretized decoder of Eq. 13) on "
+        "held-out images in bits per dimension, and the rate-distortion curve of Fig. 5. T network "
+        "evaluations of the batch.",
+    )
     p.add_argument("--run", required=True, help="a run directory or a checkpoint file")
     p.add_argument("--n", type=int, default=64, help="how many images (default 64)")
     p.add_argument("--split", choices=["test", "train"], default="test", help="which split (default test)")

@@ -2,12 +2,14 @@
 
 A process killed at any instant leaves either the old file or the new one, never half of either.
 """
+
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 
 def _default_mode() -> int:

@@ -6,6 +6,7 @@ file is written first and the JSON last, each through a temporary file, fsync an
 complete checkpoint, so a process killed at any instant leaves the previous checkpoint loadable. A checkpoint whose
 files are missing, truncated, altered or of another format is refused with a message that says which.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,7 +42,7 @@ class Checkpoint:
     def group(self, prefix: str) -> dict[str, torch.Tensor]:
         """The tensors under `prefix.` with the prefix removed (e.g. "model" -> a state dict)."""
         head = prefix + "."
-        return {k[len(head):]: v for k, v in self.tensors.items() if k.startswith(head)}
+        return {k[len(head) :]: v for k, v in self.tensors.items() if k.startswith(head)}
 
 
 def checkpoint_paths(folder: Path, step: int) -> tuple[Path, Path]:
@@ -49,15 +50,22 @@ def checkpoint_paths(folder: Path, step: int) -> tuple[Path, Path]:
     return folder / f"{stem}.safetensors", folder / f"{stem}.json"
 
 
-def save_checkpoint(folder: str | Path, step: int, tensors: dict[str, torch.Tensor], metadata: dict[str, Any],
-                    keep: int = 3) -> Path:
+def save_checkpoint(
+    folder: str | Path, step: int, tensors: dict[str, torch.Tensor], metadata: dict[str, Any], keep: int = 3
+) -> Path:
     """Write a checkpoint atomically, then delete all but the newest `keep` complete ones. Returns the .json path."""
     folder = Path(folder)
     weights_path, meta_path = checkpoint_paths(folder, step)
     blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
     atomic_write_bytes(weights_path, blob)
-    record = {"format": FORMAT, "version": FORMAT_VERSION, "step": step,
-              "weights": weights_path.name, "sha256": hashlib.sha256(blob).hexdigest(), **metadata}
+    record = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "step": step,
+        "weights": weights_path.name,
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        **metadata,
+    }
     text = json.dumps(record, indent=1, sort_keys=True).encode("utf-8")
     atomic_write_bytes(meta_path, text)
     if keep > 0:
@@ -94,7 +102,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path.name}: not a DDPM Studio checkpoint")
     if record.get("version") != FORMAT_VERSION:
         why = _WHY_NOT.get(record.get("version"), f"this version reads {FORMAT_VERSION}")
-        raise CheckpointError(f"{path.name}: checkpoint format version {record.get('version')} is not supported ({why})")
+        raise CheckpointError(
+            f"{path.name}: checkpoint format version {record.get('version')} is not supported ({why})"
+        )
     for key in ("step", "weights", "sha256"):
         if key not in record:
             raise CheckpointError(f"{path.name}: the metadata lacks {key!r}")
@@ -113,8 +123,9 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
     except FileNotFoundError:
         raise CheckpointError(f"{path.name}: its weights file {weights_path.name} is missing") from None
     if hashlib.sha256(blob).hexdigest() != record["sha256"]:
-        raise CheckpointError(f"{weights_path.name}: the weights do not match their checksum "
-                              f"(truncated or altered; {len(blob):,} bytes)")
+        raise CheckpointError(
+            f"{weights_path.name}: the weights do not match their checksum (truncated or altered; {len(blob):,} bytes)"
+        )
     try:
         tensors = load_file(str(weights_path), device=str(device))
     except (SafetensorError, OSError, ValueError) as e:
@@ -138,8 +149,11 @@ def check_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor], wh
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                  for k in own if k in state and state[k].shape != own[k].shape]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or mismatched:
         parts = []
         if missing:

@@ -7,6 +7,7 @@ variants with `dataclasses.replace`, so every difference from a preset is a visi
 The paper presets reproduce Ho, Jain & Abbeel 2020 (Sec. 4 and Appendix B); the CPU presets are ours, sized so that
 a 2-core laptop trains something recognisable in minutes. Each field's comment says where its default comes from.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,7 +56,9 @@ class UNetConfig:
     base_channels: int = 128  # "ch" of the paper's code
     channel_mults: tuple[int, ...] = (1, 2, 2, 2)  # one per resolution level; CIFAR-10: 32, 16, 8, 4
     num_res_blocks: int = 2  # residual blocks per level on the way down (one more on the way up)
-    attention_resolutions: tuple[int, ...] = (16,)  # self-attention where the feature map's shorter side is one of these
+    attention_resolutions: tuple[int, ...] = (
+        16,
+    )  # self-attention where the feature map's shorter side is one of these
     dropout: float = 0.1  # CIFAR-10 in the paper; 0 for the 256x256 models
     norm_groups: int = 32  # GroupNorm groups (Wu & He 2018), as in the paper's code
 
@@ -65,11 +68,15 @@ class UNetConfig:
         if self.in_channels not in (1, 3, 4):
             raise ValueError(f"in_channels must be 1, 3 or 4, not {self.in_channels}")
         if height % factor or width % factor:
-            raise ValueError(f"image size {height}x{width} is not divisible by {factor} "
-                             f"({len(self.channel_mults)} resolution levels halve it {len(self.channel_mults) - 1} times)")
+            raise ValueError(
+                f"image size {height}x{width} is not divisible by {factor} "
+                f"({len(self.channel_mults)} resolution levels halve it {len(self.channel_mults) - 1} times)"
+            )
         for mult in self.channel_mults:
             if (self.base_channels * mult) % self.norm_groups:
-                raise ValueError(f"{self.base_channels * mult} channels do not split into {self.norm_groups} GroupNorm groups")
+                raise ValueError(
+                    f"{self.base_channels * mult} channels do not split into {self.norm_groups} GroupNorm groups"
+                )
 
 
 @dataclass(frozen=True)
@@ -136,32 +143,74 @@ PRESETS: dict[str, Preset] = {
             "small",
             "Ours, for a CPU: the paper's architecture at width 64 on 32x32 images (6.5M parameters).",
             UNetConfig(base_channels=64, channel_mults=(1, 2, 2), attention_resolutions=(16,), dropout=0.1),
-            train=TrainConfig(batch_size=32, learning_rate=2e-4, warmup_steps=200, ema_decay=0.999,
-                              ema_warmup=True, precision=Precision.AUTO, total_steps=20_000,
-                              log_every=10, sample_every=500, checkpoint_every=500),
+            train=TrainConfig(
+                batch_size=32,
+                learning_rate=2e-4,
+                warmup_steps=200,
+                ema_decay=0.999,
+                ema_warmup=True,
+                precision=Precision.AUTO,
+                total_steps=20_000,
+                log_every=10,
+                sample_every=500,
+                checkpoint_every=500,
+            ),
         ),
         Preset(
             "tiny",
             "Ours, the default, for a 2-core laptop: width 32 on 16x16 images, one residual block per level "
             "(1.1M parameters), batch 128 at a high learning rate: recognisable shapes in about 10 minutes.",
-            UNetConfig(image_size=(16, 16), base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
-                       attention_resolutions=(4,), dropout=0.0),
+            UNetConfig(
+                image_size=(16, 16),
+                base_channels=32,
+                channel_mults=(1, 2, 2),
+                num_res_blocks=1,
+                attention_resolutions=(4,),
+                dropout=0.0,
+            ),
             # Sized by measurement (issue 3's note): per image this learns a little slower than two blocks per level
             # with attention at 8x8 (the 1.62M model of FACTS.md), but it trains ~2x more images per second, and the
             # larger batch with lr 8e-3 and a cosine decay learns ~2.5x faster per image than batch 32 at lr 1e-3.
-            train=TrainConfig(batch_size=128, learning_rate=8e-3, warmup_steps=100, lr_schedule=LRSchedule.COSINE,
-                              ema_decay=0.999, ema_warmup=True, precision=Precision.AUTO, total_steps=2_000,
-                              log_every=10, sample_every=250, checkpoint_every=250),
+            train=TrainConfig(
+                batch_size=128,
+                learning_rate=8e-3,
+                warmup_steps=100,
+                lr_schedule=LRSchedule.COSINE,
+                ema_decay=0.999,
+                ema_warmup=True,
+                precision=Precision.AUTO,
+                total_steps=2_000,
+                log_every=10,
+                sample_every=250,
+                checkpoint_every=250,
+            ),
         ),
         Preset(
             "micro",
             "Ours, for tests and smoke runs: width 16 on 8x8 images, 100 diffusion steps.",
-            UNetConfig(image_size=(8, 8), base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
-                       attention_resolutions=(4,), dropout=0.0, norm_groups=8),
+            UNetConfig(
+                image_size=(8, 8),
+                base_channels=16,
+                channel_mults=(1, 2),
+                num_res_blocks=1,
+                attention_resolutions=(4,),
+                dropout=0.0,
+                norm_groups=8,
+            ),
             diffusion=DiffusionConfig(num_timesteps=100, beta_end=0.2),
-            train=TrainConfig(batch_size=16, learning_rate=1e-3, warmup_steps=10, ema_decay=0.99,
-                              ema_warmup=True, total_steps=200, log_every=5, sample_every=100,
-                              checkpoint_every=100, sample_count=4, sample_steps=10),
+            train=TrainConfig(
+                batch_size=16,
+                learning_rate=1e-3,
+                warmup_steps=10,
+                ema_decay=0.99,
+                ema_warmup=True,
+                total_steps=200,
+                log_every=5,
+                sample_every=100,
+                checkpoint_every=100,
+                sample_count=4,
+                sample_steps=10,
+            ),
         ),
     )
 }
@@ -175,6 +224,7 @@ def get_preset(name: str) -> Preset:
 
 
 # ---- JSON round trip (checkpoints and run.json store configs as JSON, never pickles) ----
+
 
 def to_jsonable(config: Any) -> Any:
     """A dataclass (nested, with enums and tuples) as plain JSON values."""

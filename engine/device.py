@@ -3,11 +3,12 @@
 `Denoiser` wraps a network into the `EpsModel` the samplers call: autocast, channels_last and a float32 result,
 so the samplers' arithmetic stays in float32 whatever the network ran in.
 """
+
 from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +27,7 @@ def pick_device(name: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cpu_has_native_bf16() -> bool:
     # AVX-512 BF16 or AMX make bf16 convolutions ~2x the fp32 rate (FACTS.md); without them bf16 is emulated and slower.
     try:

@@ -7,10 +7,11 @@ Conventions, used in every function here:
 - an `EpsModel` is any callable (x_t, t) -> eps_theta(x_t, t) of x_t's shape (the U-Net, or a closed form in tests).
 Randomness is never global: every noise tensor is passed in (and drawn by the caller from a torch.Generator).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -48,7 +49,7 @@ class GaussianDiffusion:
     def device(self) -> torch.device:
         return self.schedule.betas.device
 
-    def to(self, device: torch.device | str) -> "GaussianDiffusion":
+    def to(self, device: torch.device | str) -> GaussianDiffusion:
         self.schedule.to(device)
         return self
 
@@ -71,7 +72,10 @@ class GaussianDiffusion:
         """x_t = sqrt(a-bar_t) x_0 + sqrt(1 - a-bar_t) eps: Ho et al. 2020, Eq. 4 (reparameterised, as in Eq. 12)."""
         assert noise.shape == x0.shape
         s = self.schedule
-        return extract(s.sqrt_alphas_cumprod, t, x0.shape) * x0 + extract(s.sqrt_one_minus_alphas_cumprod, t, x0.shape) * noise
+        return (
+            extract(s.sqrt_alphas_cumprod, t, x0.shape) * x0
+            + extract(s.sqrt_one_minus_alphas_cumprod, t, x0.shape) * noise
+        )
 
     def q_posterior(self, x0: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q(x_{t-1} | x_t, x_0) = N(mu~_t, beta~_t I): Ho et al. 2020, Eqs. 6-7."""
@@ -87,12 +91,17 @@ class GaussianDiffusion:
     def predict_x0_from_eps(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """x^0 = (x_t - sqrt(1 - a-bar_t) eps) / sqrt(a-bar_t): Ho et al. 2020, Eq. 15."""
         s = self.schedule
-        return extract(s.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - extract(s.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps
+        return (
+            extract(s.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
+            - extract(s.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps
+        )
 
     def predict_eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         """Eq. 15 solved for eps (used after x^0 has been clipped)."""
         s = self.schedule
-        return (extract(s.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - x0) / extract(s.sqrt_recipm1_alphas_cumprod, t, x_t.shape)
+        return (extract(s.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - x0) / extract(
+            s.sqrt_recipm1_alphas_cumprod, t, x_t.shape
+        )
 
     # ---- the reverse process p ----
 
@@ -117,7 +126,9 @@ class GaussianDiffusion:
         variance, log_variance = self.model_variance(t, x_t.shape)
         return ReverseDistribution(mean, variance, log_variance, pred_x0, eps)
 
-    def p_sample(self, eps: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None, clip_denoised: bool) -> tuple[Tensor, Tensor]:
+    def p_sample(
+        self, eps: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None, clip_denoised: bool
+    ) -> tuple[Tensor, Tensor]:
         """One step of Algorithm 2: x_{t-1} = mu_theta(x_t, t) + sigma_t z, with z = 0 at the last step.
 
         `noise` may be None only where every t is the last step (index 0). Returns (x_{t-1}, x^0).
@@ -131,7 +142,9 @@ class GaussianDiffusion:
 
     # ---- the bound and the losses ----
 
-    def vb_term_bpd(self, eps: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, clip_denoised: bool) -> tuple[Tensor, Tensor]:
+    def vb_term_bpd(
+        self, eps: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, clip_denoised: bool
+    ) -> tuple[Tensor, Tensor]:
         """One term of the variational bound (Ho et al. 2020, Eq. 5), in bits/dim, per example.
 
         L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)) for t > 1, and the discretized decoder
@@ -140,8 +153,9 @@ class GaussianDiffusion:
         true_mean, _, true_log_variance = self.q_posterior(x0, x_t, t)
         p = self.p_mean_variance(eps, x_t, t, clip_denoised)
         kl = nats_to_bits_per_dim(normal_kl(true_mean, true_log_variance, p.mean, p.log_variance))
-        decoder_nll = nats_to_bits_per_dim(-discretized_gaussian_log_likelihood(
-            x0, p.mean, (0.5 * p.log_variance).expand_as(x0)))
+        decoder_nll = nats_to_bits_per_dim(
+            -discretized_gaussian_log_likelihood(x0, p.mean, (0.5 * p.log_variance).expand_as(x0))
+        )
         return torch.where(t == 0, decoder_nll, kl), p.pred_x0
 
     def prior_bpd(self, x0: Tensor) -> Tensor:

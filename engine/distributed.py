@@ -6,6 +6,7 @@ training loop needs. Every helper is a no-op (or the identity) in a single proce
 torchrun starts N copies of the command with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT set;
 `init_from_env` joins them: NCCL with one GPU per LOCAL_RANK where CUDA is available, gloo on the CPU otherwise.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -38,8 +39,9 @@ def init_from_env(device: str | None = None, timeout_s: float = 1800.0) -> torch
         backend = "gloo"
     else:
         raise ValueError(f"distributed training runs on CUDA (NCCL) or the CPU (gloo), not on {chosen.type}")
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
-                            device_id=chosen if backend == "nccl" else None)
+    dist.init_process_group(
+        backend, timeout=datetime.timedelta(seconds=timeout_s), device_id=chosen if backend == "nccl" else None
+    )
     return chosen
 
 
@@ -57,6 +59,7 @@ def cleanup() -> None:
 
 
 # ---- who am I ----
+
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -82,12 +85,15 @@ def is_main() -> bool:
 def shard_size(global_batch: int) -> int:
     """This process's part of every global batch; refuses a batch that does not split evenly."""
     if global_batch % world_size():
-        raise ValueError(f"the batch size {global_batch} is the global batch and must split evenly over the "
-                         f"{world_size()} processes: choose a multiple of {world_size()}")
+        raise ValueError(
+            f"the batch size {global_batch} is the global batch and must split evenly over the "
+            f"{world_size()} processes: choose a multiple of {world_size()}"
+        )
     return global_batch // world_size()
 
 
 # ---- collectives ----
+
 
 def _collective_device() -> torch.device:
     # NCCL reduces CUDA tensors only; gloo reduces CPU tensors.

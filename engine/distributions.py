@@ -2,6 +2,7 @@
 
 Everything returns natural-log values elementwise; callers sum over dimensions and convert to bits.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,7 @@ BIN_HALF_WIDTH = 1.0 / 255.0
 
 def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
     """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) elementwise, in nats."""
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
-                  + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
 
 def discretized_gaussian_log_likelihood(x: Tensor, means: Tensor, log_scales: Tensor) -> Tensor:
@@ -34,9 +34,11 @@ def discretized_gaussian_log_likelihood(x: Tensor, means: Tensor, log_scales: Te
     log_cdf_upper = torch.special.log_ndtr(upper)  # bin (-inf, x + 1/255] for x = -1
     log_survival_lower = torch.special.log_ndtr(-lower)  # bin [x - 1/255, inf) for x = 1
     # P(lower < Z < upper): right of the mean use the survival function, where the CDF would round to 1.
-    bin_mass = torch.where(lower > 0,
-                           torch.special.ndtr(-lower) - torch.special.ndtr(-upper),
-                           torch.special.ndtr(upper) - torch.special.ndtr(lower))
+    bin_mass = torch.where(
+        lower > 0,
+        torch.special.ndtr(-lower) - torch.special.ndtr(-upper),
+        torch.special.ndtr(upper) - torch.special.ndtr(lower),
+    )
     log_bin_mass = torch.log(bin_mass.clamp(min=1e-12))
     return torch.where(x < -0.999, log_cdf_upper, torch.where(x > 0.999, log_survival_lower, log_bin_mass))
 

@@ -4,11 +4,13 @@ Images cross from the engine to anything else (the studio, files) as uint8 numpy
 picture is [H, W, C]. PNG text chunks hold the provenance (run, step, EMA or raw, sampler, steps, seed, config) so
 any exported picture can be regenerated; `read_png_metadata` reads them back.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +44,7 @@ def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2, pad
     for i in range(n):
         r, col = divmod(i, ncol)
         y, x = padding + r * (h + padding), padding + col * (w + padding)
-        grid[y:y + h, x:x + w] = images[i]
+        grid[y : y + h, x : x + w] = images[i]
     return grid
 
 
@@ -89,6 +91,17 @@ def save_gif(path: str | Path, frames: Sequence[np.ndarray], duration_ms: int = 
     path = Path(path)
     images = [_pil(frame).convert("RGB") if frame.shape[2] == 4 else _pil(frame) for frame in frames]
     durations = [duration_ms] * (len(images) - 1) + [hold_last_ms]
-    atomic_write(path, lambda f: images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
-                                                 duration=durations, loop=0, optimize=False, disposal=1))
+    atomic_write(
+        path,
+        lambda f: images[0].save(
+            f,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=durations,
+            loop=0,
+            optimize=False,
+            disposal=1,
+        ),
+    )
     return path

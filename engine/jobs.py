@@ -6,13 +6,15 @@ reverse chain from step t refine progressively (DESIGN.md): the direct predictio
 then a strided chain (the settled image), then the exact ancestral chain (Alg. 2) with progress. Exact results are
 cached by (model, parameters, seed), so returning to a value seen before is instant.
 """
+
 from __future__ import annotations
 
 import collections
 import dataclasses
 import time
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Generator, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +35,7 @@ CACHE_ENTRIES = 64
 
 
 # ---- values that cross to the GUI ----
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -76,6 +79,7 @@ class TrajectoryFrames:
 
 # ---- model ----
 
+
 def _model(ctx: JobContext) -> LoadedModel:
     loaded = ctx.state.get("model")
     if loaded is None:
@@ -84,8 +88,15 @@ def _model(ctx: JobContext) -> LoadedModel:
 
 
 def model_info(loaded: LoadedModel) -> ModelInfo:
-    return ModelInfo(loaded.source, loaded.step, loaded.weights.value, loaded.unet_config.image_size,
-                     loaded.unet_config.in_channels, loaded.diffusion.num_timesteps, count_parameters(loaded.model))
+    return ModelInfo(
+        loaded.source,
+        loaded.step,
+        loaded.weights.value,
+        loaded.unet_config.image_size,
+        loaded.unet_config.in_channels,
+        loaded.diffusion.num_timesteps,
+        count_parameters(loaded.model),
+    )
 
 
 def load_model_job(source: str, weights: str = "ema", device: str | None = None):
@@ -95,6 +106,7 @@ def load_model_job(source: str, weights: str = "ema", device: str | None = None)
         ctx.state["cache"] = collections.OrderedDict()
         ctx.state["trajectories"] = {}
         return model_info(loaded)
+
     return job
 
 
@@ -119,9 +131,10 @@ def _model_key(loaded: LoadedModel) -> tuple:
 
 # ---- progressive refinement ----
 
+
 def _drain_chain(steps: Iterator[SampleStep], stage: str, total: int) -> Generator[Any, None, SampleStep]:
     last, done = None, 0
-    for last in steps:
+    for last in steps:  # noqa: B007 (the last step is the result)
         done += 1
         yield ChainProgress(stage, min(done, total), total) if done % 10 == 0 else None
     return last
@@ -134,8 +147,16 @@ def settled_steps_for(seconds_per_step: float) -> int:
     return max(SETTLED_MIN_STEPS, min(SETTLED_STEPS, fits))
 
 
-def _refine(ctx: JobContext, loaded: LoadedModel, x_t: torch.Tensor, t: int, seed: int, chain, cache_key: tuple,
-            exact: bool = True) -> Generator[Any, None, Refined]:
+def _refine(
+    ctx: JobContext,
+    loaded: LoadedModel,
+    x_t: torch.Tensor,
+    t: int,
+    seed: int,
+    chain,
+    cache_key: tuple,
+    exact: bool = True,
+) -> Generator[Any, None, Refined]:
     """Yield the direct prediction, the settled image, then the exact chain's; `chain(x_t, t, generator, num_steps)`."""
     cached = _cache_get(ctx, cache_key)
     if cached is not None:
@@ -152,8 +173,9 @@ def _refine(ctx: JobContext, loaded: LoadedModel, x_t: torch.Tensor, t: int, see
     settled_steps = settled_steps_for(time.perf_counter() - started)  # timed before the yield: other jobs may run
     yield Refined("direct", to_uint8(pred), 1, 1)
     if t > settled_steps:
-        last = yield from _drain_chain(chain(x_t, t, torch.Generator().manual_seed(seed), settled_steps),
-                                       "settled", settled_steps)
+        last = yield from _drain_chain(
+            chain(x_t, t, torch.Generator().manual_seed(seed), settled_steps), "settled", settled_steps
+        )
         settled = Refined("settled", to_uint8(last.x_t), settled_steps, settled_steps)
         if not exact:
             return settled
@@ -166,16 +188,25 @@ def _refine(ctx: JobContext, loaded: LoadedModel, x_t: torch.Tensor, t: int, see
 
 # ---- jobs ----
 
+
 def sample_job(n: int, seed: int, num_steps: int | None = None, eta: float = 1.0):
     """n new samples from seed: the exact chain (num_steps None) or a strided one; returns Refined('exact')."""
+
     def job(ctx: JobContext):
         loaded = _model(ctx)
         c = loaded.unet_config
         total = min(num_steps or loaded.diffusion.num_timesteps, loaded.diffusion.num_timesteps)
-        steps = generate(loaded.denoiser(), loaded.diffusion, (n, c.in_channels, *c.image_size),
-                         torch.Generator().manual_seed(seed), num_steps=num_steps, eta=eta)
+        steps = generate(
+            loaded.denoiser(),
+            loaded.diffusion,
+            (n, c.in_channels, *c.image_size),
+            torch.Generator().manual_seed(seed),
+            num_steps=num_steps,
+            eta=eta,
+        )
         last = yield from _drain_chain(steps, "sample", total + 1)
         return Refined("exact", to_uint8(last.x_t), total, total)
+
     return job
 
 
@@ -185,6 +216,7 @@ def trajectory_job(n: int, seed: int, chunk: int = 50):
     The float x_t of every step stays in the engine, stored under the job's id from the first step on, so a fork can
     hold any x_t already computed while the chain still runs (or after it was stopped); the GUI gets uint8 frames.
     """
+
     def job(ctx: JobContext):
         loaded = _model(ctx)
         c, T = loaded.unet_config, loaded.diffusion.num_timesteps
@@ -195,20 +227,28 @@ def trajectory_job(n: int, seed: int, chunk: int = 50):
         trajectories[trajectory_id] = (seed, states)
         t_values, xs, preds = [], [], []
         sent = 0
-        steps = generate(loaded.denoiser(), loaded.diffusion, (n, c.in_channels, *c.image_size),
-                         torch.Generator().manual_seed(seed))
+        steps = generate(
+            loaded.denoiser(), loaded.diffusion, (n, c.in_channels, *c.image_size), torch.Generator().manual_seed(seed)
+        )
         for step in steps:
             states.append(step.x_t)
             t_values.append(step.t)
             xs.append(to_uint8(step.x_t))
             preds.append(to_uint8(step.pred_x0))
             if len(xs) - sent >= chunk or step.t == 0 or sent == 0:  # x_T at once, then in chunks
-                yield TrajectoryFrames(trajectory_id, np.array(t_values[sent:]), np.stack(xs[sent:]),
-                                       np.stack(preds[sent:]), len(xs), T + 1)
+                yield TrajectoryFrames(
+                    trajectory_id,
+                    np.array(t_values[sent:]),
+                    np.stack(xs[sent:]),
+                    np.stack(preds[sent:]),
+                    len(xs),
+                    T + 1,
+                )
                 sent = len(xs)
             else:
                 yield None
         return TrajectoryFrames(trajectory_id, np.array(t_values), np.stack(xs), np.stack(preds), len(xs), T + 1)
+
     return job
 
 
@@ -216,6 +256,7 @@ def fork_job(trajectory_id: int, index: int, t: int, forks: int, seed: int):
     """Fig. 7: hold x_t of image `index` of a stored trajectory and draw `forks` completions, progressively.
 
     The chain may still be running: any step it has computed can be held."""
+
     def job(ctx: JobContext):
         loaded = _model(ctx)
         stored = ctx.state.get("trajectories", {}).get(trajectory_id)
@@ -225,15 +266,17 @@ def fork_job(trajectory_id: int, index: int, t: int, forks: int, seed: int):
         T = loaded.diffusion.num_timesteps
         if not 0 <= T - t < len(states):
             raise RuntimeError(f"step t = {t} of that chain has not been computed yet")
-        held = states[T - t][index:index + 1]  # [1, C, H, W]
+        held = states[T - t][index : index + 1]  # [1, C, H, W]
         chain = lambda x, t_, g, k: fork(loaded.denoiser(), loaded.diffusion, held, t_, forks, g, num_steps=k)
         key = ("fork", _model_key(loaded), trajectory_id, index, t, forks, seed)
         return (yield from _refine(ctx, loaded, held.repeat_interleave(forks, 0), t, seed, chain, key))
+
     return job
 
 
 def interpolate_job(a: np.ndarray, b: np.ndarray, t: int, lambdas: Sequence[float], seed: int, exact: bool = True):
     """Figs. 8-9: the strip of lambda values between a and b ([H, W, C] uint8) at mixing step t, progressively."""
+
     def job(ctx: JobContext):
         loaded = _model(ctx)
         device = loaded.diffusion.device
@@ -245,13 +288,17 @@ def interpolate_job(a: np.ndarray, b: np.ndarray, t: int, lambdas: Sequence[floa
         x_t_a, x_t_b = encode_pair(loaded.diffusion, x0_a, x0_b, t, g)
         w = torch.tensor(lam, dtype=x_t_a.dtype, device=device).view(-1, 1, 1, 1)
         mixed = (1 - w) * x_t_a + w * x_t_b
-        chain = lambda x, t_, g_, k: interpolate(loaded.denoiser(), loaded.diffusion, x0_a, x0_b, t_, lam, g_, num_steps=k)
+        chain = lambda x, t_, g_, k: interpolate(
+            loaded.denoiser(), loaded.diffusion, x0_a, x0_b, t_, lam, g_, num_steps=k
+        )
         return (yield from _refine(ctx, loaded, mixed, t, seed, chain, key, exact))
+
     return job
 
 
 def reconstruct_job(x0: np.ndarray, t: int, seed: int):
     """Encode [N, H, W, C] uint8 at step t and decode it again (the lambda = 0 end of an interpolation)."""
+
     def job(ctx: JobContext):
         loaded = _model(ctx)
         x = from_uint8(x0).to(loaded.diffusion.device)
@@ -260,6 +307,7 @@ def reconstruct_job(x0: np.ndarray, t: int, seed: int):
         steps = reverse_chain(loaded.denoiser(), loaded.diffusion, x_t, t, g)
         last = yield from _drain_chain(steps, "exact", t + 1)
         return Refined("exact", to_uint8(last.x_t), t, t)
+
     return job
 
 
@@ -279,6 +327,7 @@ def likelihood_job(images: np.ndarray, seed: int = 0, batch_size: int = 256):
 
     Minibatches of `batch_size` images, each through all T steps, so memory does not grow with N.
     """
+
     def job(ctx: JobContext):
         loaded = _model(ctx)
         x0 = from_uint8(images).to(loaded.diffusion.device)
@@ -287,19 +336,26 @@ def likelihood_job(images: np.ndarray, seed: int = 0, batch_size: int = 256):
         generator = torch.Generator().manual_seed(seed)
         batches = range(0, n, batch_size)
         for b, start in enumerate(batches):
-            part = x0[start:start + batch_size]
+            part = x0[start : start + batch_size]
             for term in bound_terms(loaded.denoiser(), loaded.diffusion, part, generator):
-                terms[start:start + len(part), term.t - 1] = term.term_bpd
-                mse[start:start + len(part), term.t - 1] = term.x0_mse
+                terms[start : start + len(part), term.t - 1] = term.term_bpd
+                mse[start : start + len(part), term.t - 1] = term.x0_mse
                 done = b * T + T - term.t + 1
                 yield ChainProgress("bound", done, T * len(batches)) if done % 10 == 0 else None
         prior = loaded.diffusion.prior_bpd(x0)
         result = BoundResult(prior + terms.sum(1), prior, terms, mse)
         rate, distortion = result.rate_distortion()
         total = result.total_bpd
-        return LikelihoodResult(float(total.mean()), float(total.std() / max(1, n) ** 0.5) if n > 1 else 0.0,
-                                float(prior.mean()), float(terms[:, 0].mean()), n,
-                                rate.cpu().numpy(), distortion.cpu().numpy())
+        return LikelihoodResult(
+            float(total.mean()),
+            float(total.std() / max(1, n) ** 0.5) if n > 1 else 0.0,
+            float(prior.mean()),
+            float(terms[:, 0].mean()),
+            n,
+            rate.cpu().numpy(),
+            distortion.cpu().numpy(),
+        )
+
     return job
 
 
@@ -323,6 +379,7 @@ def _skipped(report) -> tuple[tuple[str, str], ...]:
 
 def dataset_job(spec_text: str, preview: int = 64):
     """Inspect and load a dataset (a blocking one-off job); keeps it in the engine for training and sources."""
+
     def job(ctx: JobContext) -> DataPreview:
         from .data import DataError, inspect_data, load_dataset, parse_data_spec
 
@@ -331,22 +388,41 @@ def dataset_job(spec_text: str, preview: int = 64):
             dataset = load_dataset(spec)
         except DataError:
             report = inspect_data(spec)
-            return DataPreview(str(spec), report.format(), False, 0, report.channels, spec.image_size, 0,
-                               _skipped(report),
-                               report.warnings, np.zeros((0, *spec.image_size, 3), np.uint8))
+            return DataPreview(
+                str(spec),
+                report.format(),
+                False,
+                0,
+                report.channels,
+                spec.image_size,
+                0,
+                _skipped(report),
+                report.warnings,
+                np.zeros((0, *spec.image_size, 3), np.uint8),
+            )
         ctx.state["dataset"] = dataset
         report = dataset.report
         shown = torch.stack([dataset[i] for i in range(min(preview, len(dataset)))])  # [K, C, H, W] uint8
-        return DataPreview(str(spec), report.format(), report.ok, len(dataset), dataset.channels, dataset.image_size,
-                           report.memory_bytes,
-                           _skipped(report),
-                           report.warnings, shown.permute(0, 2, 3, 1).contiguous().numpy())
+        return DataPreview(
+            str(spec),
+            report.format(),
+            report.ok,
+            len(dataset),
+            dataset.channels,
+            dataset.image_size,
+            report.memory_bytes,
+            _skipped(report),
+            report.warnings,
+            shown.permute(0, 2, 3, 1).contiguous().numpy(),
+        )
+
     return job
 
 
 def held_out_images_job(spec_text: str, n: int | None = None, chunk: int = 256):
     """The first n images (all with None) of a data spec, [K, H, W, C] uint8, for evaluation: typically the test
     split. Unlike `dataset_job` it leaves the loaded dataset alone, so training and the other panels keep theirs."""
+
     def job(ctx: JobContext):
         from .data import DataError, load_dataset, parse_data_spec
 
@@ -367,30 +443,36 @@ def held_out_images_job(spec_text: str, n: int | None = None, chunk: int = 256):
         if not sum(len(part) for part in parts):
             raise RuntimeError(f"no usable images in {spec}")
         return np.concatenate(parts)
+
     return job
 
 
 def training_cost_job(config: UNetConfig):
     """`report.training_cost` of a U-Net configuration (meta device: no memory, no compute; cached per config)."""
+
     def job(ctx: JobContext) -> TrainingCost:
         return training_cost(config)
+
     return job
 
 
 def dataset_images_job(indices: Sequence[int]):
     """Images of the loaded dataset, [K, H, W, C] uint8 (interpolation sources, likelihood batches)."""
+
     def job(ctx: JobContext) -> np.ndarray:
         dataset = ctx.state.get("dataset")
         if dataset is None:
             raise RuntimeError("no dataset is loaded")
         picked = torch.stack([dataset[i % len(dataset)] for i in indices])
         return picked.permute(0, 2, 3, 1).contiguous().numpy()
+
     return job
 
 
 def train_job(run_dir: str, spec=None, total_steps: int | None = None, device: str | None = None):
     """Train (creating the run from `spec`, or resuming it) until total_steps or until cancelled, which saves a
     checkpoint first (submit with graceful=True). Exploration follows the trainer's EMA weights meanwhile."""
+
     def job(ctx: JobContext):
         from pathlib import Path
 
@@ -408,8 +490,14 @@ def train_job(run_dir: str, spec=None, total_steps: int | None = None, device: s
                 trainer = Trainer(Run.open(run_dir), device=device)
                 trainer.resume()
             ctx.state["trainer"] = trainer
-        live = LoadedModel(trainer.ema, trainer.diffusion, trainer.run_dir.spec.unet, trainer.step, Weights.EMA,
-                           str(trainer.run_dir.root))
+        live = LoadedModel(
+            trainer.ema,
+            trainer.diffusion,
+            trainer.run_dir.spec.unet,
+            trainer.step,
+            Weights.EMA,
+            str(trainer.run_dir.root),
+        )
         ctx.state["model"] = live
         ctx.state["cache"] = collections.OrderedDict()
         yield model_info(live)  # exploration now follows this run's EMA weights
@@ -419,4 +507,5 @@ def train_job(run_dir: str, spec=None, total_steps: int | None = None, device: s
         ctx.state["cache"] = collections.OrderedDict()
         yield model_info(live)  # the weights the studio explores from now on
         return trainer.step
+
     return job

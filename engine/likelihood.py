@@ -8,10 +8,11 @@ progress and stop early; `evaluate_bound` drains it.
 Read as a code (Sec. 4.3), the receiver that holds x_t has been sent L_T + sum_{s > t} L_{s-1} bits and can guess
 x^0(x_t): that pair, per step, is the rate-distortion curve of Fig. 5.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -50,8 +51,14 @@ class BoundResult:
         return rate, distortion
 
 
-def bound_terms(model: EpsModel, diffusion: GaussianDiffusion, x0: Tensor, generator: torch.Generator,
-                *, clip_denoised: bool | None = None) -> Iterator[BoundTerm]:
+def bound_terms(
+    model: EpsModel,
+    diffusion: GaussianDiffusion,
+    x0: Tensor,
+    generator: torch.Generator,
+    *,
+    clip_denoised: bool | None = None,
+) -> Iterator[BoundTerm]:
     """The bound's per-step terms for the batch x0 [N, C, H, W] on the 256-level grid in [-1, 1], t = T..1."""
     clip = diffusion.config.clip_denoised if clip_denoised is None else clip_denoised
     for t in range(diffusion.num_timesteps, 0, -1):
@@ -62,9 +69,15 @@ def bound_terms(model: EpsModel, diffusion: GaussianDiffusion, x0: Tensor, gener
         yield BoundTerm(t, term, (pred_x0 - x0).pow(2).flatten(1).mean(dim=1))
 
 
-def evaluate_bound(model: EpsModel, diffusion: GaussianDiffusion, x0: Tensor, generator: torch.Generator,
-                   *, clip_denoised: bool | None = None,
-                   on_term: Callable[[BoundTerm], None] | None = None) -> BoundResult:
+def evaluate_bound(
+    model: EpsModel,
+    diffusion: GaussianDiffusion,
+    x0: Tensor,
+    generator: torch.Generator,
+    *,
+    clip_denoised: bool | None = None,
+    on_term: Callable[[BoundTerm], None] | None = None,
+) -> BoundResult:
     """The full bound for the batch x0 (T network evaluations of the batch); `on_term` sees each term (progress)."""
     n, T = x0.shape[0], diffusion.num_timesteps
     terms = x0.new_zeros(n, T)

@@ -3,6 +3,7 @@
 Returns the network (EMA or live weights) in eval mode with its diffusion process and configs, verified against
 the checkpoint's own record of its architecture, so a checkpoint from another model is refused with the reason.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -64,7 +65,9 @@ def find_checkpoint(source: str | Path) -> Path:
     raise ckpt.CheckpointError(f"{path} is neither a checkpoint nor a run directory")
 
 
-def load_model(source: str | Path, weights: Weights = Weights.EMA, device: torch.device | str | None = None) -> LoadedModel:
+def load_model(
+    source: str | Path, weights: Weights = Weights.EMA, device: torch.device | str | None = None
+) -> LoadedModel:
     device = pick_device(str(device) if device is not None else None)
     found = ckpt.load_checkpoint(find_checkpoint(source), device)
     try:
@@ -76,4 +79,6 @@ def load_model(source: str | Path, weights: Weights = Weights.EMA, device: torch
     state = found.group(weights.value)
     ckpt.check_state_dict(model, state, weights.value)
     model.load_state_dict(state)
-    return LoadedModel(model, GaussianDiffusion(diffusion_config, device), unet_config, found.step, weights, str(found.path))
+    return LoadedModel(
+        model, GaussianDiffusion(diffusion_config, device), unet_config, found.step, weights, str(found.path)
+    )

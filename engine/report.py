@@ -1,5 +1,6 @@
 """What each preset costs: parameters, forward FLOPs and, optionally, a measured forward pass on this machine; and
 what one image costs a training step of any U-Net configuration (`training_cost`), for planning a run."""
+
 from __future__ import annotations
 
 import functools

@@ -8,6 +8,7 @@
 Everything is readable while a trainer writes it: run.json is written once, atomically; metrics lines are appended
 whole and flushed, and a reader ignores a last line that is not finished yet.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -32,8 +33,12 @@ def software_versions() -> dict[str, str]:
     import numpy
     import torch
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "ddpm_studio": "0.1.0"}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "ddpm_studio": "0.1.0",
+    }
 
 
 @dataclass(frozen=True)
@@ -47,18 +52,28 @@ class RunSpec:
     preset: str = ""
 
     @classmethod
-    def from_preset(cls, preset: Preset, data: str) -> "RunSpec":
+    def from_preset(cls, preset: Preset, data: str) -> RunSpec:
         return cls(preset.unet, preset.diffusion, preset.train, data, preset.name)
 
     def to_json(self) -> dict[str, Any]:
-        return {"preset": self.preset, "data": self.data, "unet": to_jsonable(self.unet),
-                "diffusion": to_jsonable(self.diffusion), "train": to_jsonable(self.train)}
+        return {
+            "preset": self.preset,
+            "data": self.data,
+            "unet": to_jsonable(self.unet),
+            "diffusion": to_jsonable(self.diffusion),
+            "train": to_jsonable(self.train),
+        }
 
     @classmethod
-    def from_json(cls, record: dict[str, Any]) -> "RunSpec":
+    def from_json(cls, record: dict[str, Any]) -> RunSpec:
         try:
-            return cls(from_jsonable(UNetConfig, record["unet"]), from_jsonable(DiffusionConfig, record["diffusion"]),
-                       from_jsonable(TrainConfig, record["train"]), str(record["data"]), str(record.get("preset", "")))
+            return cls(
+                from_jsonable(UNetConfig, record["unet"]),
+                from_jsonable(DiffusionConfig, record["diffusion"]),
+                from_jsonable(TrainConfig, record["train"]),
+                str(record["data"]),
+                str(record.get("preset", "")),
+            )
         except KeyError as e:
             raise RunError(f"the run's configuration lacks {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:
@@ -90,20 +105,24 @@ class Run:
         return self.root / "metrics.jsonl"
 
     @classmethod
-    def create(cls, root: str | Path, spec: RunSpec) -> "Run":
+    def create(cls, root: str | Path, spec: RunSpec) -> Run:
         root = Path(root)
         if (root / "run.json").exists():
             raise RunError(f"{root} already holds a run; open it to resume, or choose another folder")
-        record = {"format": RUN_FORMAT, "version": RUN_VERSION,
-                  "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                  "versions": software_versions(), **spec.to_json()}
+        record = {
+            "format": RUN_FORMAT,
+            "version": RUN_VERSION,
+            "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "versions": software_versions(),
+            **spec.to_json(),
+        }
         atomic_write_bytes(root / "run.json", json.dumps(record, indent=2).encode("utf-8"))
         (root / "checkpoints").mkdir(exist_ok=True)
         (root / "samples").mkdir(exist_ok=True)
         return cls(root, spec, record)
 
     @classmethod
-    def open(cls, root: str | Path) -> "Run":
+    def open(cls, root: str | Path) -> Run:
         root = Path(root)
         path = root / "run.json"
         if not path.exists():

@@ -8,11 +8,12 @@ fixed order, so any picture can be replayed from its seed.
 Steps here are the paper's: x_t has had t noising steps, t = T is pure noise and t = 0 the data. The network is
 called with the index t - 1 (see diffusion.py).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -28,7 +29,7 @@ class SampleStep:
 
 
 def randn(shape: Sequence[int], generator: torch.Generator, device: torch.device | str) -> Tensor:
-    """Standard normal noise drawn on the generator's device, then moved: the same seed gives the same noise anywhere."""
+    """Standard normal noise drawn on the generator's device, then moved: one seed gives the same noise anywhere."""
     return torch.randn(tuple(shape), generator=generator, device=generator.device).to(device)
 
 
@@ -42,8 +43,16 @@ def _tiled_noise(like: Tensor, generator: torch.Generator, repeats: int) -> Tens
     return group.repeat(repeats, *((1,) * (like.ndim - 1))) if repeats > 1 else group
 
 
-def ancestral(model: EpsModel, diffusion: GaussianDiffusion, x_t: Tensor, t: int, generator: torch.Generator,
-              *, clip_denoised: bool | None = None, noise_repeats: int = 1) -> Iterator[SampleStep]:
+def ancestral(
+    model: EpsModel,
+    diffusion: GaussianDiffusion,
+    x_t: Tensor,
+    t: int,
+    generator: torch.Generator,
+    *,
+    clip_denoised: bool | None = None,
+    noise_repeats: int = 1,
+) -> Iterator[SampleStep]:
     """Algorithm 2 of Ho et al. 2020 from x_t at the paper's step t (t = T: from pure noise) down to x_0.
 
     Yields t + 1 steps: (t, x_t, x^0(x_t)), (t-1, ...), ..., (0, x_0, x_0).
@@ -69,9 +78,17 @@ def strided_timesteps(t_start: int, num_steps: int) -> list[int]:
     return steps
 
 
-def strided(model: EpsModel, diffusion: GaussianDiffusion, x_t: Tensor, timesteps: Sequence[int],
-            generator: torch.Generator, *, eta: float = 1.0, clip_denoised: bool | None = None,
-            noise_repeats: int = 1) -> Iterator[SampleStep]:
+def strided(
+    model: EpsModel,
+    diffusion: GaussianDiffusion,
+    x_t: Tensor,
+    timesteps: Sequence[int],
+    generator: torch.Generator,
+    *,
+    eta: float = 1.0,
+    clip_denoised: bool | None = None,
+    noise_repeats: int = 1,
+) -> Iterator[SampleStep]:
     """The generalised sampler of Song et al. 2021 (DDIM, Eq. 12) over a decreasing subsequence of steps.
 
     From step t to the next step s < t, with x^0 and eps from the network at t:
@@ -92,7 +109,7 @@ def strided(model: EpsModel, diffusion: GaussianDiffusion, x_t: Tensor, timestep
             eps = diffusion.predict_eps_from_x0(x_t, index, pred_x0)  # keep x_s consistent with the clipped x^0
         a_t, a_s = schedule.alpha_bar(t), schedule.alpha_bar(s)
         sigma = eta * math.sqrt((1.0 - a_s) / (1.0 - a_t)) * math.sqrt(max(0.0, 1.0 - a_t / a_s))
-        x_s = math.sqrt(a_s) * pred_x0 + math.sqrt(max(0.0, 1.0 - a_s - sigma ** 2)) * eps
+        x_s = math.sqrt(a_s) * pred_x0 + math.sqrt(max(0.0, 1.0 - a_s - sigma**2)) * eps
         if sigma > 0:
             x_s = x_s + sigma * _tiled_noise(x_t, generator, noise_repeats)
         yield SampleStep(t, x_t, pred_x0)
@@ -100,37 +117,83 @@ def strided(model: EpsModel, diffusion: GaussianDiffusion, x_t: Tensor, timestep
     yield SampleStep(0, x_t, x_t)
 
 
-def reverse_chain(model: EpsModel, diffusion: GaussianDiffusion, x_t: Tensor, t: int, generator: torch.Generator,
-                  *, num_steps: int | None = None, eta: float = 1.0, clip_denoised: bool | None = None,
-                  noise_repeats: int = 1) -> Iterator[SampleStep]:
+def reverse_chain(
+    model: EpsModel,
+    diffusion: GaussianDiffusion,
+    x_t: Tensor,
+    t: int,
+    generator: torch.Generator,
+    *,
+    num_steps: int | None = None,
+    eta: float = 1.0,
+    clip_denoised: bool | None = None,
+    noise_repeats: int = 1,
+) -> Iterator[SampleStep]:
     """The exact ancestral chain from step t when `num_steps` is None (or >= t), else a strided one of `num_steps`."""
     if num_steps is None or num_steps >= t:
         return ancestral(model, diffusion, x_t, t, generator, clip_denoised=clip_denoised, noise_repeats=noise_repeats)
-    return strided(model, diffusion, x_t, strided_timesteps(t, num_steps), generator, eta=eta,
-                   clip_denoised=clip_denoised, noise_repeats=noise_repeats)
+    return strided(
+        model,
+        diffusion,
+        x_t,
+        strided_timesteps(t, num_steps),
+        generator,
+        eta=eta,
+        clip_denoised=clip_denoised,
+        noise_repeats=noise_repeats,
+    )
 
 
-def generate(model: EpsModel, diffusion: GaussianDiffusion, shape: Sequence[int], generator: torch.Generator,
-             *, num_steps: int | None = None, eta: float = 1.0, clip_denoised: bool | None = None) -> Iterator[SampleStep]:
+def generate(
+    model: EpsModel,
+    diffusion: GaussianDiffusion,
+    shape: Sequence[int],
+    generator: torch.Generator,
+    *,
+    num_steps: int | None = None,
+    eta: float = 1.0,
+    clip_denoised: bool | None = None,
+) -> Iterator[SampleStep]:
     """New samples: x_T ~ N(0, I) of `shape` [N, C, H, W], then the reverse chain (exact, or strided in num_steps)."""
     x_T = randn(shape, generator, diffusion.device)
-    return reverse_chain(model, diffusion, x_T, diffusion.num_timesteps, generator, num_steps=num_steps, eta=eta,
-                         clip_denoised=clip_denoised)
+    return reverse_chain(
+        model,
+        diffusion,
+        x_T,
+        diffusion.num_timesteps,
+        generator,
+        num_steps=num_steps,
+        eta=eta,
+        clip_denoised=clip_denoised,
+    )
 
 
-def fork(model: EpsModel, diffusion: GaussianDiffusion, x_t: Tensor, t: int, num_forks: int,
-         generator: torch.Generator, *, num_steps: int | None = None, eta: float = 1.0,
-         clip_denoised: bool | None = None) -> Iterator[SampleStep]:
+def fork(
+    model: EpsModel,
+    diffusion: GaussianDiffusion,
+    x_t: Tensor,
+    t: int,
+    num_forks: int,
+    generator: torch.Generator,
+    *,
+    num_steps: int | None = None,
+    eta: float = 1.0,
+    clip_denoised: bool | None = None,
+) -> Iterator[SampleStep]:
     """Ho et al. 2020, Fig. 7: hold x_t and draw `num_forks` samples x_0 ~ p(x_0 | x_t) for each held image.
 
-    x_t: [N, C, H, W] -> steps over [N * num_forks, C, H, W], the forks of image i at rows i*num_forks ... (i+1)*num_forks-1.
+    x_t: [N, C, H, W] -> steps over [N * num_forks, C, H, W]; the forks of image i are rows
+    i*num_forks ... (i+1)*num_forks-1.
     """
     held = x_t.repeat_interleave(num_forks, dim=0)
-    return reverse_chain(model, diffusion, held, t, generator, num_steps=num_steps, eta=eta, clip_denoised=clip_denoised)
+    return reverse_chain(
+        model, diffusion, held, t, generator, num_steps=num_steps, eta=eta, clip_denoised=clip_denoised
+    )
 
 
-def encode_pair(diffusion: GaussianDiffusion, x0_a: Tensor, x0_b: Tensor, t: int,
-                generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def encode_pair(
+    diffusion: GaussianDiffusion, x0_a: Tensor, x0_b: Tensor, t: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """x_t ~ q(x_t | x_0) for both images (Eq. 4), noise drawn for A, then for B; identity at t = 0."""
     assert x0_a.shape == x0_b.shape, (x0_a.shape, x0_b.shape)
     if t == 0:
@@ -141,9 +204,19 @@ def encode_pair(diffusion: GaussianDiffusion, x0_a: Tensor, x0_b: Tensor, t: int
     return diffusion.q_sample(x0_a, index, noise_a), diffusion.q_sample(x0_b, index, noise_b)
 
 
-def interpolate(model: EpsModel, diffusion: GaussianDiffusion, x0_a: Tensor, x0_b: Tensor, t: int,
-                lambdas: Sequence[float], generator: torch.Generator, *, num_steps: int | None = None,
-                eta: float = 1.0, clip_denoised: bool | None = None) -> Iterator[SampleStep]:
+def interpolate(
+    model: EpsModel,
+    diffusion: GaussianDiffusion,
+    x0_a: Tensor,
+    x0_b: Tensor,
+    t: int,
+    lambdas: Sequence[float],
+    generator: torch.Generator,
+    *,
+    num_steps: int | None = None,
+    eta: float = 1.0,
+    clip_denoised: bool | None = None,
+) -> Iterator[SampleStep]:
     """Ho et al. 2020, Sec. 4.4 and Figs. 8-9: interpolate in the noised latent space at the mixing step t.
 
     x_t = (1 - lambda) x_t^A + lambda x_t^B, decoded by the reverse chain. Sec. 4.4 writes the mix on x_0, but
@@ -156,14 +229,23 @@ def interpolate(model: EpsModel, diffusion: GaussianDiffusion, x0_a: Tensor, x0_
     x_t_a, x_t_b = encode_pair(diffusion, x0_a, x0_b, t, generator)
     lam = torch.tensor(list(lambdas), dtype=x_t_a.dtype, device=x_t_a.device).reshape(-1, 1, 1, 1, 1)
     mixed = ((1.0 - lam) * x_t_a[None] + lam * x_t_b[None]).flatten(0, 1)
-    return reverse_chain(model, diffusion, mixed, t, generator, num_steps=num_steps, eta=eta,
-                         clip_denoised=clip_denoised, noise_repeats=len(lambdas))
+    return reverse_chain(
+        model,
+        diffusion,
+        mixed,
+        t,
+        generator,
+        num_steps=num_steps,
+        eta=eta,
+        clip_denoised=clip_denoised,
+        noise_repeats=len(lambdas),
+    )
 
 
 def sample(steps: Iterator[SampleStep]) -> Tensor:
     """Drain a stream of steps; the final x_0."""
     last = None
-    for last in steps:
+    for last in steps:  # noqa: B007 (the last step is the result)
         pass
     assert last is not None and last.t == 0
     return last.x_t

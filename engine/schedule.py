@@ -6,6 +6,7 @@ kept as float32 buffers that follow the module across devices. `extract` is the 
 Indexing: the arrays have length T and index k holds the paper's step t = k + 1, as in the paper's own code, so the
 network sees the integer k in [0, T). `alphas_cumprod_prev[0]` is alpha-bar_0 = 1.
 """
+
 from __future__ import annotations
 
 import math
@@ -96,7 +97,7 @@ class NoiseSchedule(nn.Module):
             self.register_buffer(name, value.to(torch.float32), persistent=False)
 
     @classmethod
-    def from_config(cls, config: DiffusionConfig) -> "NoiseSchedule":
+    def from_config(cls, config: DiffusionConfig) -> NoiseSchedule:
         return cls(make_betas(config))
 
     def signal_to_noise(self) -> Tensor:

@@ -6,12 +6,13 @@ lost it stalls all the others, and a 2-core machine trains 20-50x slower with 2 
 how much CPU is free (Linux /proc/stat) plus what this process uses itself, and moves torch between 1 thread and the
 count it started with. It does nothing where the user chose (OMP_NUM_THREADS set), on a single thread, or off Linux.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 Sample = tuple[float, float, float]  # (wall seconds, seconds all CPUs sat idle, CPU seconds this process used)
 
@@ -35,10 +36,16 @@ class ThreadPolicy:
     become floor(free + 0.25), between 1 and the starting count: a core that is mostly busy elsewhere is not used.
     """
 
-    def __init__(self, max_threads: int | None = None, interval: float = 2.0,
-                 read_sample: Callable[[], Sample | None] = _read_sample,
-                 get_threads: Callable[[], int] | None = None, set_threads: Callable[[int], None] | None = None,
-                 enabled: bool | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        max_threads: int | None = None,
+        interval: float = 2.0,
+        read_sample: Callable[[], Sample | None] = _read_sample,
+        get_threads: Callable[[], int] | None = None,
+        set_threads: Callable[[int], None] | None = None,
+        enabled: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         if get_threads is None or set_threads is None:
             import torch  # here, so the worker that owns a policy stays importable without torch
 

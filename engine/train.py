@@ -18,12 +18,13 @@ to the order of float sums (dropout masks aside: each process draws its own). De
 (stop, skip, roll back) are all-reduced so every process takes them at the same step; only rank 0 writes the run
 directory (metrics, checkpoints, sample grids), and the logged metrics describe the global batch.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, Union
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from . import distributed
-from .config import LRSchedule, Precision, to_jsonable
+from .config import LRSchedule, to_jsonable
 from .data import BatchPosition, ImageDataset, batches, load_dataset
 from .device import Denoiser, autocast, pick_device, resolve_precision
 from .diffusion import GaussianDiffusion
@@ -40,8 +41,8 @@ from .runs import Run
 from .sampling import generate, sample
 from .unet import UNet, count_parameters
 
-
 # ---- events ----
+
 
 @dataclass(frozen=True)
 class TrainStarted:
@@ -109,7 +110,9 @@ class TrainFinished:
     reason: str  # "done" or "stopped"
 
 
-TrainEvent = Union[TrainStarted, StepDone, StepLogged, StepSkipped, RolledBack, SamplesReady, CheckpointSaved, TrainFinished]
+TrainEvent = (
+    TrainStarted | StepDone | StepLogged | StepSkipped | RolledBack | SamplesReady | CheckpointSaved | TrainFinished
+)
 
 
 def _step_seed(seed: int, step: int, stream: int, rollbacks: int, rank: int = 0) -> int:
@@ -150,8 +153,10 @@ class Trainer:
         self.precision = resolve_precision(self.config.precision, self.device)
         self.dataset = dataset if dataset is not None else load_dataset(spec.data)
         if (self.dataset.channels, self.dataset.image_size) != (spec.unet.in_channels, spec.unet.image_size):
-            raise ValueError(f"the data is {self.dataset.image_size} with {self.dataset.channels} channels but the model "
-                             f"expects {spec.unet.image_size} with {spec.unet.in_channels}")
+            raise ValueError(
+                f"the data is {self.dataset.image_size} with {self.dataset.channels} channels but the model "
+                f"expects {spec.unet.image_size} with {spec.unet.in_channels}"
+            )
         self.diffusion = GaussianDiffusion(spec.diffusion, self.device)
         torch.manual_seed(self.config.seed)  # the initial weights
         self.model = UNet(spec.unet).to(self.device)
@@ -164,7 +169,8 @@ class Trainer:
         self.network: nn.Module = self.model
         if distributed.is_distributed():
             self.network = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
         self.step = 0
         self.rollbacks = 0
@@ -201,8 +207,10 @@ class Trainer:
         if saved_count is not None and saved_count != len(self.dataset):
             # The stored position indexes an order of `saved_count` images: with more or fewer the run goes on,
             # but not on the images it would have seen. Say so rather than pretend the resume is exact.
-            self.warnings.append(f"the dataset had {saved_count:,} images at step {found.step} and has "
-                                 f"{len(self.dataset):,} now: the resumed run sees a different order")
+            self.warnings.append(
+                f"the dataset had {saved_count:,} images at step {found.step} and has "
+                f"{len(self.dataset):,} now: the resumed run sees a different order"
+            )
         position = found.metadata["data_position"]
         self._start_position = BatchPosition(int(position["epoch"]), int(position["index"]))
         if self._batches is not None:
@@ -220,15 +228,17 @@ class Trainer:
             tensors |= {f"optim.{index}.{name}": value for name, value in fields.items()}
         position = self._batches.position if self._batches is not None else self._start_position
         metadata = {
-            "run": self.run_dir.name, **self.run_dir.spec.to_json(),
+            "run": self.run_dir.name,
+            **self.run_dir.spec.to_json(),
             "optimizer": {"param_groups": state["param_groups"]},
             "data_position": {"epoch": position.epoch, "index": position.index},
             "data_count": len(self.dataset),  # a resumed run whose data changed is told so (see _load)
             "precision": self.precision.value,
             "rollbacks": self.rollbacks,
         }
-        path = ckpt.save_checkpoint(self.run_dir.checkpoints_dir, self.step, tensors, metadata,
-                                    keep=self.config.keep_checkpoints)
+        path = ckpt.save_checkpoint(
+            self.run_dir.checkpoints_dir, self.step, tensors, metadata, keep=self.config.keep_checkpoints
+        )
         return str(path)
 
     # ---- one step of Algorithm 1 ----
@@ -252,9 +262,16 @@ class Trainer:
         """(this process's shard of the global batch [B', C, H, W], kept [batch_size / world_size] bool)."""
         if self._batches is None:
             generator = torch.Generator().manual_seed(self.config.seed)
-            self._batches = batches(self.dataset, self.config.batch_size, generator, self.config.hflip,
-                                    start=self._start_position, device=self.device,
-                                    shard=self.rank, num_shards=self.world_size)
+            self._batches = batches(
+                self.dataset,
+                self.config.batch_size,
+                generator,
+                self.config.hflip,
+                start=self._start_position,
+                device=self.device,
+                shard=self.rank,
+                num_shards=self.world_size,
+            )
         return self._batches.next_with_kept()
 
     def train_step(self) -> StepStats:
@@ -300,16 +317,22 @@ class Trainer:
         quartile = (t * 4) // self.diffusion.num_timesteps
         losses = losses.to(torch.float64)
         bad_loss, bad_grad = not bool(torch.isfinite(losses).all()), not math.isfinite(grad_norm)
-        local = torch.cat([torch.zeros(4, dtype=torch.float64, device=losses.device).index_add_(0, quartile, losses),
-                           torch.bincount(quartile, minlength=4).to(torch.float64),
-                           torch.tensor([bad_loss, bad_grad], dtype=torch.float64, device=losses.device)])
+        local = torch.cat(
+            [
+                torch.zeros(4, dtype=torch.float64, device=losses.device).index_add_(0, quartile, losses),
+                torch.bincount(quartile, minlength=4).to(torch.float64),
+                torch.tensor([bad_loss, bad_grad], dtype=torch.float64, device=losses.device),
+            ]
+        )
         total = distributed.all_reduce_sum(local).cpu()  # [sums by quartile (4), counts by quartile (4), bad (2)]
         problem = "non-finite loss" if total[8] > 0 else "non-finite gradient" if total[9] > 0 else None
         return StepStats(total[:4], total[4:8], grad_norm, problem)
 
     # ---- previews ----
 
-    def preview(self, count: int | None = None, num_steps: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def preview(
+        self, count: int | None = None, num_steps: int | None = None, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Samples from the EMA and the live weights with the same noise: ([N,H,W,C], [N,H,W,C]) uint8."""
         cfg = self.run_dir.spec.unet
         count = count or self.config.sample_count
@@ -320,7 +343,9 @@ class Trainer:
             was_training = module.training
             module.eval()
             denoiser = Denoiser(module, self.precision)
-            x0 = sample(generate(denoiser, self.diffusion, shape, torch.Generator().manual_seed(seed), num_steps=num_steps))
+            x0 = sample(
+                generate(denoiser, self.diffusion, shape, torch.Generator().manual_seed(seed), num_steps=num_steps)
+            )
             module.train(was_training)
             grids.append(to_uint8(x0))
         return grids[0], grids[1]
@@ -329,10 +354,19 @@ class Trainer:
         ema, raw = self.preview()
         # Zoomed (nearest neighbour) so a person opening the file can see a 16x16 sample; the studio re-zooms anyway.
         picture = upscale(make_grid(ema, nrow=int(math.ceil(math.sqrt(len(ema))))), max(1, 64 // ema.shape[1]))
-        path = save_png(self.run_dir.samples_dir / f"step_{self.step:07d}.png", picture, {
-            "run": self.run_dir.name, "step": str(self.step), "weights": "ema",
-            "sampler": "strided" if self.config.sample_steps < self.diffusion.num_timesteps else "ancestral",
-            "steps": str(self.config.sample_steps), "seed": "0", "config": to_jsonable(self.run_dir.spec.unet)})
+        path = save_png(
+            self.run_dir.samples_dir / f"step_{self.step:07d}.png",
+            picture,
+            {
+                "run": self.run_dir.name,
+                "step": str(self.step),
+                "weights": "ema",
+                "sampler": "strided" if self.config.sample_steps < self.diffusion.num_timesteps else "ancestral",
+                "steps": str(self.config.sample_steps),
+                "seed": "0",
+                "config": to_jsonable(self.run_dir.spec.unet),
+            },
+        )
         return SamplesReady(self.step, ema, raw, str(path))
 
     # ---- the loop ----
@@ -341,15 +375,27 @@ class Trainer:
         """Train until `total_steps` (default: the config's) or until `stop()` is true; yields events."""
         cfg = self.config
         total = total_steps or cfg.total_steps
-        yield TrainStarted(self.step, total, self.resumed_from, str(self.device), self.precision.value,
-                           count_parameters(self.model), len(self.dataset), tuple(self.warnings), self.world_size)
+        yield TrainStarted(
+            self.step,
+            total,
+            self.resumed_from,
+            str(self.device),
+            self.precision.value,
+            count_parameters(self.model),
+            len(self.dataset),
+            tuple(self.warnings),
+            self.world_size,
+        )
         first_save = self.step == 0 and not ckpt.list_checkpoints(self.run_dir.checkpoints_dir)
         distributed.barrier()  # every process has looked (and resumed) before rank 0 writes
         if first_save:
             yield CheckpointSaved(0, self.save())  # something to roll back to if the first steps diverge
         started = time.perf_counter()
         window_start, last_grad_norm = started, 0.0
-        window_sums, window_counts = torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)  # [4] by t
+        window_sums, window_counts = (
+            torch.zeros(4, dtype=torch.float64),
+            torch.zeros(4, dtype=torch.float64),
+        )  # [4] by t
         bad_in_a_row = 0
         reason = "done"
         while self.step < total:
@@ -393,24 +439,44 @@ class Trainer:
         distributed.barrier()  # the run is over when its last checkpoint is complete, for every process
         yield TrainFinished(self.step, reason)
 
-    def _log(self, sums: torch.Tensor, counts: torch.Tensor, grad_norm: float, rate: float, elapsed: float,
-             total: int) -> StepLogged:
+    def _log(
+        self, sums: torch.Tensor, counts: torch.Tensor, grad_norm: float, rate: float, elapsed: float, total: int
+    ) -> StepLogged:
         """The window's mean loss, overall and by t-quartile, from global sums [4] and counts [4]; rank 0 writes it."""
         by_quartile = tuple(float(sums[q] / counts[q]) if counts[q] > 0 else None for q in range(4))
         remaining = (total - self.step) * self.config.batch_size / max(rate, 1e-9)
-        event = StepLogged(self.step, float(sums.sum() / counts.sum().clamp(min=1)), by_quartile,
-                           self.learning_rate(self.step - 1), grad_norm, rate, remaining, elapsed)
+        event = StepLogged(
+            self.step,
+            float(sums.sum() / counts.sum().clamp(min=1)),
+            by_quartile,
+            self.learning_rate(self.step - 1),
+            grad_norm,
+            rate,
+            remaining,
+            elapsed,
+        )
         if distributed.is_main():
-            self.run_dir.append_metrics({"step": event.step, "loss": event.loss, "loss_q": list(by_quartile),
-                                         "lr": event.lr, "grad_norm": grad_norm, "img_per_s": rate,
-                                         "time": time.time(), "elapsed_s": elapsed})
+            self.run_dir.append_metrics(
+                {
+                    "step": event.step,
+                    "loss": event.loss,
+                    "loss_q": list(by_quartile),
+                    "lr": event.lr,
+                    "grad_norm": grad_norm,
+                    "img_per_s": rate,
+                    "time": time.time(),
+                    "elapsed_s": elapsed,
+                }
+            )
         return event
 
     def _roll_back(self, reason: str) -> RolledBack:
         found, _ = ckpt.latest_checkpoint(self.run_dir.checkpoints_dir)
         if found is None:
-            raise RuntimeError(f"training diverged ({reason}) and the run has no checkpoint to roll back to; "
-                               "lower the learning rate or use fp32")
+            raise RuntimeError(
+                f"training diverged ({reason}) and the run has no checkpoint to roll back to; "
+                "lower the learning rate or use fp32"
+            )
         from_step = self.step
         self._load(found)
         self.rollbacks += 1

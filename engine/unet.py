@@ -6,6 +6,7 @@ downsampling and nearest-neighbour upsampling. It follows the paper's own code (
 the CIFAR-10 configuration counts its 35.7M parameters; initialisation is its "fan_avg" uniform with the last
 convolution of every residual path set to zero, so each block starts as the identity.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,7 +73,7 @@ class AttentionBlock(nn.Module):
         qkv = F.linear(tokens, self.qkv.weight.flatten(1), self.qkv.bias)  # the 1x1 conv as one matmul: [N, HW, 3C]
         q, k, v = qkv.reshape(n, h * w, 3, c).unbind(2)  # each [N, HW, C], unit stride in C
         if torch.is_grad_enabled():  # training: plain matmuls beat the fused kernel's backward on CPU at these sizes
-            out = torch.softmax(q @ k.transpose(1, 2) * c ** -0.5, dim=-1) @ v  # softmax(q k^T / sqrt(C)) v
+            out = torch.softmax(q @ k.transpose(1, 2) * c**-0.5, dim=-1) @ v  # softmax(q k^T / sqrt(C)) v
         else:  # sampling: unit stride lets SDPA take its fused CPU kernel (~2x faster in bf16)
             out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
         out = F.linear(out, self.proj_out.weight.flatten(1), self.proj_out.bias)  # [N, HW, C]
@@ -124,7 +125,7 @@ class UNet(nn.Module):
 
         height, width = config.image_size
         num_levels = len(config.channel_mults)
-        attention = [min(height, width) // 2 ** i in config.attention_resolutions for i in range(num_levels)]
+        attention = [min(height, width) // 2**i in config.attention_resolutions for i in range(num_levels)]
 
         # Down: every block's output is kept for a skip connection, as is every downsample's.
         skip_channels = [ch]
@@ -178,8 +179,10 @@ class UNet(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        assert x.shape[1:] == (self.config.in_channels, *self.config.image_size), \
-            f"expected [N, {self.config.in_channels}, {self.config.image_size[0]}, {self.config.image_size[1]}], got {list(x.shape)}"
+        assert x.shape[1:] == (self.config.in_channels, *self.config.image_size), (
+            f"expected [N, {self.config.in_channels}, {self.config.image_size[0]}, {self.config.image_size[1]}], "
+            f"got {list(x.shape)}"
+        )
         temb = self.temb(timestep_embedding(t, self.config.base_channels))
         temb_act = F.silu(temb)  # every block applies swish before its projection; do it once
 

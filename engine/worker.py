@@ -9,15 +9,17 @@ finished. An exception in a job becomes a `JobFailed` event with a readable mess
 Events (plain dataclasses) go to the `emit` callback, called on the engine thread: the studio's bridge moves them
 to the GUI thread. Nothing here knows about Qt.
 """
+
 from __future__ import annotations
 
 import itertools
 import queue
 import threading
 import traceback
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Callable, Generator, Iterator
+from typing import Any
 
 from .threads import ThreadPolicy
 
@@ -36,7 +38,7 @@ class Cancelled(Exception):
 class JobContext:
     """What a running job can see: the worker's shared state and its own cancellation flag."""
 
-    worker: "EngineWorker"
+    worker: EngineWorker
     job_id: int
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -111,8 +113,14 @@ class EngineWorker:
         self.threads = ThreadPolicy()  # torch's CPU threads follow the cores other processes leave free
         self._thread.start()
 
-    def submit(self, key: str, fn: JobFunction, priority: Priority = Priority.ONE_OFF, supersede: bool = True,
-               graceful: bool = False) -> int:
+    def submit(
+        self,
+        key: str,
+        fn: JobFunction,
+        priority: Priority = Priority.ONE_OFF,
+        supersede: bool = True,
+        graceful: bool = False,
+    ) -> int:
         """Queue `fn` as a job; returns its id. With `supersede`, a pending or running job of the same key is cancelled.
 
         A `graceful` job is not interrupted when cancelled: it watches `ctx.cancelled` itself and finishes its own

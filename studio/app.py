@@ -1,4 +1,5 @@
 """The application: a QApplication on the qasync event loop, the bridge to the engine, and the main window."""
+
 from __future__ import annotations
 
 import asyncio

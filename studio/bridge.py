@@ -5,21 +5,23 @@ for progressive views; they never see a tensor (the engine's jobs return uint8 n
 on the engine thread and are re-emitted on the GUI thread through a queued signal, so every slot and every future
 callback runs on the GUI thread.
 """
+
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal
 
 from engine import jobs
-from engine.config import PRESETS, Precision, Preset, TrainConfig, UNetConfig, DiffusionConfig, to_jsonable
-from engine.runs import RunSpec
+from engine.config import PRESETS, DiffusionConfig, Precision, Preset, TrainConfig, UNetConfig, to_jsonable
 from engine.data.report import human_bytes
 from engine.images import make_grid, read_png_metadata, save_gif, save_png, strip, upscale
 from engine.loading import BUNDLED_RUN, run_name
-from engine.worker import (EngineWorker, JobCancelled, JobFailed, JobFinished, JobProgress, JobStarted, Priority)
+from engine.runs import RunSpec
+from engine.worker import EngineWorker, JobCancelled, JobFailed, JobFinished, JobProgress, JobStarted, Priority
 
 # Re-exported for panels, which must not import the engine's torch-backed modules themselves.
 Refined = jobs.Refined
@@ -30,10 +32,35 @@ DataPreview = jobs.DataPreview
 LikelihoodResult = jobs.LikelihoodResult
 TrainingCost = jobs.TrainingCost
 SETTLED_STEPS = jobs.SETTLED_STEPS  # the strided chain a progressive view shows before the exact one
-__all__ = ["Bridge", "EngineError", "Refined", "ChainProgress", "TrajectoryFrames", "ModelInfo", "DataPreview",
-           "LikelihoodResult", "TrainingCost", "PRESETS", "Preset", "Precision", "TrainConfig", "UNetConfig",
-           "DiffusionConfig", "RunSpec", "to_jsonable", "save_png", "save_gif", "make_grid", "upscale", "strip", "read_png_metadata",
-           "BUNDLED_RUN", "run_name", "human_bytes", "SETTLED_STEPS"]
+__all__ = [
+    "Bridge",
+    "EngineError",
+    "Refined",
+    "ChainProgress",
+    "TrajectoryFrames",
+    "ModelInfo",
+    "DataPreview",
+    "LikelihoodResult",
+    "TrainingCost",
+    "PRESETS",
+    "Preset",
+    "Precision",
+    "TrainConfig",
+    "UNetConfig",
+    "DiffusionConfig",
+    "RunSpec",
+    "to_jsonable",
+    "save_png",
+    "save_gif",
+    "make_grid",
+    "upscale",
+    "strip",
+    "read_png_metadata",
+    "BUNDLED_RUN",
+    "run_name",
+    "human_bytes",
+    "SETTLED_STEPS",
+]
 
 
 class EngineError(RuntimeError):
@@ -68,9 +95,15 @@ class Bridge(QObject):
 
     # ---- generic ----
 
-    def submit(self, key: str, fn, priority: Priority = Priority.ONE_OFF,
-               on_progress: Callable[[Any], None] | None = None, graceful: bool = False,
-               supersede: bool = True) -> asyncio.Future:
+    def submit(
+        self,
+        key: str,
+        fn,
+        priority: Priority = Priority.ONE_OFF,
+        on_progress: Callable[[Any], None] | None = None,
+        graceful: bool = False,
+        supersede: bool = True,
+    ) -> asyncio.Future:
         """Run an engine job; the future resolves with its result (cancelled if superseded, EngineError if it failed).
 
         Interactive views supersede their own key (a slider's old value is never finished); one-off requests that
@@ -142,24 +175,53 @@ class Bridge(QObject):
     def load_model(self, source: str, weights: str = "ema") -> asyncio.Future:
         return self.submit("model", jobs.load_model_job(source, weights), Priority.ONE_OFF)
 
-    def sample(self, n: int, seed: int, num_steps: int | None = None, eta: float = 1.0,
-               on_progress: Callable[[Any], None] | None = None) -> asyncio.Future:
-        return self.submit("sample", jobs.sample_job(n, seed, num_steps, eta), Priority.ONE_OFF, on_progress,
-                           supersede=False)
+    def sample(
+        self,
+        n: int,
+        seed: int,
+        num_steps: int | None = None,
+        eta: float = 1.0,
+        on_progress: Callable[[Any], None] | None = None,
+    ) -> asyncio.Future:
+        return self.submit(
+            "sample", jobs.sample_job(n, seed, num_steps, eta), Priority.ONE_OFF, on_progress, supersede=False
+        )
 
-    def trajectory(self, n: int, seed: int, on_frames: Callable[[jobs.TrajectoryFrames], None] | None = None) -> asyncio.Future:
+    def trajectory(
+        self, n: int, seed: int, on_frames: Callable[[jobs.TrajectoryFrames], None] | None = None
+    ) -> asyncio.Future:
         return self.submit("trajectory", jobs.trajectory_job(n, seed), Priority.ONE_OFF, on_frames)
 
-    def fork(self, trajectory_id: int, index: int, t: int, forks: int, seed: int,
-             on_refined: Callable[[Any], None] | None = None) -> asyncio.Future:
-        return self.submit("fork", jobs.fork_job(trajectory_id, index, t, forks, seed), Priority.INTERACTIVE, on_refined)
+    def fork(
+        self,
+        trajectory_id: int,
+        index: int,
+        t: int,
+        forks: int,
+        seed: int,
+        on_refined: Callable[[Any], None] | None = None,
+    ) -> asyncio.Future:
+        return self.submit(
+            "fork", jobs.fork_job(trajectory_id, index, t, forks, seed), Priority.INTERACTIVE, on_refined
+        )
 
-    def interpolate(self, a: np.ndarray, b: np.ndarray, t: int, lambdas: Sequence[float], seed: int,
-                    on_refined: Callable[[Any], None] | None = None, exact: bool = True) -> asyncio.Future:
-        return self.submit("interpolate", jobs.interpolate_job(a, b, t, lambdas, seed, exact), Priority.INTERACTIVE,
-                           on_refined)
+    def interpolate(
+        self,
+        a: np.ndarray,
+        b: np.ndarray,
+        t: int,
+        lambdas: Sequence[float],
+        seed: int,
+        on_refined: Callable[[Any], None] | None = None,
+        exact: bool = True,
+    ) -> asyncio.Future:
+        return self.submit(
+            "interpolate", jobs.interpolate_job(a, b, t, lambdas, seed, exact), Priority.INTERACTIVE, on_refined
+        )
 
-    def likelihood(self, images: np.ndarray, seed: int = 0, on_progress: Callable[[Any], None] | None = None) -> asyncio.Future:
+    def likelihood(
+        self, images: np.ndarray, seed: int = 0, on_progress: Callable[[Any], None] | None = None
+    ) -> asyncio.Future:
         return self.submit("likelihood", jobs.likelihood_job(images, seed), Priority.ONE_OFF, on_progress)
 
     def load_dataset(self, spec: str) -> asyncio.Future:
@@ -168,8 +230,9 @@ class Bridge(QObject):
     def dataset_images(self, indices: Sequence[int]) -> asyncio.Future:
         return self.submit("dataset-images", jobs.dataset_images_job(list(indices)), Priority.ONE_OFF, supersede=False)
 
-    def held_out_images(self, spec: str, n: int | None = None,
-                        on_progress: Callable[[Any], None] | None = None) -> asyncio.Future:
+    def held_out_images(
+        self, spec: str, n: int | None = None, on_progress: Callable[[Any], None] | None = None
+    ) -> asyncio.Future:
         """The first n images (None: all) of a data spec, [K, H, W, C] uint8, without replacing the loaded dataset."""
         return self.submit("held-out", jobs.held_out_images_job(spec, n), Priority.ONE_OFF, on_progress)
 

@@ -5,6 +5,7 @@ new user can scrub, fork, interpolate and export before training anything. Windo
 last folder persist between launches (QSettings). Closing the window while training stops it after the current
 step and saves a checkpoint first.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -13,24 +14,33 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QTabWidget, QWidget)
+from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QTabWidget, QWidget
 
 from .bridge import BUNDLED_RUN, Bridge, EngineError, run_name
 from .panels.dataset import DatasetPanel
 from .panels.export import ExportPanel
 from .panels.interpolation import InterpolationPanel
 from .panels.likelihood import LikelihoodPanel
-from .panels.trajectory import TrajectoryPanel
 from .panels.training import TrainingPanel
+from .panels.trajectory import TrajectoryPanel
 from .state import AppState
 from .widgets.run_controls import BUSY_STATES
 from .widgets.shortcuts import ShortcutsDialog, bound_shortcuts, key_text
 
 PANELS = (DatasetPanel, TrainingPanel, TrajectoryPanel, InterpolationPanel, LikelihoodPanel, ExportPanel)
-JOB_NAMES = {"model": "loading the model", "sample": "sampling", "trajectory": "running the reverse chain",
-             "fork": "forking", "interpolate": "interpolating", "likelihood": "evaluating the bound",
-             "dataset": "loading the dataset", "dataset-images": "reading images", "train": "training",
-             "held-out": "reading the held-out images", "training-cost": "estimating the training cost"}
+JOB_NAMES = {
+    "model": "loading the model",
+    "sample": "sampling",
+    "trajectory": "running the reverse chain",
+    "fork": "forking",
+    "interpolate": "interpolating",
+    "likelihood": "evaluating the bound",
+    "dataset": "loading the dataset",
+    "dataset-images": "reading images",
+    "train": "training",
+    "held-out": "reading the held-out images",
+    "training-cost": "estimating the training cost",
+}
 
 
 class MainWindow(QMainWindow):
@@ -59,8 +69,10 @@ class MainWindow(QMainWindow):
         estimate = getattr(self.panels["Dataset"], "estimate_box", None)
         if estimate is not None:  # the estimate plans for the Training tab's step count when the presets agree
             training = self.panels["Training"]
-            share = lambda *_: estimate.set_training_steps(training.preset_combo.currentText(),  # noqa: E731
-                                                           training.steps_spin.value())
+            share = lambda *_: estimate.set_training_steps(
+                training.preset_combo.currentText(),  # noqa: E731
+                training.steps_spin.value(),
+            )
             training.preset_combo.currentTextChanged.connect(share)
             training.steps_spin.valueChanged.connect(share)
             share()
@@ -131,28 +143,51 @@ class MainWindow(QMainWindow):
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
-        self._action(file_menu, "&Open run…", self._on_open_run, QKeySequence.StandardKey.Open,
-                     "open a run directory (or a checkpoint) to explore it")
-        self._action(file_menu, "Open &last run", self._on_open_last_run, "Ctrl+Shift+O", "reopen the run used last time")
-        self._action(file_menu, "Open &bundled model", lambda: asyncio.ensure_future(self.open_run(str(BUNDLED_RUN))),
-                     None, "the small model that ships with the studio, trained on the built-in shapes")
+        self._action(
+            file_menu,
+            "&Open run…",
+            self._on_open_run,
+            QKeySequence.StandardKey.Open,
+            "open a run directory (or a checkpoint) to explore it",
+        )
+        self._action(
+            file_menu, "Open &last run", self._on_open_last_run, "Ctrl+Shift+O", "reopen the run used last time"
+        )
+        self._action(
+            file_menu,
+            "Open &bundled model",
+            lambda: asyncio.ensure_future(self.open_run(str(BUNDLED_RUN))),
+            None,
+            "the small model that ships with the studio, trained on the built-in shapes",
+        )
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         view_menu = self.menuBar().addMenu("&View")
         for i, cls in enumerate(PANELS):
             self._action(view_menu, cls.title, lambda checked=False, i=i: self.tabs.setCurrentIndex(i), f"Ctrl+{i + 1}")
         help_menu = self.menuBar().addMenu("&Help")
-        self._action(help_menu, "&Keyboard shortcuts", self.show_shortcuts, QKeySequence.StandardKey.HelpContents,
-                     "every keyboard shortcut of the window and of each panel")
+        self._action(
+            help_menu,
+            "&Keyboard shortcuts",
+            self.show_shortcuts,
+            QKeySequence.StandardKey.HelpContents,
+            "every keyboard shortcut of the window and of each panel",
+        )
         self._action(help_menu, "&About DDPM Studio", self._on_about)
 
     def shortcut_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
         """[(section, [(keys, what)])]: the menus' shortcuts, then each panel's (read from what is bound)."""
-        menus = [(key_text(action.shortcut()), f"{menu_action.text()} > {action.text()}".replace("&", ""))
-                 for menu_action in self.menuBar().actions() if menu_action.menu() is not None
-                 for action in menu_action.menu().actions() if not action.shortcut().isEmpty()]
-        panels = [(f"{title} tab", bound_shortcuts(panel) + list(getattr(panel, "extra_keys", ())))
-                  for title, panel in self.panels.items()]
+        menus = [
+            (key_text(action.shortcut()), f"{menu_action.text()} > {action.text()}".replace("&", ""))
+            for menu_action in self.menuBar().actions()
+            if menu_action.menu() is not None
+            for action in menu_action.menu().actions()
+            if not action.shortcut().isEmpty()
+        ]
+        panels = [
+            (f"{title} tab", bound_shortcuts(panel) + list(getattr(panel, "extra_keys", ())))
+            for title, panel in self.panels.items()
+        ]
         return [("Window", menus), *panels]
 
     def show_shortcuts(self) -> ShortcutsDialog:
@@ -168,7 +203,9 @@ class MainWindow(QMainWindow):
         bar = self.statusBar()
         self.status_message = QLabel("")
         self.engine_label = QLabel("engine idle")
-        self.engine_label.setToolTip("What the engine thread is doing now (all model work runs there; the window never waits)")
+        self.engine_label.setToolTip(
+            "What the engine thread is doing now (all model work runs there; the window never waits)"
+        )
         self.model_label = QLabel("no model")
         self.engine_busy = QProgressBar()
         self.engine_busy.setRange(0, 0)
@@ -211,8 +248,10 @@ class MainWindow(QMainWindow):
         h, w = info.image_size
         bundled = Path(info.source).resolve().is_relative_to(BUNDLED_RUN.resolve())
         name = "bundled model" if bundled else run_name(info.source)
-        self.model_label.setText(f"{name} · step {info.step:,} · {w}x{h}x{info.channels} · T={info.num_timesteps} · "
-                                 f"{info.parameters / 1e6:.2f}M params · {info.weights.upper()}")
+        self.model_label.setText(
+            f"{name} · step {info.step:,} · {w}x{h}x{info.channels} · T={info.num_timesteps} · "
+            f"{info.parameters / 1e6:.2f}M params · {info.weights.upper()}"
+        )
 
     def _on_train_event(self, event) -> None:
         """While training, the explored model is the run's live EMA: the status bar follows its step."""
@@ -229,8 +268,12 @@ class MainWindow(QMainWindow):
         self.state.set("status", f"{JOB_NAMES.get(key, key)} failed: {message}")
 
     def _on_about(self) -> None:
-        QMessageBox.about(self, "DDPM Studio", "Train a Denoising Diffusion Probabilistic Model (Ho, Jain & Abbeel 2020) "
-                                               "on your own images and watch it think.")
+        QMessageBox.about(
+            self,
+            "DDPM Studio",
+            "Train a Denoising Diffusion Probabilistic Model (Ho, Jain & Abbeel 2020) "
+            "on your own images and watch it think.",
+        )
 
     def closeEvent(self, event) -> None:
         self.settings.setValue("geometry", self.saveGeometry())
@@ -239,4 +282,3 @@ class MainWindow(QMainWindow):
             self.state.set("status", "stopping training and saving a checkpoint…")
         self.bridge.shutdown()  # training finishes its step and saves a checkpoint before the thread ends
         super().closeEvent(event)
-

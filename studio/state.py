@@ -4,11 +4,13 @@ What one panel produces and another consumes lives here (the loaded model, the d
 samples, trajectory and interpolation sheet for export), so panels never reach into each other. Observers are
 plain callables, called on the GUI thread by whoever sets a value.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 FIELDS = {
     "run_dir": None,  # str: the run being trained or explored

@@ -3,6 +3,7 @@
 With no display and no platform, Qt aborts the process, so the platform is set before anything imports Qt.
 Drive a coroutine from a test with `run_async(qtbot, coro)`; never call loop.stop() or app.quit() in a test.
 """
+
 import asyncio
 import gc
 import os
@@ -29,6 +30,7 @@ def collect_garbage_after_each_test():
     """Tear down a test's widgets on the GUI thread now, not whenever the engine thread next triggers the collector."""
     yield
     gc.collect()
+
 
 MICRO_DATA = "builtin:shapes?size=8&count=64"
 
@@ -95,4 +97,6 @@ def settings_in(tmp_path):
     fmt, scope = QSettings.Format.NativeFormat, QSettings.Scope.UserScope
     QSettings.setPath(fmt, scope, str(tmp_path / "settings"))
     yield
-    QSettings.setPath(fmt, scope, QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericConfigLocation))
+    QSettings.setPath(
+        fmt, scope, QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericConfigLocation)
+    )

@@ -1,6 +1,7 @@
 """Files that exercise engine/data/: broken images, a crafted decompression bomb, CIFAR-10 batches as Python 2
 wrote them, malicious pickles and IDX files. Each helper writes one file and allocates nothing large.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -15,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-
 # ---- images ----
+
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
@@ -26,8 +27,9 @@ def write_png_bomb(path: Path, width: int = 20_000, height: int = 20_000) -> Pat
     """A 60-byte PNG whose IHDR claims width x height 1-bit pixels: a decoder that trusts it allocates them all."""
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # bit depth 1, grayscale, no interlace
     idat = zlib.compress(b"\0" * 16)  # a few rows' worth; never reached by a careful reader
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat)
-                     + _png_chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -55,6 +57,7 @@ def write_exif_rotated_jpeg(path: Path) -> Path:
 
 # ---- CIFAR-10 batches ----
 
+
 def _py2_string(value: bytes) -> bytes:
     # Python 2's cPickle wrote str as SHORT_BINSTRING / BINSTRING; Python 3 can no longer produce these.
     return b"U" + bytes([len(value)]) + value if len(value) < 256 else b"T" + struct.pack("<I", len(value)) + value
@@ -72,24 +75,62 @@ def py2_cifar_batch(data: np.ndarray, labels: list[int]) -> bytes:
     """The opcodes of a CIFAR-10 batch as the original (Python 2, numpy 1.x, protocol 2) files hold them."""
     assert data.dtype == np.uint8 and data.ndim == 2
     rows, cols = data.shape
-    array = (b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + _py2_int(0) + b"\x85"
-             + _py2_string(b"b") + b"\x87R"  # _reconstruct(ndarray, (0,), 'b')
-             + b"(" + _py2_int(1) + _py2_int(rows) + _py2_int(cols) + b"\x86"  # state: version, shape,
-             + b"cnumpy\ndtype\n" + _py2_string(b"u1") + _py2_int(0) + _py2_int(1) + b"\x87R"  # dtype('u1', 0, 1)
-             + b"(" + _py2_int(3) + _py2_string(b"|") + b"NNN" + b"J\xff\xff\xff\xffJ\xff\xff\xff\xff" + _py2_int(0)
-             + b"tb"  # the dtype's own state
-             + b"\x89" + _py2_string(data.tobytes()) + b"tb")  # fortran order False, the raw bytes
-    items = (_py2_string(b"batch_label") + _py2_string(b"training batch 1 of 5")
-             + _py2_string(b"labels") + b"](" + b"".join(_py2_int(v) for v in labels) + b"e"
-             + _py2_string(b"data") + array
-             + _py2_string(b"filenames") + b"](" + b"".join(_py2_string(b"img_%d.png" % i) for i in range(rows)) + b"e")
+    array = (
+        b"cnumpy.core.multiarray\n_reconstruct\n"
+        + b"cnumpy\nndarray\n"
+        + _py2_int(0)
+        + b"\x85"
+        + _py2_string(b"b")
+        + b"\x87R"  # _reconstruct(ndarray, (0,), 'b')
+        + b"("
+        + _py2_int(1)
+        + _py2_int(rows)
+        + _py2_int(cols)
+        + b"\x86"  # state: version, shape,
+        + b"cnumpy\ndtype\n"
+        + _py2_string(b"u1")
+        + _py2_int(0)
+        + _py2_int(1)
+        + b"\x87R"  # dtype('u1', 0, 1)
+        + b"("
+        + _py2_int(3)
+        + _py2_string(b"|")
+        + b"NNN"
+        + b"J\xff\xff\xff\xffJ\xff\xff\xff\xff"
+        + _py2_int(0)
+        + b"tb"  # the dtype's own state
+        + b"\x89"
+        + _py2_string(data.tobytes())
+        + b"tb"
+    )  # fortran order False, the raw bytes
+    items = (
+        _py2_string(b"batch_label")
+        + _py2_string(b"training batch 1 of 5")
+        + _py2_string(b"labels")
+        + b"]("
+        + b"".join(_py2_int(v) for v in labels)
+        + b"e"
+        + _py2_string(b"data")
+        + array
+        + _py2_string(b"filenames")
+        + b"]("
+        + b"".join(_py2_string(b"img_%d.png" % i) for i in range(rows))
+        + b"e"
+    )
     return b"\x80\x02}(" + items + b"u."
 
 
 def py3_cifar_batch(data: np.ndarray, labels: list[int]) -> bytes:
     """The same batch pickled by today's Python and numpy, protocol 2 like the original."""
-    return pickle.dumps({b"batch_label": b"testing batch 1 of 1", b"labels": labels, b"data": data,
-                         b"filenames": [b"img_%d.png" % i for i in range(len(labels))]}, protocol=2)
+    return pickle.dumps(
+        {
+            b"batch_label": b"testing batch 1 of 1",
+            b"labels": labels,
+            b"data": data,
+            b"filenames": [b"img_%d.png" % i for i in range(len(labels))],
+        },
+        protocol=2,
+    )
 
 
 def random_cifar_data(rows: int, seed: int) -> tuple[np.ndarray, list[int]]:
@@ -137,6 +178,7 @@ def object_array_pickle() -> bytes:
 
 
 # ---- IDX ----
+
 
 def idx_bytes(array: np.ndarray) -> bytes:
     assert array.dtype == np.uint8

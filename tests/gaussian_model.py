@@ -4,6 +4,7 @@ For x_t = sqrt(a) x_0 + sqrt(1 - a) eps with x_0 ~ N(mu, s^2):
     E[eps | x_t] = sqrt(1 - a) (x_t - sqrt(a) mu) / (a s^2 + 1 - a).
 With it the reverse chain is linear-Gaussian, so its output distribution and the bound's terms have closed forms.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,7 @@ class GaussianEps:
 
     def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
         a = self.alphas_cumprod[t].reshape(-1, *((1,) * (x_t.ndim - 1)))
-        return (1 - a).sqrt() * (x_t - a.sqrt() * self.mu) / (a * self.s ** 2 + 1 - a)
+        return (1 - a).sqrt() * (x_t - a.sqrt() * self.mu) / (a * self.s**2 + 1 - a)
 
 
 def discretize(x: Tensor) -> Tensor:
@@ -36,7 +37,7 @@ def gaussian_data(n: int, shape: tuple[int, ...], mu: float, s: float, seed: int
 
 def _x0_affine(a: float, mu: float, s: float) -> tuple[float, float]:
     """x^0 = p x_t + q for the Gaussian model at a-bar = a (Eq. 15 with E[eps | x_t])."""
-    g = (1 - a) / (a * s ** 2 + 1 - a)  # sqrt(1 - a) eps = g (x_t - sqrt(a) mu)
+    g = (1 - a) / (a * s**2 + 1 - a)  # sqrt(1 - a) eps = g (x_t - sqrt(a) mu)
     return (1 - g) / math.sqrt(a), g * mu
 
 
@@ -63,7 +64,9 @@ def sampler_moments(diffusion: GaussianDiffusion, mu: float, s: float) -> tuple[
     return mean, var
 
 
-def strided_moments(diffusion: GaussianDiffusion, timesteps: list[int], eta: float, mu: float, s: float) -> tuple[float, float]:
+def strided_moments(
+    diffusion: GaussianDiffusion, timesteps: list[int], eta: float, mu: float, s: float
+) -> tuple[float, float]:
     """The same for the strided (DDIM) sampler: x_s = sqrt(a_s) x^0 + sqrt(1 - a_s - sigma^2) eps + sigma z."""
     sch = diffusion.schedule
     mean, var = 0.0, 1.0
@@ -71,8 +74,8 @@ def strided_moments(diffusion: GaussianDiffusion, timesteps: list[int], eta: flo
         a_t, a_s = sch.alpha_bar(t), sch.alpha_bar(s_)
         sigma = eta * math.sqrt((1 - a_s) / (1 - a_t)) * math.sqrt(1 - a_t / a_s)
         p, q = _x0_affine(a_t, mu, s)
-        d = math.sqrt(max(0.0, 1 - a_s - sigma ** 2)) / math.sqrt(1 - a_t)  # eps = (x_t - sqrt(a_t) x^0) / sqrt(1 - a_t)
+        d = math.sqrt(max(0.0, 1 - a_s - sigma**2)) / math.sqrt(1 - a_t)  # eps = (x_t - sqrt(a_t) x^0) / sqrt(1 - a_t)
         A = math.sqrt(a_s) * p + d * (1 - math.sqrt(a_t) * p)
         B = math.sqrt(a_s) * q - d * math.sqrt(a_t) * q
-        mean, var = A * mean + B, A * A * var + sigma ** 2
+        mean, var = A * mean + B, A * A * var + sigma**2
     return mean, var

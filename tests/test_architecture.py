@@ -1,4 +1,5 @@
 """The border of DESIGN.md: the engine never imports Qt (or the studio); panels never import torch."""
+
 import ast
 from pathlib import Path
 
@@ -17,13 +18,18 @@ def _imported_modules(path: Path) -> set[str]:
 
 
 def test_engine_never_imports_qt_or_the_studio():
-    offenders = {str(p.relative_to(ROOT)): sorted(_imported_modules(p) & {"PySide6", "qasync", "pyqtgraph", "studio"})
-                 for p in (ROOT / "engine").rglob("*.py")}
+    offenders = {
+        str(p.relative_to(ROOT)): sorted(_imported_modules(p) & {"PySide6", "qasync", "pyqtgraph", "studio"})
+        for p in (ROOT / "engine").rglob("*.py")
+    }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
 def test_panels_never_import_torch():
     panels = ROOT / "studio" / "panels"
-    offenders = {str(p.relative_to(ROOT)): sorted(_imported_modules(p) & {"torch", "engine"})
-                 for p in panels.rglob("*.py")} if panels.exists() else {}
+    offenders = (
+        {str(p.relative_to(ROOT)): sorted(_imported_modules(p) & {"torch", "engine"}) for p in panels.rglob("*.py")}
+        if panels.exists()
+        else {}
+    )
     assert {k: v for k, v in offenders.items() if v} == {}

@@ -1,4 +1,5 @@
 """The command line's engine-only commands."""
+
 import json
 import subprocess
 import sys
@@ -18,19 +19,42 @@ def test_presets_lists_every_preset_with_its_size(capsys):
 
 
 def test_module_entry_point_runs():
-    out = subprocess.run([sys.executable, "-m", "engine", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "engine", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and "presets" in out.stdout
 
 
 def test_end_to_end_train_resume_sample_and_export(tmp_path, capsys):
-    """train a micro model, resume it, sample, trajectory, fork, interpolate, eval: every picture says how it was made."""
+    """train a micro model, resume it, sample, trajectory, fork, interpolate, eval: every picture says how it was
+    made."""
     from engine.__main__ import main
     from engine.images import read_png_metadata
 
     run = str(tmp_path / "run")
     data = "builtin:shapes?count=32"
-    assert main(["train", "--data", data, "--preset", "micro", "--steps", "4", "--batch-size", "8", "--run", run,
-                 "--schedule", "cosine", "--ema-decay", "0.95"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                data,
+                "--preset",
+                "micro",
+                "--steps",
+                "4",
+                "--batch-size",
+                "8",
+                "--run",
+                run,
+                "--schedule",
+                "cosine",
+                "--ema-decay",
+                "0.95",
+            ]
+        )
+        == 0
+    )
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["diffusion"]["schedule"] == "cosine" and record["train"]["ema_decay"] == 0.95
     assert main(["train", "--run", run, "--steps", "6"]) == 0  # resumes
@@ -42,13 +66,47 @@ def test_end_to_end_train_resume_sample_and_export(tmp_path, capsys):
     assert meta["step"] == "6" and meta["seed"] == "3" and meta["steps"] == "5" and meta["weights"] == "ema"
     assert json.loads(meta["config"])["image_size"] == [8, 8]
 
-    assert main(["trajectory", "--run", run, "--n", "2", "--frames", "3", "--out", str(tmp_path / "t.png"),
-                 "--gif", str(tmp_path / "t.gif")]) == 0
+    assert (
+        main(
+            [
+                "trajectory",
+                "--run",
+                run,
+                "--n",
+                "2",
+                "--frames",
+                "3",
+                "--out",
+                str(tmp_path / "t.png"),
+                "--gif",
+                str(tmp_path / "t.gif"),
+            ]
+        )
+        == 0
+    )
     assert read_png_metadata(tmp_path / "t.png")["frames"] == "100,50,0"
     assert (tmp_path / "t.gif").stat().st_size > 0
     assert main(["fork", "--run", run, "--t", "10", "--forks", "2", "--out", str(tmp_path / "f.png")]) == 0
-    assert main(["interpolate", "--run", run, "--a", "data:0", "--b", "data:1", "--t", "10", "--lambdas", "3",
-                 "--out", str(tmp_path / "i.png")]) == 0
+    assert (
+        main(
+            [
+                "interpolate",
+                "--run",
+                run,
+                "--a",
+                "data:0",
+                "--b",
+                "data:1",
+                "--t",
+                "10",
+                "--lambdas",
+                "3",
+                "--out",
+                str(tmp_path / "i.png"),
+            ]
+        )
+        == 0
+    )
     assert read_png_metadata(tmp_path / "i.png")["lambdas"] == "[0.0, 0.5, 1.0]"
     capsys.readouterr()
     assert main(["eval", "--run", run, "--n", "4"]) == 0

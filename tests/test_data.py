@@ -1,4 +1,5 @@
 """engine/data/: every source, every bad input, and batches that replay exactly."""
+
 from __future__ import annotations
 
 import builtins
@@ -13,9 +14,29 @@ import torch
 from PIL import Image
 
 from engine.data import (
-    BatchPosition, DataError, DataSpec, FitMode, ImageDataset, LoadOptions, SkipReason, SourceKind, Split,
-    UnsafePickleError, batches, detect_source, find_image_files, inspect_data, load_dataset, make_shapes,
-    parse_data_spec, read_cifar10, read_idx, read_mnist, render_shape, to_model_range, to_uint8_tensor,
+    BatchPosition,
+    DataError,
+    DataSpec,
+    FitMode,
+    ImageDataset,
+    LoadOptions,
+    SkipReason,
+    SourceKind,
+    Split,
+    UnsafePickleError,
+    batches,
+    detect_source,
+    find_image_files,
+    inspect_data,
+    load_dataset,
+    make_shapes,
+    parse_data_spec,
+    read_cifar10,
+    read_idx,
+    read_mnist,
+    render_shape,
+    to_model_range,
+    to_uint8_tensor,
 )
 from tests import data_fixtures as fx
 
@@ -36,6 +57,7 @@ def reasons(report) -> dict[str, SkipReason]:
 
 # ---- the spec ----
 
+
 def test_parse_data_spec_reads_options_and_writes_them_back():
     """Options after '?' fill the DataSpec; str(spec) gives text that parses to the same spec."""
     spec = parse_data_spec("builtin:shapes?size=24x16&channels=1&fit=pad&split=test&count=50&seed=3")
@@ -47,8 +69,13 @@ def test_parse_data_spec_reads_options_and_writes_them_back():
 
 
 def test_parse_data_spec_refuses_nonsense():
-    for text in ("builtin:shapes?colour=red", "builtin:shapes?size=big", "builtin:shapes?channels=2",
-                 "builtin:shapes?fit=stretch", "builtin:shapes?count=0"):
+    for text in (
+        "builtin:shapes?colour=red",
+        "builtin:shapes?size=big",
+        "builtin:shapes?channels=2",
+        "builtin:shapes?fit=stretch",
+        "builtin:shapes?count=0",
+    ):
         with pytest.raises(ValueError):
             parse_data_spec(text)
 
@@ -70,6 +97,7 @@ def test_detect_source_tells_the_formats_apart(tmp_path):
 
 
 # ---- builtin:shapes ----
+
 
 def test_shapes_are_a_function_of_seed_split_and_index():
     """Same seed, same images; image i does not depend on how many are generated; seeds and splits differ."""
@@ -113,6 +141,7 @@ def test_builtin_shapes_default_counts_and_channels():
 
 # ---- a folder of the user's images ----
 
+
 @pytest.fixture()
 def messy_folder(tmp_path) -> Path:
     """Three good images, one of every kind of bad file, a symlink loop, and files that are not images at all."""
@@ -150,8 +179,16 @@ def test_inspector_reports_every_bad_file_and_goes_on(messy_folder):
     assert report.memory_bytes == 3 * 3 * 32 * 32
     assert any("memorises" in w for w in report.warnings)  # 3 images: a warning, not a refusal
     text = report.format()
-    for needle in ("3 images", "decompression bomb", "400,000,000 pixels", "truncated", "zero bytes", "symlink loop",
-                   "not an image", "warning:"):
+    for needle in (
+        "3 images",
+        "decompression bomb",
+        "400,000,000 pixels",
+        "truncated",
+        "zero bytes",
+        "symlink loop",
+        "not an image",
+        "warning:",
+    ):
         assert needle in text
 
 
@@ -178,13 +215,17 @@ def test_find_image_files_terminates_on_loops_and_skips_hidden(tmp_path):
     os.symlink(tmp_path, tmp_path / "a" / "up")  # a loop
     files, skipped, ignored = find_image_files(tmp_path)
     assert [f.name for f in files] == ["x.png"]
-    assert {Path(s.path).name: s.reason for s in skipped} == {"b": SkipReason.DUPLICATE_FOLDER,
-                                                               "up": SkipReason.SYMLINK_LOOP}
+    assert {Path(s.path).name: s.reason for s in skipped} == {
+        "b": SkipReason.DUPLICATE_FOLDER,
+        "up": SkipReason.SYMLINK_LOOP,
+    }
     assert ignored == {"hidden folder": 1, ".png": 1}
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
-                    reason="root reads files whatever their permissions; the monkeypatched test covers this")
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="root reads files whatever their permissions; the monkeypatched test covers this",
+)
 def test_unreadable_file_chmod(tmp_path):
     save(tmp_path / "ok.png", rgb(4, 4, (1, 1, 1)))
     secret = save(tmp_path / "secret.png", rgb(4, 4, (1, 1, 1)))
@@ -293,8 +334,13 @@ def test_crop_and_pad_to_non_square_sizes(tmp_path):
 def test_inspector_never_raises(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "file.bin").write_bytes(b"\1\2\3")
-    for spec in (str(tmp_path / "missing"), str(tmp_path / "empty"), str(tmp_path / "file.bin"),
-                 "builtin:nothing", "builtin:shapes?colour=red"):
+    for spec in (
+        str(tmp_path / "missing"),
+        str(tmp_path / "empty"),
+        str(tmp_path / "file.bin"),
+        "builtin:nothing",
+        "builtin:shapes?colour=red",
+    ):
         report = inspect_data(spec)
         assert not report.ok and report.error and "error:" in report.format()
     with pytest.raises(DataError):
@@ -344,6 +390,7 @@ def test_large_folders_stream_and_match_the_in_memory_batches(tmp_path):
 
 # ---- CIFAR-10 ----
 
+
 def test_cifar10_python_folder_as_python2_wrote_it(tmp_path):
     contents = fx.write_cifar_folder(tmp_path, rows=3, py2=True)
     images, labels = read_cifar10(tmp_path, Split.TRAIN)
@@ -389,6 +436,7 @@ def test_cifar10_reader_refuses_malicious_pickles(tmp_path):
 
 # ---- MNIST IDX ----
 
+
 @pytest.mark.parametrize("gz", [False, True])
 def test_mnist_idx_files(tmp_path, gz):
     rng = np.random.default_rng(0)
@@ -425,6 +473,7 @@ def test_damaged_idx_files_are_refused_clearly(tmp_path):
 
 # ---- pixels and batches ----
 
+
 def test_uint8_and_model_range_round_trip():
     values = torch.arange(256, dtype=torch.int32).to(torch.uint8)
     x = to_model_range(values)
@@ -447,7 +496,7 @@ def _decode(batch: torch.Tensor) -> list[tuple[int, bool]]:
     """(image index, flipped) of each image of a batch of `striped` images."""
     left = to_uint8_tensor(batch)[:, 0, 0, 0].tolist()
     right = to_uint8_tensor(batch)[:, 0, 0, 3].tolist()
-    return [(l, False) if l < 128 else (r, True) for l, r in zip(left, right)]
+    return [(a, False) if a < 128 else (b, True) for a, b in zip(left, right)]
 
 
 def test_batches_shuffle_each_epoch_and_replay_by_seed(striped):

@@ -1,4 +1,5 @@
 """Device and precision choice, and the bf16 path agreeing with fp32."""
+
 import torch
 
 from engine.config import PRESETS, Precision

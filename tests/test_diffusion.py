@@ -1,4 +1,5 @@
 """q, the posterior, p and the losses against closed forms: the formulas of Ho et al. 2020 one by one."""
+
 import math
 
 import pytest
@@ -172,7 +173,9 @@ def test_normal_kl_closed_form():
 def test_discretized_decoder_is_a_distribution_over_256_levels(mean, scale):
     """Eq. 13 assigns every level its bin's mass, with the outer bins open: the 256 masses sum to 1."""
     grid = torch.arange(256, dtype=torch.float64) / 127.5 - 1
-    logp = discretized_gaussian_log_likelihood(grid, torch.full_like(grid, mean), torch.full_like(grid, math.log(scale)))
+    logp = discretized_gaussian_log_likelihood(
+        grid, torch.full_like(grid, mean), torch.full_like(grid, math.log(scale))
+    )
     assert logp.exp().sum().item() == pytest.approx(1.0, abs=1e-6)
     # The mass of the level nearest the mean agrees with the CDF difference computed independently.
     k = int(round((mean + 1) * 127.5))
@@ -186,7 +189,9 @@ def test_discretized_decoder_is_a_distribution_over_256_levels(mean, scale):
 def test_decoder_tails_keep_precision():
     """Far in the upper tail the bin mass is tiny but its log stays finite and accurate (no 1 - 1 cancellation)."""
     x = torch.tensor([0.0], dtype=torch.float64)
-    logp = discretized_gaussian_log_likelihood(x, torch.tensor([-0.05], dtype=torch.float64), torch.tensor([math.log(0.01)], dtype=torch.float64))
+    logp = discretized_gaussian_log_likelihood(
+        x, torch.tensor([-0.05], dtype=torch.float64), torch.tensor([math.log(0.01)], dtype=torch.float64)
+    )
     z_lo, z_hi = (0.05 - 1 / 255) / 0.01, (0.05 + 1 / 255) / 0.01
     expected = math.log(0.5 * (math.erfc(z_lo / math.sqrt(2)) - math.erfc(z_hi / math.sqrt(2))))
     assert logp.item() == pytest.approx(expected, rel=1e-6)

@@ -4,6 +4,7 @@ contiguous shard of every batch, DDP averages the gradients, and only rank 0 wri
 The multi-process tests launch 2 CPU processes (gloo) with torch's own launcher, as a user would with torchrun. This
 module is also the launched script of one of them (`python -m tests.test_distributed OUT`, see `_worker`).
 """
+
 import dataclasses
 import hashlib
 import json
@@ -55,14 +56,17 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 
 # ---- sharding: the shards of every batch are the global batch ----
 
+
 def test_the_shards_of_each_batch_concatenate_to_the_one_process_batch():
     """For 2 and 4 shards, over batches that straddle epochs, with flips: shard 0 ++ shard 1 ++ ... == the batch."""
     dataset = load_dataset("builtin:shapes?size=8&count=20")
     whole = batches(dataset, 8, torch.Generator().manual_seed(3), hflip=True)
     expected = [next(whole) for _ in range(6)]  # 48 images of a 20-image dataset: three epochs
     for count in (2, 4):
-        shards = [batches(dataset, 8, torch.Generator().manual_seed(3), hflip=True, shard=k, num_shards=count)
-                  for k in range(count)]
+        shards = [
+            batches(dataset, 8, torch.Generator().manual_seed(3), hflip=True, shard=k, num_shards=count)
+            for k in range(count)
+        ]
         for batch in expected:
             parts = [next(s) for s in shards]
             assert all(p.shape == (8 // count, 3, 8, 8) for p in parts)
@@ -100,13 +104,26 @@ def test_a_batch_that_does_not_split_evenly_is_refused(monkeypatch):
 
 # ---- 2 processes == 1 process ----
 
+
 def test_torchrun_with_two_processes_trains_what_one_process_does(tmp_path, capsys):
     """`torchrun --nproc_per_node 2 -m engine train` on the micro preset, 6 steps at a global batch of 8, ends with
     the weights of one process's run of the same spec; rank 0 alone writes one metrics line per logged step."""
     from engine.__main__ import main
 
-    options = ["--data", DATA, "--preset", "micro", "--steps", "6", "--batch-size", "8", "--precision", "fp32",
-               "--device", "cpu"]
+    options = [
+        "--data",
+        DATA,
+        "--preset",
+        "micro",
+        "--steps",
+        "6",
+        "--batch-size",
+        "8",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+    ]
     two = _launch(["-m", "engine", "train", *options, "--run-dir", str(tmp_path / "two")])
     assert two.returncode == 0, two.stdout[-3000:]
     assert "x 2 processes" in two.stdout and two.stdout.count("done at step 6") == 1  # rank 0 talks, rank 1 does not
@@ -133,10 +150,12 @@ def test_torchrun_with_two_processes_trains_what_one_process_does(tmp_path, caps
         # a t-quartile with no sample in the window logs None: it must be None in both runs
         assert [q is None for q in mine["loss_q"]] == [q is None for q in theirs["loss_q"]]
         assert [q for q in mine["loss_q"] if q is not None] == pytest.approx(
-            [q for q in theirs["loss_q"] if q is not None], rel=1e-5)
+            [q for q in theirs["loss_q"] if q is not None], rel=1e-5
+        )
         assert mine["lr"] == theirs["lr"] and mine["img_per_s"] > 0
 
     from engine.loading import load_model
+
     loaded = load_model(tmp_path / "two")
     assert loaded.step == 6
 
@@ -154,8 +173,16 @@ def _worker(out: Path) -> None:
     distributed.init_from_env("cpu")
     rank = distributed.rank()
     preset = get_preset("micro")
-    train = dataclasses.replace(preset.train, batch_size=8, log_every=2, sample_every=2, checkpoint_every=2,
-                                sample_count=4, sample_steps=5, nonfinite_patience=2)
+    train = dataclasses.replace(
+        preset.train,
+        batch_size=8,
+        log_every=2,
+        sample_every=2,
+        checkpoint_every=2,
+        sample_count=4,
+        sample_steps=5,
+        nonfinite_patience=2,
+    )
     run_dir = out / "run"
     if rank == 0:
         Run.create(run_dir, RunSpec(preset.unet, preset.diffusion, train, DATA, "micro"))
@@ -182,9 +209,12 @@ def _worker(out: Path) -> None:
 
     weights = {f"model.{k}": v for k, v in resumed.model.state_dict().items()}
     weights |= {f"ema.{k}": v for k, v in resumed.ema.state_dict().items()}
-    record = {"events": [_describe(e) for e in events if not isinstance(e, SamplesReady)],
-              "samples": [e.step for e in events if isinstance(e, SamplesReady)],
-              "digest": _digest(weights), "resumed_from": resumed.resumed_from}
+    record = {
+        "events": [_describe(e) for e in events if not isinstance(e, SamplesReady)],
+        "samples": [e.step for e in events if isinstance(e, SamplesReady)],
+        "digest": _digest(weights),
+        "resumed_from": resumed.resumed_from,
+    }
     (out / f"rank{rank}.json").write_text(json.dumps(record))
     distributed.cleanup()
 

@@ -1,10 +1,11 @@
 """Engine-side studio jobs, driven directly (no thread, no Qt)."""
+
 import numpy as np
 import torch
 
+from engine.images import from_uint8
 from engine.jobs import LikelihoodResult, likelihood_job, load_model_job
 from engine.likelihood import evaluate_bound
-from engine.images import from_uint8
 from engine.worker import JobContext
 
 
@@ -36,7 +37,9 @@ def test_likelihood_in_minibatches_matches_the_bound_of_each_minibatch(micro_run
     loaded = ctx.state["model"]
     g = torch.Generator().manual_seed(3)
     x0 = from_uint8(images)
-    totals = torch.cat([evaluate_bound(loaded.denoiser(), loaded.diffusion, x0[i:i + 2], g).total_bpd for i in (0, 2, 4)])
+    totals = torch.cat(
+        [evaluate_bound(loaded.denoiser(), loaded.diffusion, x0[i : i + 2], g).total_bpd for i in (0, 2, 4)]
+    )
     assert abs(float(totals.mean()) - result.bits_per_dim) < 1e-4
 
 

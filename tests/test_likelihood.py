@@ -1,4 +1,5 @@
 """The variational bound in bits/dim against what is known exactly for Gaussian data."""
+
 import math
 
 import pytest
@@ -55,8 +56,8 @@ def test_each_kl_term_matches_its_closed_form(paper_bound):
     betas = sch.betas_float64
     post_var = betas * (1 - abp) / (1 - ab)
     c1 = betas * abp.sqrt() / (1 - ab)
-    var_x0 = S ** 2 * (1 - ab) / (ab * S ** 2 + 1 - ab)
-    expected = 0.5 * ((post_var + c1 ** 2 * var_x0) / betas - 1 - torch.log(post_var / betas)) / math.log(2)
+    var_x0 = S**2 * (1 - ab) / (ab * S**2 + 1 - ab)
+    expected = 0.5 * ((post_var + c1**2 * var_x0) / betas - 1 - torch.log(post_var / betas)) / math.log(2)
     got = result.terms_bpd.mean(dim=0).double()
     assert got[49:].sum().item() == pytest.approx(expected[49:].sum().item(), rel=0.02)
     for lo, hi in ((49, 100), (100, 300), (300, 1000)):
@@ -67,7 +68,7 @@ def test_prior_term_is_the_closed_form_kl(paper_bound):
     diffusion, x0, result = paper_bound
     ab = diffusion.schedule.alpha_bar(1000)
     x = x0.double()
-    kl = 0.5 * (-1 - math.log(1 - ab) + (1 - ab) + ab * x ** 2)
+    kl = 0.5 * (-1 - math.log(1 - ab) + (1 - ab) + ab * x**2)
     assert result.prior_bpd.double() == pytest.approx((kl.flatten(1).mean(1) / math.log(2)), rel=1e-3, abs=1e-9)
     assert result.prior_bpd.max().item() < 1e-4  # the paper's schedule leaves ~no information at x_T
 

@@ -1,7 +1,6 @@
 """The whole studio as a user meets it: one window, every panel, the engine on its own thread."""
-import asyncio
+
 import dataclasses
-from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
@@ -93,12 +92,18 @@ def test_keyboard_shortcuts_are_listed_and_work_in_their_tab(qtbot, bridge, micr
     dialog = window.shortcuts_dialog
     assert dialog is not None and dialog.isVisible()
     listed = dialog.entries()
-    for keys, what in (("Ctrl+G", "generate a chain"), ("Space", "play / pause the chain"),
-                       ("F", "fork the picked image at the current t"),
-                       ("Ctrl+Return", "start training (or resume the run folder)"),
-                       ("Ctrl+P", "pause / resume training"), ("Ctrl+Return", "evaluate the bound / stop"),
-                       ("Ctrl+Return", "generate a sample grid"), ("Ctrl+S", "save the sample grid as a PNG…"),
-                       ("Ctrl+O", "File > Open run…"), ("Ctrl+3", "View > Trajectory")):
+    for keys, what in (
+        ("Ctrl+G", "generate a chain"),
+        ("Space", "play / pause the chain"),
+        ("F", "fork the picked image at the current t"),
+        ("Ctrl+Return", "start training (or resume the run folder)"),
+        ("Ctrl+P", "pause / resume training"),
+        ("Ctrl+Return", "evaluate the bound / stop"),
+        ("Ctrl+Return", "generate a sample grid"),
+        ("Ctrl+S", "save the sample grid as a PNG…"),
+        ("Ctrl+O", "File > Open run…"),
+        ("Ctrl+3", "View > Trajectory"),
+    ):
         assert (keys, what) in listed
     dialog.close()
 

@@ -1,5 +1,6 @@
 """The Dataset panel: load the built-in data or a folder, show the images as the model sees them, the skipped files
 and why, and share the loaded preview through the app state."""
+
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,6 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 
 from tests.conftest import MICRO_DATA
 from tests.data_fixtures import write_truncated_png
-
 
 pytestmark = pytest.mark.usefixtures("settings_in")  # QSettings under tmp_path (conftest)
 
@@ -39,6 +39,7 @@ def bad_folder(tmp_path):
     (folder / "notes.jpg").write_text("not a picture")
     return folder
 
+
 def load(qtbot, panel, spec):
     with qtbot.waitSignal(panel.dataset_loaded, timeout=30_000) as loaded:
         task = panel.load(spec)
@@ -66,8 +67,10 @@ def test_bad_folder_lists_every_skipped_file_and_why(qtbot, panel, bad_folder):
     preview = load(qtbot, panel, f"{bad_folder}?size=16")
     assert preview.count == 2 and panel.preview_grid.count == 2
     assert panel.skipped_table.rowCount() == 3
-    rows = {Path(panel.skipped_table.item(r, 0).text()).name: panel.skipped_table.item(r, 1).text()
-            for r in range(panel.skipped_table.rowCount())}
+    rows = {
+        Path(panel.skipped_table.item(r, 0).text()).name: panel.skipped_table.item(r, 1).text()
+        for r in range(panel.skipped_table.rowCount())
+    }
     assert rows["cut.png"].startswith("truncated")
     assert rows["empty.png"].startswith("zero bytes")
     assert rows["notes.jpg"].startswith("not an image")
@@ -133,7 +136,9 @@ def test_estimate_follows_the_preset_and_the_image_size(qtbot, panel):
 def drag_event(cls, mime):
     for position in (QPointF(10, 10), QPoint(10, 10)):  # PySide6 6.12 takes a QPointF, earlier versions a QPoint
         try:
-            return cls(position, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+            return cls(
+                position, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+            )
         except TypeError:
             continue
     raise TypeError(f"cannot build a {cls.__name__}")

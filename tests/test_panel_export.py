@@ -1,4 +1,5 @@
 """The Export panel: grids, strips, GIFs and sheets written with their provenance."""
+
 import numpy as np
 from PIL import Image
 
@@ -38,8 +39,15 @@ def test_trajectory_strip_gif_and_interpolation_sheet(qtbot, bridge, tmp_path):
     qtbot.addWidget(panel)
     assert not panel.save_strip_button.isEnabled()
     frames = np.random.default_rng(0).integers(0, 255, (101, 2, 8, 8, 3), dtype=np.uint8)
-    state.set("trajectory", {"t_values": np.arange(100, -1, -1), "x_t": frames, "pred_x0": frames[::-1],
-                             "metadata": {"seed": "3", "n": "2"}})
+    state.set(
+        "trajectory",
+        {
+            "t_values": np.arange(100, -1, -1),
+            "x_t": frames,
+            "pred_x0": frames[::-1],
+            "metadata": {"seed": "3", "n": "2"},
+        },
+    )
     assert panel.save_strip_button.isEnabled()
     panel.frames.setValue(5)
     meta = read_png_metadata(panel.export_strip(str(tmp_path / "strip.png")))

@@ -1,4 +1,5 @@
 """The Interpolation panel (Figs. 8-9): live sliders over a progressive, cancellable, cached interpolation job."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """The Likelihood panel: bits/dim of held-out images through the bound and the rate-distortion curve (Fig. 5)."""
+
 import math
 
 import numpy as np

@@ -1,5 +1,6 @@
 """The Training panel: train a preset on the loaded dataset with start / pause / resume / stop, show the run live
 (loss curve, sample grids, checkpoints), say how the settings differ from the paper, and follow a CLI run."""
+
 import json
 import os
 import subprocess
@@ -92,12 +93,17 @@ def test_pause_then_resume_continues_exactly(qtbot, panel, tmp_path):
 
 def test_settings_show_what_differs_from_the_paper(qtbot, bridge):
     """The list names each setting that differs from the paper's CIFAR-10 run with both values ("lr 8e-3 (paper
-    2e-4)"), and none that matches it (tiny's batch is the paper's 128); setting it back to the paper's value removes the line. With a dataset loaded, the image size is the data's."""
+    2e-4)"), and none that matches it (tiny's batch is the paper's 128); setting it back to the paper's value removes
+    the line. With a dataset loaded, the image size is the data's."""
     panel = make_panel(qtbot, bridge)
     panel.preset_combo.setCurrentText("tiny")
     lines = [panel.differs_list.item(i).text() for i in range(panel.differs_list.count())]
-    assert {"lr 8e-3 (paper 2e-4)", "lr schedule cosine (paper constant)", "res blocks 1 (paper 2)",
-            "image size 16×16 (paper 32×32)"} <= set(lines)
+    assert {
+        "lr 8e-3 (paper 2e-4)",
+        "lr schedule cosine (paper constant)",
+        "res blocks 1 (paper 2)",
+        "image size 16×16 (paper 32×32)",
+    } <= set(lines)
     assert not any(line.startswith("batch ") for line in lines)
     panel.lr_spin.setValue(2e-4)
     lines = [panel.differs_list.item(i).text() for i in range(panel.differs_list.count())]
@@ -121,9 +127,29 @@ def test_follows_a_run_written_by_the_cli(qtbot, bridge, tmp_path):
     lines arrive through the 2 s timer, and a new sample grid PNG is shown."""
     run = tmp_path / "cli-run"
     one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}  # beside this process's engine thread, two would oversubscribe
-    subprocess.run([sys.executable, "-m", "engine", "train", "--data", MICRO_DATA, "--preset", "micro", "--steps", "10",
-                    "--batch-size", "4", "--run", str(run)], cwd=ROOT, env=one_thread, check=True, capture_output=True,
-                   timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "train",
+            "--data",
+            MICRO_DATA,
+            "--preset",
+            "micro",
+            "--steps",
+            "10",
+            "--batch-size",
+            "4",
+            "--run",
+            str(run),
+        ],
+        cwd=ROOT,
+        env=one_thread,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     panel = make_panel(qtbot, bridge)
     assert panel.follow(str(run))
@@ -134,8 +160,21 @@ def test_follows_a_run_written_by_the_cli(qtbot, bridge, tmp_path):
     assert panel.checkpoint_list.count() == 2  # steps 10 and 0
     assert panel.progress_bar.value() == 10
 
-    line = json.dumps({"step": 12, "loss": 0.5, "loss_q": [1.0, 0.5, 0.3, None], "lr": 1e-3, "grad_norm": 0.4,
-                       "img_per_s": 50.0, "time": 0.0, "elapsed_s": 1.0}) + "\n"
+    line = (
+        json.dumps(
+            {
+                "step": 12,
+                "loss": 0.5,
+                "loss_q": [1.0, 0.5, 0.3, None],
+                "lr": 1e-3,
+                "grad_norm": 0.4,
+                "img_per_s": 50.0,
+                "time": 0.0,
+                "elapsed_s": 1.0,
+            }
+        )
+        + "\n"
+    )
     with open(run / "metrics.jsonl", "a") as f:
         f.write(line[:20])  # a writer is halfway through this line
     panel.poll_followed_run()

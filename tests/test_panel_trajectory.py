@@ -1,4 +1,5 @@
 """The Trajectory panel: the timestep scrubber (Fig. 6) over a stored chain, play/pause, and forking (Fig. 7)."""
+
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
@@ -17,6 +18,7 @@ def received(bridge, monkeypatch):
         def record(frames):
             chunks.append(frames)
             on_frames(frames)
+
         return original(n, seed, on_frames=record)
 
     monkeypatch.setattr(bridge, "trajectory", spy)
@@ -97,6 +99,7 @@ def test_scrubber_works_over_frames_received_so_far(qtbot, panel, bridge, monkey
                 seen.append((panel.t, panel.current_frame()[0].copy(), frames.x_t[10].copy()))
                 panel.t_slider.setValue(0)
                 seen.append((panel.t, front, panel.fork_button.isEnabled()))
+
         return original(n, seed, on_frames=first_chunk_check)
 
     monkeypatch.setattr(bridge, "trajectory", spy)
@@ -188,8 +191,12 @@ def test_fork_works_as_soon_as_the_frame_is_computed(qtbot, panel, bridge, monke
     Fork, and the completions hold exactly the streamed x_t of that step; the chain then still finishes. Before the
     chain has computed any step, Fork is off and its tooltip says why."""
     before_first_frame, at_fork = [], []
-    bridge.job_started.connect(lambda job, key: key == "trajectory" and before_first_frame.append(
-        (panel.fork_button.isEnabled(), panel.fork_button.toolTip())))
+    bridge.job_started.connect(
+        lambda job, key: (
+            key == "trajectory"
+            and before_first_frame.append((panel.fork_button.isEnabled(), panel.fork_button.toolTip()))
+        )
+    )
     original = bridge.trajectory
 
     def spy(n, seed, on_frames=None):
@@ -200,15 +207,16 @@ def test_fork_works_as_soon_as_the_frame_is_computed(qtbot, panel, bridge, monke
                 qtbot.mouseClick(panel.xt_grid, Qt.MouseButton.LeftButton, pos=panel.xt_grid.cell_rect(1).center())
                 at_fork.append((t, panel.chain_complete, panel.fork_button.isEnabled(), frames.x_t[-1, 1].copy()))
                 qtbot.mouseClick(panel.fork_button, Qt.MouseButton.LeftButton)
+
         return original(n, seed, on_frames=fork_from_the_first_chunk)
 
     monkeypatch.setattr(bridge, "trajectory", spy)
     panel.forks_spin.setValue(3)
     with qtbot.waitSignal(panel.forks_shown, timeout=60_000, check_params_cb=lambda stage: stage == "exact"):
         qtbot.mouseClick(panel.generate_button, Qt.MouseButton.LeftButton)
-    (enabled, tooltip), = before_first_frame
+    ((enabled, tooltip),) = before_first_frame
     assert not enabled and "not computed its first step" in tooltip
-    (t, complete, fork_enabled, streamed_x_t), = at_fork
+    ((t, complete, fork_enabled, streamed_x_t),) = at_fork
     assert 0 < t < 100 and not complete and fork_enabled
     held, completions = panel.fork_images()
     np.testing.assert_array_equal(held, streamed_x_t)
@@ -272,8 +280,14 @@ def test_space_and_f_work_after_generating_from_the_spin_box(qtbot, panel):
     with qtbot.waitActive(panel):
         panel.activateWindow()
     panel.n_spin.setFocus()
-    qtbot.waitUntil(lambda: QApplication.focusWidget() is not None and panel.n_spin.isAncestorOf(
-        QApplication.focusWidget()) or QApplication.focusWidget() is panel.n_spin, timeout=1_000)
+    qtbot.waitUntil(
+        lambda: (
+            QApplication.focusWidget() is not None
+            and panel.n_spin.isAncestorOf(QApplication.focusWidget())
+            or QApplication.focusWidget() is panel.n_spin
+        ),
+        timeout=1_000,
+    )
     qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_G, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: panel.chain_complete and panel.state.get("trajectory") is not None, timeout=30_000)
     qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Space)

@@ -1,4 +1,5 @@
 """The samplers against the closed-form Gaussian model, and against each other."""
+
 import math
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from engine.config import DiffusionConfig, VarianceType
 from engine.diffusion import GaussianDiffusion
-from engine.sampling import (ancestral, fork, generate, interpolate, sample, strided, strided_timesteps)
+from engine.sampling import ancestral, fork, generate, interpolate, sample, strided, strided_timesteps
 from tests.gaussian_model import GaussianEps, sampler_moments, strided_moments
 
 MU, S = 0.1, 0.3
@@ -81,7 +82,10 @@ def test_ddim_eta_0_is_deterministic_and_strided_samples_follow_their_recursion(
     b = sample(strided(model, diffusion, x_T, steps, torch.Generator().manual_seed(1), eta=0.0))
     assert torch.equal(a, b)
     n = a.numel()
-    for eta, x0 in ((0.0, a), (1.0, sample(strided(model, diffusion, x_T, steps, torch.Generator().manual_seed(0), eta=1.0)))):
+    for eta, x0 in (
+        (0.0, a),
+        (1.0, sample(strided(model, diffusion, x_T, steps, torch.Generator().manual_seed(0), eta=1.0))),
+    ):
         mean, var = strided_moments(diffusion, steps, eta, MU, S)
         assert x0.mean().item() == pytest.approx(mean, abs=4 * math.sqrt(var / n))
         assert x0.var().item() == pytest.approx(var, rel=4 * math.sqrt(2 / n))
@@ -106,7 +110,9 @@ def test_fork_holds_x_t_and_draws_different_completions():
         steps = list(fork(model, diffusion, x_t, t, 4, torch.Generator().manual_seed(1)))
         first, last = steps[0].x_t, steps[-1].x_t
         assert first.shape == last.shape == (8, 1, 8, 8)
-        assert torch.equal(first[0:4], x_t[0:1].expand(4, -1, -1, -1)) and torch.equal(first[4:8], x_t[1:2].expand(4, -1, -1, -1))
+        assert torch.equal(first[0:4], x_t[0:1].expand(4, -1, -1, -1)) and torch.equal(
+            first[4:8], x_t[1:2].expand(4, -1, -1, -1)
+        )
         assert not torch.equal(last[0], last[1])
         spread[t] = last.reshape(2, 4, -1).std(dim=1).mean().item()
     assert spread[20] < spread[180]
@@ -163,6 +169,6 @@ def test_a_consumer_cancels_by_stopping():
         return inner(x, t)
 
     stream = generate(counting, diffusion, (1, 1, 2, 2), torch.Generator().manual_seed(0))
-    for _, step in zip(range(3), stream):
+    for _ in zip(range(3), stream):
         pass
     assert calls == [999, 998, 997]

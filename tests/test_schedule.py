@@ -1,4 +1,5 @@
 """The noise schedule and its derived coefficients, against their definitions computed independently."""
+
 import math
 
 import pytest
@@ -40,7 +41,9 @@ def test_posterior_coefficients_match_their_definitions():
     b = s.betas_float64
     assert torch.allclose(s.posterior_variance.double(), b * (1 - abp) / (1 - ab), rtol=1e-6)
     assert s.posterior_variance[0].item() == 0.0  # x_0 is known exactly given x_1 and x_0
-    assert s.posterior_log_variance_clipped[0].item() == pytest.approx(math.log(s.posterior_variance[1].item()), rel=1e-6)
+    assert s.posterior_log_variance_clipped[0].item() == pytest.approx(
+        math.log(s.posterior_variance[1].item()), rel=1e-6
+    )
     assert torch.allclose(s.posterior_mean_coef1.double(), abp.sqrt() * b / (1 - ab), rtol=1e-6)
     assert torch.allclose(s.posterior_mean_coef2.double(), (1 - b).sqrt() * (1 - abp) / (1 - ab), rtol=1e-6)
 

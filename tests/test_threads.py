@@ -1,4 +1,5 @@
 """The thread policy: torch's threads follow the cores other processes leave free, between 1 and the starting count."""
+
 from engine.threads import ThreadPolicy
 
 
@@ -20,8 +21,15 @@ class FakeMachine:
     def policy(self, **kwargs) -> ThreadPolicy:
         def set_threads(n: int) -> None:
             self.threads = n
-        return ThreadPolicy(read_sample=self.sample, get_threads=lambda: self.threads, set_threads=set_threads,
-                            enabled=True, clock=lambda: self.wall, **kwargs)
+
+        return ThreadPolicy(
+            read_sample=self.sample,
+            get_threads=lambda: self.threads,
+            set_threads=set_threads,
+            enabled=True,
+            clock=lambda: self.wall,
+            **kwargs,
+        )
 
 
 def test_a_busy_neighbour_drops_to_one_thread_and_a_quiet_machine_gets_both_back():

@@ -1,4 +1,5 @@
 """Training, checkpoints and runs: exact resume, crash-safe saves, the NaN guard, refusal of bad checkpoints."""
+
 import dataclasses
 import json
 import os
@@ -23,8 +24,9 @@ def dataset():
 
 def _spec(**train_changes) -> RunSpec:
     preset = get_preset("micro")
-    train = dataclasses.replace(preset.train, batch_size=8, log_every=2, sample_every=1000, checkpoint_every=1000,
-                                **train_changes)
+    train = dataclasses.replace(
+        preset.train, batch_size=8, log_every=2, sample_every=1000, checkpoint_every=1000, **train_changes
+    )
     return RunSpec(dataclasses.replace(preset.unet, dropout=0.1), preset.diffusion, train, DATA, "micro")
 
 
@@ -69,8 +71,12 @@ def test_training_reduces_the_loss_and_logs_metrics(tmp_path, dataset):
 
 def test_samples_and_checkpoints_on_schedule(tmp_path, dataset):
     spec = _spec()
-    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, sample_every=4, checkpoint_every=4,
-                                                               keep_checkpoints=2, sample_count=4, sample_steps=5))
+    spec = dataclasses.replace(
+        spec,
+        train=dataclasses.replace(
+            spec.train, sample_every=4, checkpoint_every=4, keep_checkpoints=2, sample_count=4, sample_steps=5
+        ),
+    )
     run = Run.create(tmp_path / "r", spec)
     events = list(Trainer(run, dataset=dataset).run(9))
     grids = [e for e in events if isinstance(e, SamplesReady)]
@@ -99,10 +105,12 @@ def test_a_crash_mid_save_leaves_the_previous_checkpoint(tmp_path, dataset, monk
     good = ckpt.latest_checkpoint(run.checkpoints_dir)[0]
 
     real_replace = os.replace
+
     def crash_on_weights(src, dst):
         if str(dst).endswith(".safetensors"):
             raise KeyboardInterrupt("killed mid-save")
         return real_replace(src, dst)
+
     monkeypatch.setattr(os, "replace", crash_on_weights)
     trainer.step = 4
     with pytest.raises(KeyboardInterrupt):
@@ -115,7 +123,11 @@ def test_a_crash_mid_save_leaves_the_previous_checkpoint(tmp_path, dataset, monk
     # Weights written but killed before the metadata: the half checkpoint is passed over too.
     trainer.step = 6
     weights, meta = ckpt.checkpoint_paths(run.checkpoints_dir, 6)
-    monkeypatch.setattr(os, "replace", lambda s, d: (_ for _ in ()).throw(KeyboardInterrupt()) if str(d).endswith(".json") else real_replace(s, d))
+    monkeypatch.setattr(
+        os,
+        "replace",
+        lambda s, d: (_ for _ in ()).throw(KeyboardInterrupt()) if str(d).endswith(".json") else real_replace(s, d),
+    )
     with pytest.raises(KeyboardInterrupt):
         trainer.save()
     monkeypatch.undo()
@@ -154,6 +166,7 @@ def test_a_checkpoint_of_another_architecture_is_refused(tmp_path, dataset):
     list(Trainer(run, dataset=dataset).run(1))
     found, _ = ckpt.latest_checkpoint(run.checkpoints_dir)
     from engine.unet import UNet
+
     wider = UNet(dataclasses.replace(get_preset("micro").unet, base_channels=32))
     with pytest.raises(ckpt.CheckpointError, match="do not fit"):
         ckpt.check_state_dict(wider, found.group("model"), "model")
@@ -168,12 +181,14 @@ def test_non_finite_steps_are_skipped_then_rolled_back(tmp_path, dataset, monkey
 
     real = trainer.diffusion.training_losses
     poisoned = {"left": 3}
+
     def nan_losses(*args, **kwargs):
         losses = real(*args, **kwargs)
         if poisoned["left"] > 0:
             poisoned["left"] -= 1
             return losses * float("nan")
         return losses
+
     monkeypatch.setattr(trainer.diffusion, "training_losses", nan_losses)
     events = list(trainer.run(6))
     skipped = [e for e in events if isinstance(e, StepSkipped)]
@@ -221,13 +236,19 @@ def test_learning_rate_warms_up_then_stays_or_follows_a_half_cosine(tmp_path, da
     """Appendix B: linear warmup to the peak, then constant; the cosine option decays to 0 at total_steps."""
     from engine.config import LRSchedule
 
-    constant = Trainer(Run.create(tmp_path / "c", _spec(learning_rate=1e-3, warmup_steps=10, total_steps=110)),
-                       "cpu", dataset)
+    constant = Trainer(
+        Run.create(tmp_path / "c", _spec(learning_rate=1e-3, warmup_steps=10, total_steps=110)), "cpu", dataset
+    )
     assert constant.learning_rate(0) == pytest.approx(1e-4)  # step 0 trains at 1/10 of the peak
     assert constant.learning_rate(9) == pytest.approx(1e-3)
     assert constant.learning_rate(109) == pytest.approx(1e-3)
-    cosine = Trainer(Run.create(tmp_path / "k", _spec(learning_rate=1e-3, warmup_steps=10, total_steps=110,
-                                                      lr_schedule=LRSchedule.COSINE)), "cpu", dataset)
+    cosine = Trainer(
+        Run.create(
+            tmp_path / "k", _spec(learning_rate=1e-3, warmup_steps=10, total_steps=110, lr_schedule=LRSchedule.COSINE)
+        ),
+        "cpu",
+        dataset,
+    )
     assert cosine.learning_rate(4) == pytest.approx(constant.learning_rate(4))  # the same warmup
     assert cosine.learning_rate(10) == pytest.approx(1e-3)
     assert cosine.learning_rate(60) == pytest.approx(0.5e-3)  # halfway through the decay: half the peak

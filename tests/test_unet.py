@@ -1,4 +1,5 @@
 """The paper's U-Net: parameter counts of the presets, shapes, the zero-init identity, gradient flow."""
+
 import dataclasses
 import math
 
@@ -51,6 +52,7 @@ def test_attention_sits_at_the_configured_resolution():
     with torch.device("meta"):
         model = UNet(PRESETS["cifar10"].unet)
     from engine.unet import AttentionBlock
+
     attention_levels = [i for i, level in enumerate(model.down) if isinstance(level.attns[0], AttentionBlock)]
     assert attention_levels == [1]
     assert sum(isinstance(m, AttentionBlock) for m in model.modules()) == 2 + 3 + 1

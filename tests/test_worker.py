@@ -1,4 +1,5 @@
 """The engine thread: priorities, supersession, cancellation, errors, and the bridge's futures."""
+
 import threading
 import time
 
@@ -10,9 +11,11 @@ from tests.conftest import run_async
 
 def _collect():
     events, lock = [], threading.Lock()
+
     def emit(e):
         with lock:
             events.append(e)
+
     return events, emit
 
 
@@ -74,6 +77,7 @@ def test_a_new_job_of_the_same_key_supersedes_the_old():
                 time.sleep(0.001)
                 yield None
             return value
+
         return job
 
     first = worker.submit("mix", slow(1), Priority.INTERACTIVE)

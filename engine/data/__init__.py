@@ -24,36 +24,75 @@ The modules, each importing only those above it:
   batches.py    batches: shuffled, flipped, exactly resumable; the uint8 <-> [-1, 1] tensor conversions
 Everything public is re-exported here: import from `engine.data`, not from its modules.
 """
+
 from .batches import BatchIterator, BatchPosition, batches, to_model_range, to_uint8_tensor
 from .dataset import ImageDataset, load_dataset
 from .files import IMAGE_EXTENSIONS, decode_image, find_image_files
 from .formats import (
-    RestrictedUnpickler, UnsafePickleError, detect_source, read_cifar10, read_cifar10_batch, read_idx, read_mnist,
+    RestrictedUnpickler,
+    UnsafePickleError,
+    detect_source,
+    read_cifar10,
+    read_cifar10_batch,
+    read_idx,
+    read_mnist,
 )
 from .inspector import FEW_IMAGES, inspect_data
 from .report import DataReport, SkippedFile, SkipReason
 from .shapes import SHAPES_COUNT, make_shapes, render_shape
 from .spec import (
-    DataError, DataSpec, FitMode, LoadOptions, LoadProgress, ProgressCallback, SourceKind, Split, parse_data_spec,
+    DataError,
+    DataSpec,
+    FitMode,
+    LoadOptions,
+    LoadProgress,
+    ProgressCallback,
+    SourceKind,
+    Split,
+    parse_data_spec,
 )
 
 __all__ = [
     # spec
-    "DataError", "DataSpec", "FitMode", "LoadOptions", "LoadProgress", "ProgressCallback", "SourceKind", "Split",
+    "DataError",
+    "DataSpec",
+    "FitMode",
+    "LoadOptions",
+    "LoadProgress",
+    "ProgressCallback",
+    "SourceKind",
+    "Split",
     "parse_data_spec",
     # report
-    "DataReport", "SkipReason", "SkippedFile",
+    "DataReport",
+    "SkipReason",
+    "SkippedFile",
     # shapes
-    "SHAPES_COUNT", "make_shapes", "render_shape",
+    "SHAPES_COUNT",
+    "make_shapes",
+    "render_shape",
     # files
-    "IMAGE_EXTENSIONS", "decode_image", "find_image_files",
+    "IMAGE_EXTENSIONS",
+    "decode_image",
+    "find_image_files",
     # formats
-    "RestrictedUnpickler", "UnsafePickleError", "detect_source", "read_cifar10", "read_cifar10_batch", "read_idx",
+    "RestrictedUnpickler",
+    "UnsafePickleError",
+    "detect_source",
+    "read_cifar10",
+    "read_cifar10_batch",
+    "read_idx",
     "read_mnist",
     # inspector
-    "FEW_IMAGES", "inspect_data",
+    "FEW_IMAGES",
+    "inspect_data",
     # dataset
-    "ImageDataset", "load_dataset",
+    "ImageDataset",
+    "load_dataset",
     # batches
-    "BatchIterator", "BatchPosition", "batches", "to_model_range", "to_uint8_tensor",
+    "BatchIterator",
+    "BatchPosition",
+    "batches",
+    "to_model_range",
+    "to_uint8_tensor",
 ]

@@ -1,11 +1,12 @@
 """Training batches: [B, C, H, W] float in [-1, 1], shuffled afresh each epoch, randomly mirrored, in an order fixed
 by a seed and resumable at any `BatchPosition`; under distributed training, each process's contiguous shard of them.
 """
+
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -14,10 +15,10 @@ from torch import Tensor
 from .dataset import ImageDataset
 from .spec import DataError
 
-
 # ---- pixel ranges (Ho et al. 2020, Sec. 3.3: integers 0..255 scaled linearly to [-1, 1]) ----
 # Tensor to tensor, any shape, on any device; images.to_uint8 / from_uint8 are the numpy [N, H, W, C] pair for
 # pictures that leave the engine.
+
 
 def to_model_range(images: Tensor) -> Tensor:
     """uint8 [...] in 0..255 -> float32 [...] in [-1, 1]."""
@@ -31,6 +32,7 @@ def to_uint8_tensor(x: Tensor) -> Tensor:
 
 
 # ---- batches: shuffled per epoch, flipped, exactly resumable ----
+
 
 @dataclass(frozen=True)
 class BatchPosition:
@@ -54,9 +56,17 @@ class BatchIterator:
     `position` is the global one, the same in every process.
     """
 
-    def __init__(self, dataset: ImageDataset, batch_size: int, generator: torch.Generator, hflip: bool,
-                 start: BatchPosition = BatchPosition(), device: torch.device | str | None = None,
-                 shard: int = 0, num_shards: int = 1):
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        batch_size: int,
+        generator: torch.Generator,
+        hflip: bool,
+        start: BatchPosition = BatchPosition(),
+        device: torch.device | str | None = None,
+        shard: int = 0,
+        num_shards: int = 1,
+    ):
         if len(dataset) == 0:
             raise DataError("the dataset is empty")
         if batch_size < 1:
@@ -66,8 +76,10 @@ class BatchIterator:
         if num_shards < 1 or not 0 <= shard < num_shards:
             raise ValueError(f"shard {shard} of {num_shards} does not exist")
         if batch_size % num_shards:
-            raise ValueError(f"the batch size {batch_size} (the global batch) does not split evenly over "
-                             f"{num_shards} processes: choose a multiple of {num_shards}")
+            raise ValueError(
+                f"the batch size {batch_size} (the global batch) does not split evenly over "
+                f"{num_shards} processes: choose a multiple of {num_shards}"
+            )
         self.dataset, self.batch_size, self.hflip, self.device = dataset, batch_size, hflip, device
         self.shard_size = batch_size // num_shards
         self.num_shards = num_shards
@@ -122,8 +134,8 @@ class BatchIterator:
             while need:
                 perm, flip = self.epoch_order(epoch)
                 take = min(need, n - index)
-                parts.append(perm[index:index + take])
-                flips.append(flip[index:index + take])
+                parts.append(perm[index : index + take])
+                flips.append(flip[index : index + take])
                 index, need = index + take, need - take
                 if index == n:
                     epoch, index = epoch + 1, 0
@@ -141,9 +153,16 @@ class BatchIterator:
             yield to_model_range(torch.where(mirror, x.flip(-1), x)), kept  # [B', C, H, W] in [-1, 1], [B] bool
 
 
-def batches(dataset: ImageDataset, batch_size: int, generator: torch.Generator, hflip: bool = True,
-            start: BatchPosition = BatchPosition(), device: torch.device | str | None = None,
-            shard: int = 0, num_shards: int = 1) -> BatchIterator:
+def batches(
+    dataset: ImageDataset,
+    batch_size: int,
+    generator: torch.Generator,
+    hflip: bool = True,
+    start: BatchPosition = BatchPosition(),
+    device: torch.device | str | None = None,
+    shard: int = 0,
+    num_shards: int = 1,
+) -> BatchIterator:
     """Training batches, [batch_size, C, H, W] float32 in [-1, 1]; random horizontal flips as in the paper's CIFAR-10.
 
     Draws one number from `generator`; to resume, pass a generator in the same state (seeded with the run's seed)

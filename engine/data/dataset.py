@@ -1,11 +1,12 @@
 """The training images of one spec: `load_dataset` decodes a small dataset once into a uint8 tensor [N, C, H, W]; a
 large one stays on disk and `ImageDataset.read_ahead` decodes it on a thread pool ahead of the training step.
 """
+
 from __future__ import annotations
 
 import collections
 import concurrent.futures
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -20,8 +21,14 @@ from .spec import DataError, DataSpec, LoadOptions, ProgressCallback, parse_data
 class ImageDataset:
     """The training images of one DataSpec as uint8 [C, H, W] each: decoded in memory, or from disk on demand."""
 
-    def __init__(self, report: DataReport, images: Tensor | None = None, source: _Source | None = None,
-                 labels: Tensor | None = None, options: LoadOptions = LoadOptions()):
+    def __init__(
+        self,
+        report: DataReport,
+        images: Tensor | None = None,
+        source: _Source | None = None,
+        labels: Tensor | None = None,
+        options: LoadOptions = LoadOptions(),
+    ):
         assert (images is None) != (source is None), "an ImageDataset holds either images or a source to decode"
         self.report = report
         self.spec = report.spec
@@ -38,8 +45,21 @@ class ImageDataset:
         assert images.dtype == torch.uint8 and images.ndim == 4, (images.dtype, images.shape)
         n, channels, height, width = images.shape
         spec = spec or DataSpec(source="tensor", image_size=(height, width), channels=channels)
-        report = DataReport(spec, None, n, channels, {(height, width): n}, {}, {}, (), {}, images.numel(),
-                            streamed=False, verified=True, warnings=())
+        report = DataReport(
+            spec,
+            None,
+            n,
+            channels,
+            {(height, width): n},
+            {},
+            {},
+            (),
+            {},
+            images.numel(),
+            streamed=False,
+            verified=True,
+            warnings=(),
+        )
         return cls(report, images=images)
 
     @property
@@ -122,8 +142,9 @@ class ImageDataset:
         return (torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous() if arrays else empty), kept
 
 
-def load_dataset(spec: DataSpec | str, progress: ProgressCallback | None = None,
-                 options: LoadOptions = LoadOptions()) -> ImageDataset:
+def load_dataset(
+    spec: DataSpec | str, progress: ProgressCallback | None = None, options: LoadOptions = LoadOptions()
+) -> ImageDataset:
     """The dataset, decoded into memory when it fits under options.memory_limit_bytes, else streamed.
 
     Raises DataError (with the inspector's text) when nothing usable is found.

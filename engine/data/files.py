@@ -3,6 +3,7 @@
 
 Searched recursively: PNG, JPEG, WebP, BMP, TIFF, GIF (first frame). Every failure becomes a `SkippedFile`.
 """
+
 from __future__ import annotations
 
 import collections
@@ -18,9 +19,9 @@ from PIL import Image, ImageOps
 from .report import SkippedFile, SkipReason, _classify
 from .spec import FitMode
 
-
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
-                              ".gif"})
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"}
+)
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
 
 
@@ -56,8 +57,11 @@ def find_image_files(root: str | os.PathLike) -> tuple[list[Path], list[SkippedF
                 real = visited[key]
                 here = os.path.realpath(dirpath)
                 loop = here == real or here.startswith(real.rstrip(os.sep) + os.sep)
-                skipped.append(SkippedFile(full, SkipReason.SYMLINK_LOOP if loop else SkipReason.DUPLICATE_FOLDER,
-                                           f"leads back to {real}"))
+                skipped.append(
+                    SkippedFile(
+                        full, SkipReason.SYMLINK_LOOP if loop else SkipReason.DUPLICATE_FOLDER, f"leads back to {real}"
+                    )
+                )
                 continue
             visited[key] = os.path.realpath(full)
             kept.append(name)
@@ -102,8 +106,9 @@ def _probe_file(path: Path, pixel_limit: int) -> _Probe | SkippedFile:
     except Exception as error:  # noqa: BLE001 - the inspector reports every failure and goes on
         return SkippedFile(str(path), *_classify(error))
     if width * height > pixel_limit:
-        return SkippedFile(str(path), SkipReason.DECOMPRESSION_BOMB,
-                           f"{width * height:,} pixels (limit {pixel_limit:,})")
+        return SkippedFile(
+            str(path), SkipReason.DECOMPRESSION_BOMB, f"{width * height:,} pixels (limit {pixel_limit:,})"
+        )
     grayscale = mode in _GRAY_MODES or mode.startswith("I;") or palette_gray
     return _Probe(path, (height, width), mode, format_, grayscale, alpha)
 
@@ -187,8 +192,10 @@ def _fit(image: Image.Image, size: tuple[int, int], fit: FitMode) -> Image.Image
     scale = min(width / w, height / h)
     inner_w, inner_h = max(1, round(w * scale)), max(1, round(h * scale))
     canvas = Image.new(image.mode, (width, height), 0)
-    canvas.paste(image.resize((inner_w, inner_h), Image.Resampling.LANCZOS, reducing_gap=3.0),
-                 ((width - inner_w) // 2, (height - inner_h) // 2))
+    canvas.paste(
+        image.resize((inner_w, inner_h), Image.Resampling.LANCZOS, reducing_gap=3.0),
+        ((width - inner_w) // 2, (height - inner_h) // 2),
+    )
     return canvas
 
 

@@ -1,9 +1,10 @@
 """Which kind of source a spec names (`detect_source`), and the two that come as arrays rather than image files:
 
-  CIFAR-10   the python version, `cifar-10-batches-py/` or `cifar-10-python.tar.gz`, read by a restricted
-             unpickler that can build numpy arrays and nothing else
-  MNIST IDX  MNIST / Fashion-MNIST `*-images-idx3-ubyte[.gz]`: a file, or the folder that holds them
+CIFAR-10   the python version, `cifar-10-batches-py/` or `cifar-10-python.tar.gz`, read by a restricted
+           unpickler that can build numpy arrays and nothing else
+MNIST IDX  MNIST / Fashion-MNIST `*-images-idx3-ubyte[.gz]`: a file, or the folder that holds them
 """
+
 from __future__ import annotations
 
 import gzip
@@ -70,8 +71,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         try:
             return self.ALLOWED[(module, name)]
         except KeyError:
-            raise UnsafePickleError(f"refused to unpickle {module}.{name}: a CIFAR-10 batch needs only numpy arrays, "
-                                    "so this file is damaged or malicious") from None
+            raise UnsafePickleError(
+                f"refused to unpickle {module}.{name}: a CIFAR-10 batch needs only numpy arrays, "
+                "so this file is damaged or malicious"
+            ) from None
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError("refused a persistent reference: CIFAR-10 batches have none")
@@ -90,8 +93,10 @@ def read_cifar10_batch(file: IO[bytes], name: str = "batch") -> tuple[np.ndarray
     data = batch.get(b"data", batch.get("data"))
     labels = batch.get(b"labels", batch.get("labels"))
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise DataError(f"{name}: b'data' must be a uint8 array [n, 3072], "
-                        f"found {getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}")
+        raise DataError(
+            f"{name}: b'data' must be a uint8 array [n, 3072], "
+            f"found {getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}"
+        )
     if not isinstance(labels, list) or len(labels) != len(data) or not all(isinstance(v, int) for v in labels):
         raise DataError(f"{name}: b'labels' must be a list of {len(data)} integers")
     return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)  # rows are R plane, G plane, B plane
@@ -134,8 +139,14 @@ def read_cifar10(path: str | os.PathLike, split: Split) -> tuple[np.ndarray, np.
 
 # ---- MNIST / Fashion-MNIST IDX ----
 
-_IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_DTYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 _IDX_IMAGES = re.compile(r"(train|t10k|test)[-_.]images[-_.]idx3[-_.]ubyte(\.gz)?$", re.IGNORECASE)
 _MAX_IDX_BYTES = 1 << 34  # a damaged header must not make us allocate terabytes
 
@@ -160,8 +171,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             if expected > _MAX_IDX_BYTES:
                 raise DataError(f"{path}: its header claims {expected:,} bytes of data")
             if not isinstance(f, gzip.GzipFile) and expected > os.path.getsize(path) - 4 - 4 * ndim:
-                raise DataError(f"{path}: truncated ({os.path.getsize(path) - 4 - 4 * ndim:,} of "
-                                f"{expected:,} data bytes)")
+                raise DataError(
+                    f"{path}: truncated ({os.path.getsize(path) - 4 - 4 * ndim:,} of {expected:,} data bytes)"
+                )
             data = f.read(expected)
     except (OSError, EOFError, struct.error) as error:
         raise DataError(f"{path}: unreadable IDX file ({error})") from error
@@ -183,8 +195,11 @@ def _find_idx_images(folder: Path, split: Split) -> Path | None:
     """The split's images file in `folder`, or in raw/ or */raw/ below it (the torchvision layout)."""
     prefixes = ("train",) if split is Split.TRAIN else ("t10k", "test")
     for candidates in (folder.glob("*"), folder.glob("raw/*"), folder.glob("*/raw/*"), folder.glob("*/*")):
-        found = sorted(p for p in candidates if p.is_file() and (match := _IDX_IMAGES.search(p.name))
-                       and match.group(1).lower() in prefixes)
+        found = sorted(
+            p
+            for p in candidates
+            if p.is_file() and (match := _IDX_IMAGES.search(p.name)) and match.group(1).lower() in prefixes
+        )
         if found:
             return min(found, key=lambda p: p.suffix == ".gz")  # the plain file when both are there
     return None
@@ -211,6 +226,7 @@ def read_mnist(path: str | os.PathLike, split: Split) -> tuple[np.ndarray, np.nd
 
 
 # ---- which kind of source ----
+
 
 def detect_source(source: str) -> SourceKind:
     """What kind of source a DataSpec.source names; DataError if none."""

@@ -1,6 +1,7 @@
 """The inspector: what a source holds (`_scan`: headers only for folders), and `inspect_data`, which reports it,
 what it skipped and why, and never raises.
 """
+
 from __future__ import annotations
 
 import collections
@@ -14,7 +15,6 @@ from .report import DataReport, SkippedFile, human_bytes
 from .shapes import SHAPES_COUNT
 from .sources import _ArraySource, _CallbackError, _decode_all, _FileSource, _report, _ShapesSource, _Source
 from .spec import DataError, DataSpec, LoadOptions, ProgressCallback, SourceKind, parse_data_spec
-
 
 FEW_IMAGES = 1_000  # below this a diffusion model memorises its data: a warning, never a refusal
 
@@ -47,8 +47,11 @@ class _Scan:
 
 
 def _probe_counts(probes: list[_Probe]) -> tuple[collections.Counter, ...]:
-    return (collections.Counter(p.size for p in probes), collections.Counter(p.mode for p in probes),
-            collections.Counter(p.format for p in probes))
+    return (
+        collections.Counter(p.size for p in probes),
+        collections.Counter(p.mode for p in probes),
+        collections.Counter(p.format for p in probes),
+    )
 
 
 def _scan(spec: DataSpec, options: LoadOptions, progress: ProgressCallback | None) -> _Scan:
@@ -57,20 +60,42 @@ def _scan(spec: DataSpec, options: LoadOptions, progress: ProgressCallback | Non
     if kind is SourceKind.SHAPES:
         count = spec.count or SHAPES_COUNT[spec.split]
         channels = spec.channels or 3
-        return _Scan(kind, _ShapesSource(spec, count, channels), None, channels, counter({spec.image_size: count}),
-                     counter({"RGB": count}), counter({"builtin:shapes": count}), [], {}, [], True)
+        return _Scan(
+            kind,
+            _ShapesSource(spec, count, channels),
+            None,
+            channels,
+            counter({spec.image_size: count}),
+            counter({"RGB": count}),
+            counter({"builtin:shapes": count}),
+            [],
+            {},
+            [],
+            True,
+        )
     if kind in (SourceKind.CIFAR10, SourceKind.IDX):
         _report(progress, f"reading {kind.value}", 0, 1)
-        images, labels = read_cifar10(spec.source, spec.split) if kind is SourceKind.CIFAR10 else \
-            read_mnist(spec.source, spec.split)
+        images, labels = (
+            read_cifar10(spec.source, spec.split) if kind is SourceKind.CIFAR10 else read_mnist(spec.source, spec.split)
+        )
         images, labels = images[: spec.count], (labels[: spec.count] if labels is not None else None)
         _report(progress, f"reading {kind.value}", 1, 1)
         native = images.shape[1]
         channels = spec.channels or native
         mode = {1: "L", 3: "RGB"}[native]
-        return _Scan(kind, _ArraySource(images, spec, channels), labels, channels,
-                     counter({tuple(images.shape[2:]): len(images)}), counter({mode: len(images)}),
-                     counter({kind.value: len(images)}), [], {}, [], True)
+        return _Scan(
+            kind,
+            _ArraySource(images, spec, channels),
+            labels,
+            channels,
+            counter({tuple(images.shape[2:]): len(images)}),
+            counter({mode: len(images)}),
+            counter({kind.value: len(images)}),
+            [],
+            {},
+            [],
+            True,
+        )
     files, skipped, ignored = find_image_files(spec.source)
     probes: list[_Probe] = []
     for i, path in enumerate(files):
@@ -90,8 +115,18 @@ def _scan(spec: DataSpec, options: LoadOptions, progress: ProgressCallback | Non
     small = sum(1 for p in probes if p.size[0] < height or p.size[1] < width)
     if small:
         notes.append(f"{small:,} images are smaller than {height}x{width} and will be upscaled (blurred)")
-    return _Scan(kind, _FileSource([p.path for p in probes], spec, channels), None, channels, *_probe_counts(probes),
-                 skipped, ignored, notes, verified=False, probes=probes)
+    return _Scan(
+        kind,
+        _FileSource([p.path for p in probes], spec, channels),
+        None,
+        channels,
+        *_probe_counts(probes),
+        skipped,
+        ignored,
+        notes,
+        verified=False,
+        probes=probes,
+    )
 
 
 def _make_report(spec: DataSpec, scan: _Scan, options: LoadOptions, verified: bool) -> DataReport:
@@ -100,20 +135,41 @@ def _make_report(spec: DataSpec, scan: _Scan, options: LoadOptions, verified: bo
     notes = list(scan.warnings)
     streamed = memory > options.memory_limit_bytes
     if streamed:
-        notes.append(f"{human_bytes(memory)} decoded is above the {human_bytes(options.memory_limit_bytes)} "
-                     "memory limit: images will be decoded from disk during training")
+        notes.append(
+            f"{human_bytes(memory)} decoded is above the {human_bytes(options.memory_limit_bytes)} "
+            "memory limit: images will be decoded from disk during training"
+        )
     if 0 < count < FEW_IMAGES:
-        notes.append(f"only {count:,} images: a diffusion model memorises a dataset this small and will mostly "
-                     "reproduce its training images")
+        notes.append(
+            f"only {count:,} images: a diffusion model memorises a dataset this small and will mostly "
+            "reproduce its training images"
+        )
     if scan.skipped:
         notes.append(f"{len(scan.skipped):,} files skipped (listed above)")
-    return DataReport(spec, scan.kind, count, scan.channels, dict(scan.sizes), dict(scan.modes), dict(scan.formats),
-                      tuple(scan.skipped), dict(scan.ignored), memory, streamed, verified or scan.verified,
-                      tuple(notes), None if count else "no usable images")
+    return DataReport(
+        spec,
+        scan.kind,
+        count,
+        scan.channels,
+        dict(scan.sizes),
+        dict(scan.modes),
+        dict(scan.formats),
+        tuple(scan.skipped),
+        dict(scan.ignored),
+        memory,
+        streamed,
+        verified or scan.verified,
+        tuple(notes),
+        None if count else "no usable images",
+    )
 
 
-def inspect_data(spec: DataSpec | str, verify: bool = True, options: LoadOptions = LoadOptions(),
-                 progress: ProgressCallback | None = None) -> DataReport:
+def inspect_data(
+    spec: DataSpec | str,
+    verify: bool = True,
+    options: LoadOptions = LoadOptions(),
+    progress: ProgressCallback | None = None,
+) -> DataReport:
     """Everything about a source a person should know before training on it. Never raises (except from `progress`).
 
     verify: decode every image (finds truncated and corrupt files) rather than reading headers only.

@@ -1,13 +1,14 @@
 """What the inspector found: a `DataReport` (counts, sizes, modes, warnings, its printable text), the files it skipped
 (`SkippedFile`) and why (`SkipReason`, and `_classify`, which turns any exception a file raised into one).
 """
+
 from __future__ import annotations
 
 import errno
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Mapping
 
 from PIL import Image, UnidentifiedImageError
 
@@ -59,28 +60,38 @@ class DataReport:
 
     def format(self) -> str:
         height, width = self.spec.image_size
-        kind = {None: "unknown source", SourceKind.SHAPES: "built-in", SourceKind.FOLDER: "image folder",
-                SourceKind.CIFAR10: "CIFAR-10", SourceKind.IDX: "IDX"}[self.kind]
+        kind = {
+            None: "unknown source",
+            SourceKind.SHAPES: "built-in",
+            SourceKind.FOLDER: "image folder",
+            SourceKind.CIFAR10: "CIFAR-10",
+            SourceKind.IDX: "IDX",
+        }[self.kind]
         lines = [f"{self.spec.source} ({kind}, {self.spec.split.value} split)"]
         if self.error:
             lines.append(f"  error: {self.error}")
-        lines.append(f"  {self.count:,} images -> {self.channels} x {height} x {width}, "
-                     f"{human_bytes(self.memory_bytes)} as uint8, "
-                     + ("streamed from disk" if self.streamed else "kept in memory")
-                     + ("" if self.verified else " (headers read; images not yet decoded)"))
+        lines.append(
+            f"  {self.count:,} images -> {self.channels} x {height} x {width}, "
+            f"{human_bytes(self.memory_bytes)} as uint8, "
+            + ("streamed from disk" if self.streamed else "kept in memory")
+            + ("" if self.verified else " (headers read; images not yet decoded)")
+        )
         if self.source_sizes:
             by_area = sorted(self.source_sizes, key=lambda hw: (hw[0] * hw[1], hw))
             common = sorted(self.source_sizes.items(), key=lambda kv: -kv[1])[:3]
-            lines.append(f"  stored sizes (HxW): {by_area[0][0]}x{by_area[0][1]} to {by_area[-1][0]}x{by_area[-1][1]}; "
-                         "most common " + ", ".join(f"{h}x{w} ({n:,})" for (h, w), n in common))
+            lines.append(
+                f"  stored sizes (HxW): {by_area[0][0]}x{by_area[0][1]} to {by_area[-1][0]}x{by_area[-1][1]}; "
+                "most common " + ", ".join(f"{h}x{w} ({n:,})" for (h, w), n in common)
+            )
         for title, counts in (("modes", self.modes), ("formats", self.formats), ("ignored", self.ignored)):
             if counts:
                 ranked = sorted(counts.items(), key=lambda kv: -kv[1])
                 lines.append(f"  {title}: " + ", ".join(f"{k} {n:,}" for k, n in ranked))
         if self.skipped:
             lines.append(f"  skipped {len(self.skipped):,}:")
-            lines += [f"    {s.reason.value}: {s.path}" + (f" ({s.detail})" if s.detail else "")
-                      for s in self.skipped[:50]]
+            lines += [
+                f"    {s.reason.value}: {s.path}" + (f" ({s.detail})" if s.detail else "") for s in self.skipped[:50]
+            ]
             if len(self.skipped) > 50:
                 lines.append(f"    ... and {len(self.skipped) - 50:,} more")
         lines += [f"  warning: {w}" for w in self.warnings]

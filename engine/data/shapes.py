@@ -1,6 +1,7 @@
 """builtin:shapes, our procedural dataset: one filled circle, square or triangle on a plain background, so the studio
 trains with no download. Image i depends only on (seed, split, i), so any image can be rendered alone and in any order.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,7 +12,6 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from .spec import Split
-
 
 SHAPES_COUNT = {Split.TRAIN: 10_000, Split.TEST: 1_000}  # enough to learn shapes; rendered in a second or two
 _SUPERSAMPLE = 4  # drawn at 4x and box-filtered down: antialiased edges without Pillow's (absent) antialiased polygons
@@ -30,8 +30,9 @@ def _distinct_colours(rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[
             return tuple(background[k].tolist()), tuple(colour[k].tolist())
 
 
-def render_shape(index: int, image_size: tuple[int, int] = (32, 32), split: Split = Split.TRAIN,
-                 seed: int = 0) -> np.ndarray:
+def render_shape(
+    index: int, image_size: tuple[int, int] = (32, 32), split: Split = Split.TRAIN, seed: int = 0
+) -> np.ndarray:
     """Image `index` of builtin:shapes: [H, W, 3] uint8, a function of (seed, split, index) alone."""
     rng = np.random.default_rng([seed, _SPLIT_STREAM[split], index])
     kind = int(rng.integers(3))  # 0 circle, 1 square, 2 triangle
@@ -53,8 +54,9 @@ def render_shape(index: int, image_size: tuple[int, int] = (32, 32), split: Spli
     return np.frombuffer(small.tobytes(), np.uint8).reshape(height, width, 3)
 
 
-def make_shapes(count: int, image_size: tuple[int, int] = (32, 32), split: Split = Split.TRAIN, seed: int = 0,
-                start: int = 0) -> Tensor:
+def make_shapes(
+    count: int, image_size: tuple[int, int] = (32, 32), split: Split = Split.TRAIN, seed: int = 0, start: int = 0
+) -> Tensor:
     """Images start .. start + count - 1 of builtin:shapes: [count, 3, H, W] uint8."""
     out = np.empty((count, *image_size, 3), dtype=np.uint8)
     for i in range(count):

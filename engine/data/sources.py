@@ -1,6 +1,7 @@
 """Sources: image i of a dataset as [H, W, C] uint8, decoded on demand, whatever it is stored as (rendered shapes,
 an in-memory array, image files); `_decode_all` decodes every one on a thread pool, reporting progress.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -101,8 +102,12 @@ def _report(progress: ProgressCallback | None, stage: str, done: int, total: int
             raise _CallbackError() from error
 
 
-def _decode_all(source: _Source, keep: bool, options: LoadOptions, progress: ProgressCallback | None,
-                ) -> tuple[Tensor | None, list[int], list[SkippedFile]]:
+def _decode_all(
+    source: _Source,
+    keep: bool,
+    options: LoadOptions,
+    progress: ProgressCallback | None,
+) -> tuple[Tensor | None, list[int], list[SkippedFile]]:
     """Decode every image on a thread pool -> (uint8 [n_good, C, H, W] if keep, good indices, skipped)."""
     n = len(source)
     images: Tensor | None = None

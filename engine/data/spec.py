@@ -3,12 +3,14 @@ from text such as "builtin:shapes?size=16" and `str(spec)` writes it back. `Load
 threads), which never changes the images a run trains on; `DataError` is how every module here says a source is
 unusable.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 from PIL import Image
 
@@ -72,7 +74,7 @@ _DEFAULT_SPEC = DataSpec()
 
 
 def parse_data_spec(text: str, **overrides: Any) -> DataSpec:
-    """"SOURCE" or "SOURCE?key=value&..." -> DataSpec; `overrides` (DataSpec fields) win over the text.
+    """ "SOURCE" or "SOURCE?key=value&..." -> DataSpec; `overrides` (DataSpec fields) win over the text.
 
     Keys: size (32, or 24x32 for height x width), channels (1, 3, 4), fit (crop, pad), split (train, test), count, seed.
     """

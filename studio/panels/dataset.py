@@ -7,6 +7,7 @@ the report with every skipped file and why, and a rough estimate of the time and
 the engine's count of the planned U-Net's parameters, FLOPs and activations at the chosen size and channels).
 The loaded preview goes to `state["dataset"]`, where the Training panel picks it up.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,24 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-    QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget,
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
 )
 
 from studio.bridge import PRESETS, DataPreview, EngineError, UNetConfig, human_bytes
@@ -29,6 +46,7 @@ from studio.widgets.training_estimate import TrainingEstimateBox
 BUILTIN, FOLDER, CIFAR10, MNIST = range(4)
 SOURCE_LABELS = ("Built-in shapes", "Folder…", "CIFAR-10 file…", "MNIST file…")
 PREVIEW_COUNT = 64
+
 
 class DatasetPanel(QWidget):
     """Pick and inspect the training data; `dataset_loaded(DataPreview)` after every load (usable or not)."""
@@ -46,8 +64,10 @@ class DatasetPanel(QWidget):
         # ---- source ----
         self.source_combo = QComboBox()
         self.source_combo.addItems(SOURCE_LABELS)
-        self.source_combo.setToolTip("Where the training images come from. A folder is searched recursively for\n"
-                                     "PNG, JPEG, WebP, BMP, TIFF and GIF. You can also drop a folder or file here.")
+        self.source_combo.setToolTip(
+            "Where the training images come from. A folder is searched recursively for\n"
+            "PNG, JPEG, WebP, BMP, TIFF and GIF. You can also drop a folder or file here."
+        )
         self.path_edit = QLineEdit()
         self.path_edit.setPlaceholderText("a folder, cifar-10-python.tar.gz or train-images-idx3-ubyte.gz")
         self.browse_button = QPushButton("Browse…")
@@ -80,12 +100,16 @@ class DatasetPanel(QWidget):
         size_row.addWidget(self.width_spin)
         self.channels_combo = QComboBox()
         self.channels_combo.addItems(["auto", "1", "3", "4"])
-        self.channels_combo.setToolTip("auto: 1 if every image is grayscale, else 3 (RGB). 4 keeps transparency;\n"
-                                       "otherwise transparent pixels are composited on white.")
+        self.channels_combo.setToolTip(
+            "auto: 1 if every image is grayscale, else 3 (RGB). 4 keeps transparency;\n"
+            "otherwise transparent pixels are composited on white."
+        )
         self.fit_combo = QComboBox()
         self.fit_combo.addItems(["crop", "pad"])
-        self.fit_combo.setToolTip("crop: scale the shorter side to fit and cut out the centre (the paper's preprocessing)\n"
-                                  "pad: scale the longer side to fit and pad the rest with black")
+        self.fit_combo.setToolTip(
+            "crop: scale the shorter side to fit and cut out the centre (the paper's preprocessing)\n"
+            "pad: scale the longer side to fit and pad the rest with black"
+        )
         shape_box = QGroupBox("As the model sees it")
         form = QFormLayout(shape_box)
         form.addRow("Plan for preset", self.preset_combo)
@@ -119,8 +143,10 @@ class DatasetPanel(QWidget):
         self.warnings_label.setWordWrap(True)
         self.warnings_label.setStyleSheet("color: #b26a00;")
         self.preview_grid = ImageGrid(columns=8, max_zoom=8)
-        self.preview_grid.set_placeholder("Choose a source and press Load:\nthe first 64 images appear here "
-                                          "as the model will see them (after crop/resize).")
+        self.preview_grid.set_placeholder(
+            "Choose a source and press Load:\nthe first 64 images appear here "
+            "as the model will see them (after crop/resize)."
+        )
         self.preview_grid.setToolTip("The first images after crop/resize, at integer zoom: exactly what training sees.")
         self.skipped_table = QTableWidget(0, 2)
         self.skipped_table.setHorizontalHeaderLabels(["File", "Why it was skipped"])
@@ -162,9 +188,14 @@ class DatasetPanel(QWidget):
         self.preset_combo.currentTextChanged.connect(self._on_preset_changed)
         self.load_button.clicked.connect(lambda: self.load(self.spec_text()))
         self.path_edit.returnPressed.connect(lambda: self.load(self.spec_text()))
-        for signal in (self.height_spin.valueChanged, self.width_spin.valueChanged, self.count_spin.valueChanged,
-                       self.channels_combo.currentIndexChanged, self.fit_combo.currentIndexChanged,
-                       self.path_edit.textChanged):
+        for signal in (
+            self.height_spin.valueChanged,
+            self.width_spin.valueChanged,
+            self.count_spin.valueChanged,
+            self.channels_combo.currentIndexChanged,
+            self.fit_combo.currentIndexChanged,
+            self.path_edit.textChanged,
+        ):
             signal.connect(self._refresh_spec)
         self._on_preset_changed(self.preset_combo.currentText())
         self._on_source_changed(BUILTIN)
@@ -194,16 +225,23 @@ class DatasetPanel(QWidget):
         channels = self.channels_combo.currentText()
         if channels == "auto":
             channels = self.preview.channels if self.preview is not None and self.preview.ok else 3
-        return dataclasses.replace(PRESETS[self.preset_combo.currentText()].unet, in_channels=int(channels),
-                                   image_size=(self.height_spin.value(), self.width_spin.value()))
+        return dataclasses.replace(
+            PRESETS[self.preset_combo.currentText()].unet,
+            in_channels=int(channels),
+            image_size=(self.height_spin.value(), self.width_spin.value()),
+        )
 
     def _show_estimate(self) -> None:
         name, data_bytes = self.preset_combo.currentText(), self.preview.memory_bytes if self.preview is not None else 0
         try:
             self.estimate_box.plan(name, self.planned_unet(), data_bytes)
         except ValueError as e:
-            self.estimate_box.plan(name, None, problem=f"⚠ The {name} U-Net cannot train on {self.height_spin.value()}"
-                                                       f"×{self.width_spin.value()} images: {e}.")
+            self.estimate_box.plan(
+                name,
+                None,
+                problem=f"⚠ The {name} U-Net cannot train on {self.height_spin.value()}"
+                f"×{self.width_spin.value()} images: {e}.",
+            )
 
     def _on_preset_changed(self, name: str) -> None:
         height, width = PRESETS[name].unet.image_size
@@ -229,8 +267,11 @@ class DatasetPanel(QWidget):
         if index == FOLDER:
             path = QFileDialog.getExistingDirectory(self, "Choose a folder of images", start)
         else:
-            filters = ("CIFAR-10 (*.tar.gz *_batch* data_batch_*);;All files (*)" if index == CIFAR10 else
-                       "MNIST images (*idx3-ubyte *idx3-ubyte.gz);;All files (*)")
+            filters = (
+                "CIFAR-10 (*.tar.gz *_batch* data_batch_*);;All files (*)"
+                if index == CIFAR10
+                else "MNIST images (*idx3-ubyte *idx3-ubyte.gz);;All files (*)"
+            )
             path, _ = QFileDialog.getOpenFileName(self, SOURCE_LABELS[index].rstrip("…"), start, filters)
         if path:
             self.path_edit.setText(path)
@@ -335,10 +376,12 @@ class DatasetPanel(QWidget):
         self.summary_label.setText(
             f"<b>{preview.count:,} images</b> · {width}×{height} px · {preview.channels} channels ({channels}) · "
             f"{human_bytes(preview.memory_bytes)} as uint8 · {len(preview.skipped):,} skipped"
-            + (f" · showing the first {len(shown)}" if preview.count > len(shown) else ""))
+            + (f" · showing the first {len(shown)}" if preview.count > len(shown) else "")
+        )
         # The inspector's text is written for the CLI, where the skipped files are printed above the warnings.
-        self.warnings_label.setText("\n".join(f"⚠ {w.replace('(listed above)', '(see Skipped files)')}"
-                                             for w in preview.warnings))
+        self.warnings_label.setText(
+            "\n".join(f"⚠ {w.replace('(listed above)', '(see Skipped files)')}" for w in preview.warnings)
+        )
         self.warnings_label.setVisible(bool(preview.warnings))
         self.skipped_table.setRowCount(len(preview.skipped))
         for row, (path, reason) in enumerate(preview.skipped):

@@ -4,6 +4,7 @@ Every PNG carries its provenance in text chunks (model, step, weights, sampler, 
 can be regenerated; `python -m engine` reads the same chunks. Pictures are saved at an integer zoom with
 nearest-neighbour scaling, so small samples stay crisp.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +13,18 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
-                               QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..bridge import Bridge, EngineError, make_grid, save_gif, save_png, to_jsonable, upscale
 from ..state import AppState
@@ -49,17 +60,23 @@ class ExportPanel(QWidget):
         self.scale = _spin(1, 16, 4, "nearest-neighbour zoom of the saved picture: a 32x32 sample is unreadable at 1:1")
         self.seed = _spin(0, 2**31 - 1, 0, "the random seed: the same seed and settings give the same picture")
         self.steps = QComboBox()
-        self.steps.addItems(["exact (all T steps, Alg. 2)", "100 strided steps", "50 strided steps", "20 strided steps"])
-        self.steps.setToolTip("the exact ancestral chain of the paper, or a strided chain (Song et al. 2021) that is faster")
+        self.steps.addItems(
+            ["exact (all T steps, Alg. 2)", "100 strided steps", "50 strided steps", "20 strided steps"]
+        )
+        self.steps.setToolTip(
+            "the exact ancestral chain of the paper, or a strided chain (Song et al. 2021) that is faster"
+        )
         self.generate_button = QPushButton("Generate")
         self.generate_button.setToolTip(f"sample a new grid from the loaded model ({GENERATE_KEYS})")
         self.save_grid_button = QPushButton("Save PNG…")
         self.save_grid_button.setToolTip(f"save the grid as a PNG with its provenance in text chunks ({SAVE_KEYS})")
         self.copy_button = QPushButton("Copy")
         self.copy_button.setToolTip(f"copy the grid picture to the clipboard ({COPY_KEYS})")
-        for keys, what, button in ((GENERATE_KEYS, "generate a sample grid", self.generate_button),
-                                   (SAVE_KEYS, "save the sample grid as a PNG…", self.save_grid_button),
-                                   (COPY_KEYS, "copy the sample grid to the clipboard", self.copy_button)):
+        for keys, what, button in (
+            (GENERATE_KEYS, "generate a sample grid", self.generate_button),
+            (SAVE_KEYS, "save the sample grid as a PNG…", self.save_grid_button),
+            (COPY_KEYS, "copy the sample grid to the clipboard", self.copy_button),
+        ):
             bind_shortcut(self, keys, what, button.click)  # click(): nothing happens while the button is disabled
         self.grid = ImageGrid()
         self.grid.set_placeholder("Generate a grid of samples from the loaded model (EMA weights)")
@@ -79,7 +96,9 @@ class ExportPanel(QWidget):
         grid_layout.addLayout(grid_form, 0)
         self.preview_caption = QLabel()
         self.preview_caption.setWordWrap(True)
-        self.preview_caption.setToolTip("the preview fits the grid to this box; Save PNG… and Copy use Zoom and Padding")
+        self.preview_caption.setToolTip(
+            "the preview fits the grid to this box; Save PNG… and Copy use Zoom and Padding"
+        )
         preview = QVBoxLayout()
         preview.addWidget(self.grid, 1)
         preview.addWidget(self.preview_caption, 0)
@@ -145,7 +164,8 @@ class ExportPanel(QWidget):
         size = self.saved_grid_size()
         self.preview_caption.setText(
             f"Preview; the PNG is saved at zoom {self.scale.value()}, padding {self.padding.value()}"
-            + (f" ({size[0]:,} × {size[1]:,} px)." if size else "."))
+            + (f" ({size[0]:,} × {size[1]:,} px)." if size else ".")
+        )
 
     def _num_steps(self) -> int | None:
         return [None, 100, 50, 20][self.steps.currentIndex()]
@@ -165,9 +185,19 @@ class ExportPanel(QWidget):
             self.message.setText(f"sampling failed: {e}")
             return
         sampler = "ancestral (Alg. 2)" if steps is None else f"strided, eta=1, {steps} steps"
-        self.state.set("samples", {"images": result.images, "metadata": {
-            **self._model_metadata(), "sampler": sampler, "steps": str(steps or model.num_timesteps),
-            "seed": str(seed), "n": str(n)}})
+        self.state.set(
+            "samples",
+            {
+                "images": result.images,
+                "metadata": {
+                    **self._model_metadata(),
+                    "sampler": sampler,
+                    "steps": str(steps or model.num_timesteps),
+                    "seed": str(seed),
+                    "n": str(n),
+                },
+            },
+        )
         self.grid.set_images(result.images, columns=self.columns.value() or None)
         self.message.setText(f"{n} samples, seed {seed}, {sampler}")
         self._refresh_buttons()
@@ -203,11 +233,19 @@ class ExportPanel(QWidget):
         t_values, xs = self._strip_frames("x_t")
         _, preds = self._strip_frames("pred_x0")
         rows = [np.concatenate([xs[:, i], preds[:, i]]) for i in range(xs.shape[1])]
-        picture = upscale(make_grid(np.concatenate(rows), nrow=len(t_values), padding=self.padding.value()),
-                          self.scale.value())
+        picture = upscale(
+            make_grid(np.concatenate(rows), nrow=len(t_values), padding=self.padding.value()), self.scale.value()
+        )
         meta = self.state.get("trajectory")["metadata"]
-        return self._save(path, picture, {**meta, "frames": ",".join(str(int(t)) for t in t_values),
-                                          "layout": "per image: a row of x_t, then a row of x0_pred; t from T to 0"})
+        return self._save(
+            path,
+            picture,
+            {
+                **meta,
+                "frames": ",".join(str(int(t)) for t in t_values),
+                "layout": "per image: a row of x_t, then a row of x0_pred; t from T to 0",
+            },
+        )
 
     def export_gif(self, path: str) -> str:
         which = "x_t" if self.gif_source.currentIndex() == 0 else "pred_x0"
@@ -222,8 +260,9 @@ class ExportPanel(QWidget):
 
     def export_sheet(self, path: str) -> str:
         sheet = self.state.get("interpolation")
-        picture = upscale(make_grid(sheet["images"], nrow=len(sheet["images"]), padding=self.padding.value()),
-                          self.scale.value())
+        picture = upscale(
+            make_grid(sheet["images"], nrow=len(sheet["images"]), padding=self.padding.value()), self.scale.value()
+        )
         return self._save(path, picture, {**sheet["metadata"], "layout": "lambda from 0 (A) to 1 (B)"})
 
     # ---- helpers ----
@@ -232,9 +271,13 @@ class ExportPanel(QWidget):
         model = self.state.get("model")
         if model is None:
             return {}
-        return {"checkpoint": model.source, "step": str(model.step), "weights": model.weights,
-                "image_size": f"{model.image_size[0]}x{model.image_size[1]}x{model.channels}",
-                "T": str(model.num_timesteps)}
+        return {
+            "checkpoint": model.source,
+            "step": str(model.step),
+            "weights": model.weights,
+            "image_size": f"{model.image_size[0]}x{model.image_size[1]}x{model.channels}",
+            "T": str(model.num_timesteps),
+        }
 
     def _save(self, path: str, picture: np.ndarray, metadata: dict) -> str:
         save_png(path, picture, {k: v if isinstance(v, str) else to_jsonable(v) for k, v in metadata.items()})

@@ -6,6 +6,7 @@ t, λ, the column count or the seed asks the bridge for a new interpolation, whi
 the strip refines in place: preview (x̂0, Eq. 15) -> settled (strided chain) -> exact (Alg. 2), with progress.
 Values seen before come back from the engine's cache at once.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -15,24 +16,42 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
-                               QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from studio.bridge import SETTLED_STEPS, ChainProgress, EngineError, Refined
 from studio.widgets.image_grid import ImageGrid
 
 LAMBDA_STEPS = 20  # the λ slider moves in steps of 1/20 = 0.05
 STAGE_NAMES = {"direct": "preview", "settled": "settled", "exact": "exact"}
-T_TOOLTIP = ("The mixing step t (Fig. 9): both sources are noised to x_t with q(x_t|x_0), mixed, then denoised.\n"
-             "Small t keeps the sources' fine detail (the mix is close to a cross-fade); large t keeps only their\n"
-             "coarse layout and the model invents the rest. t = 0 mixes the pixels themselves.")
-LAMBDA_TOOLTIP = ("λ: the weight of B in the mixed latent x̄_t = (1-λ) x_t + λ x'_t (Fig. 8).\n"
-                  "λ = 0 and λ = 1 decode to reconstructions of A and B. The large view shows this λ.")
+T_TOOLTIP = (
+    "The mixing step t (Fig. 9): both sources are noised to x_t with q(x_t|x_0), mixed, then denoised.\n"
+    "Small t keeps the sources' fine detail (the mix is close to a cross-fade); large t keeps only their\n"
+    "coarse layout and the model invents the rest. t = 0 mixes the pixels themselves."
+)
+LAMBDA_TOOLTIP = (
+    "λ: the weight of B in the mixed latent x̄_t = (1-λ) x_t + λ x'_t (Fig. 8).\n"
+    "λ = 0 and λ = 1 decode to reconstructions of A and B. The large view shows this λ."
+)
 
-EXPLANATION = ("How it works (Sec. 4.4): both sources are noised to step t with q(x_t|x_0) (Eq. 4), mixed as "
-               "x̄_t = (1-λ) x_t + λ x'_t and decoded by the reverse chain. The noise is the same for every λ, so "
-               "λ = 0 and λ = 1 reconstruct A and B. At small t the strip is a cross-fade that keeps the sources' "
-               "detail; at large t only their coarse layout survives and the model invents the rest (Fig. 9).")
+EXPLANATION = (
+    "How it works (Sec. 4.4): both sources are noised to step t with q(x_t|x_0) (Eq. 4), mixed as "
+    "x̄_t = (1-λ) x_t + λ x'_t and decoded by the reverse chain. The noise is the same for every λ, so "
+    "λ = 0 and λ = 1 reconstruct A and B. At small t the strip is a cross-fade that keeps the sources' "
+    "detail; at large t only their coarse layout survives and the model invents the rest (Fig. 9)."
+)
 
 
 def lambda_text(lam: float) -> str:
@@ -77,15 +96,22 @@ class SourceBox(QGroupBox):
         self.grid.setMinimumSize(110, 110)
         self.grid.set_placeholder("no image yet")
         self.origin_label = QLabel("—")
-        self.index_spin = _ranged(QSpinBox(), "The dataset index for 'From dataset', the seed for 'Generate'.", 0, 999_999, 0)
+        self.index_spin = _ranged(
+            QSpinBox(), "The dataset index for 'From dataset', the seed for 'Generate'.", 0, 999_999, 0
+        )
         self.dataset_button = QPushButton("From dataset")
         self.generate_button = QPushButton("Generate")
         self.generate_button.setToolTip("A new sample from this seed (strided chain of 50 steps).")
         self.file_button = QPushButton("Open file…")
         layout = QGridLayout(self)
-        for widget, row, column, span in ((self.grid, 0, 0, 2), (QLabel("index / seed"), 2, 0, 1),
-                                          (self.index_spin, 2, 1, 1), (self.dataset_button, 3, 0, 1),
-                                          (self.generate_button, 3, 1, 1), (self.file_button, 4, 0, 2)):
+        for widget, row, column, span in (
+            (self.grid, 0, 0, 2),
+            (QLabel("index / seed"), 2, 0, 1),
+            (self.index_spin, 2, 1, 1),
+            (self.dataset_button, 3, 0, 1),
+            (self.generate_button, 3, 1, 1),
+            (self.file_button, 4, 0, 2),
+        ):
             layout.addWidget(widget, row, column, 1, span)
         layout.addWidget(self.origin_label, 1, 0, 1, 2, Qt.AlignmentFlag.AlignHCenter)
         layout.setRowStretch(0, 1)
@@ -125,14 +151,22 @@ class InterpolationPanel(QWidget):
         self.t_slider.setInvertedAppearance(True)  # left is coarse (large t), right is fine (small t),
         self.t_slider.setInvertedControls(True)  # and the arrow keys move the handle the way they point
         self.t_label = QLabel(toolTip=T_TOOLTIP)
-        self.lambda_slider = _ranged(QSlider(Qt.Orientation.Horizontal), LAMBDA_TOOLTIP, 0, LAMBDA_STEPS,
-                                     LAMBDA_STEPS // 2)
+        self.lambda_slider = _ranged(
+            QSlider(Qt.Orientation.Horizontal), LAMBDA_TOOLTIP, 0, LAMBDA_STEPS, LAMBDA_STEPS // 2
+        )
         self.lambda_slider.setTickPosition(QSlider.TickPosition.TicksBelow)
         self.lambda_label = QLabel(toolTip=LAMBDA_TOOLTIP)
-        self.columns_spin = _ranged(QSpinBox(), "How many λ values the strip shows, evenly from 0 (A) to 1 (B).",
-                                    2, 21, 9)
-        self.seed_spin = _ranged(QSpinBox(), "Seed of the encoding noise and of the reverse chain's noise, shared by every λ:\n"
-                                 "the same seed replays the same strip.", 0, 2**31 - 1, 0)
+        self.columns_spin = _ranged(
+            QSpinBox(), "How many λ values the strip shows, evenly from 0 (A) to 1 (B).", 2, 21, 9
+        )
+        self.seed_spin = _ranged(
+            QSpinBox(),
+            "Seed of the encoding noise and of the reverse chain's noise, shared by every λ:\n"
+            "the same seed replays the same strip.",
+            0,
+            2**31 - 1,
+            0,
+        )
         controls = QGroupBox("Mixing")
         form = QFormLayout(controls)
         for row in (self.t_label, self.t_slider, self.lambda_label, self.lambda_slider):
@@ -151,16 +185,19 @@ class InterpolationPanel(QWidget):
         self.focus_grid.setMinimumSize(200, 200)
         self.focus_grid.setToolTip(LAMBDA_TOOLTIP)
         self.stage_label = QLabel("showing: —")
-        self.stage_label.setToolTip("preview: x̂0 from one network evaluation (Eq. 15); settled: a strided chain;\n"
-                                    "exact: the ancestral chain of t steps (Alg. 2), which the progress bar follows.")
+        self.stage_label.setToolTip(
+            "preview: x̂0 from one network evaluation (Eq. 15); settled: a strided chain;\n"
+            "exact: the ancestral chain of t steps (Alg. 2), which the progress bar follows."
+        )
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(320)  # wide enough for its longest text, with room for the bar's chunk
         self.progress.setMinimumWidth(self.progress.fontMetrics().horizontalAdvance("settled 1000/1000") + 60)
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
 
-        strip_box = QGroupBox("Strip: λ from A to B (λ = 0 and 1 reconstruct A and B: close at small t, loose at "
-                              "large t)")
+        strip_box = QGroupBox(
+            "Strip: λ from A to B (λ = 0 and 1 reconstruct A and B: close at small t, loose at large t)"
+        )
         QVBoxLayout(strip_box).addWidget(self.strip_grid)
         focus_box = QGroupBox("Selected λ")
         QVBoxLayout(focus_box).addWidget(self.focus_grid)
@@ -245,14 +282,17 @@ class InterpolationPanel(QWidget):
             await self._load_builtin(info)
         image = (await self._bridge.dataset_images([index]))[0]
         if image.shape != (*info.image_size, info.channels):  # a dataset of another shape than the model's
-            image = fit_image(Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image),
-                              tuple(info.image_size), info.channels)
+            image = fit_image(
+                Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image), tuple(info.image_size), info.channels
+            )
         return image
 
     async def _load_builtin(self, info) -> None:
         self.status_label.setText("No dataset loaded: loading the built-in shapes at the model's size…")
         h, w = info.image_size
-        spec = f"builtin:shapes?size={h if h == w else f'{h}x{w}'}" + ("" if info.channels == 3 else f"&channels={info.channels}")
+        spec = f"builtin:shapes?size={h if h == w else f'{h}x{w}'}" + (
+            "" if info.channels == 3 else f"&channels={info.channels}"
+        )
         self._state.set("dataset", await self._bridge.load_dataset(spec))
 
     async def _from_dataset(self, box: SourceBox) -> None:
@@ -276,8 +316,12 @@ class InterpolationPanel(QWidget):
         self.set_source(box.name, image.images[0] if isinstance(image, Refined) else image, origin)
 
     def _open_file(self, box: SourceBox) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, f"Open source {box.name}", "",
-                                              "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            f"Open source {box.name}",
+            "",
+            "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff);;All files (*)",
+        )
         if path:
             self.load_source_file(box.name, path)
 
@@ -309,8 +353,11 @@ class InterpolationPanel(QWidget):
 
     def _show_labels(self) -> None:
         info, t = self._bridge.model, self.t_slider.value()
-        self.t_label.setText(f"mixing step t = {t} / {info.num_timesteps}   —   coarse ◀ ▶ fine" if info
-                             else "mixing step t: load a model first")
+        self.t_label.setText(
+            f"mixing step t = {t} / {info.num_timesteps}   —   coarse ◀ ▶ fine"
+            if info
+            else "mixing step t: load a model first"
+        )
         self.lambda_label.setText(f"λ = {lambda_text(self.lambda_value)}   (A ◀ ▶ B)")
 
     def _refresh(self) -> None:
@@ -332,14 +379,22 @@ class InterpolationPanel(QWidget):
         generation = self._generation
         self._lambdas, self._stages_seen = lambdas, []
         self._requested_at = time.perf_counter()
-        future = self._bridge.interpolate(a, b, t, lambdas, self.seed_spin.value(),
-                                          on_refined=lambda value: self._on_refined(generation, value))
+        future = self._bridge.interpolate(
+            a, b, t, lambdas, self.seed_spin.value(), on_refined=lambda value: self._on_refined(generation, value)
+        )
         asyncio.ensure_future(self._finish(generation, future))
 
     def _strip_key(self) -> tuple:
         info = self._bridge.model
-        return (info.source, info.step, self.source_a.version, self.source_b.version, self.t_slider.value(),
-                self.columns_spin.value(), self.seed_spin.value())
+        return (
+            info.source,
+            info.step,
+            self.source_a.version,
+            self.source_b.version,
+            self.t_slider.value(),
+            self.columns_spin.value(),
+            self.seed_spin.value(),
+        )
 
     async def _finish(self, generation: int, future: asyncio.Future) -> None:
         try:
@@ -383,19 +438,33 @@ class InterpolationPanel(QWidget):
         if value.stage == "exact":
             cached = self._stages_seen == ["exact"] and value.total > 0
             self._show_progress("exact", value.total, value.total)
-            self.status_label.setText(f"t = {t}: exact chain of {value.total} steps"
-                                      + (" (from the cache)" if cached else f", {elapsed:.2f} s after the change"))
+            self.status_label.setText(
+                f"t = {t}: exact chain of {value.total} steps"
+                + (" (from the cache)" if cached else f", {elapsed:.2f} s after the change")
+            )
             self._publish(value.images[:columns], t)
         else:
             self.status_label.setText(f"t = {t}: {stage} after {elapsed:.2f} s; the exact chain of {t} steps follows")
 
     def _publish(self, images: np.ndarray, t: int) -> None:
         info = self._bridge.model
-        self._state.set("interpolation", {"images": images, "metadata": {
-            "figure": "Ho et al. 2020, Figs. 8-9", "t": t, "num_timesteps": info.num_timesteps,
-            "lambdas": self.strip_lambdas(), "seed": self.seed_spin.value(), "model": info.source,
-            "step": info.step, "source_a": self.source_a.origin_label.text(),
-            "source_b": self.source_b.origin_label.text()}})
+        self._state.set(
+            "interpolation",
+            {
+                "images": images,
+                "metadata": {
+                    "figure": "Ho et al. 2020, Figs. 8-9",
+                    "t": t,
+                    "num_timesteps": info.num_timesteps,
+                    "lambdas": self.strip_lambdas(),
+                    "seed": self.seed_spin.value(),
+                    "model": info.source,
+                    "step": info.step,
+                    "source_a": self.source_a.origin_label.text(),
+                    "source_b": self.source_b.origin_label.text(),
+                },
+            },
+        )
 
     # ---- the selected λ ----
 

@@ -7,6 +7,7 @@ of Eq. 13): T network evaluations per image in minibatches, with progress and th
 total with its standard error, the prior and decoder terms, and Fig. 5: distortion against rate, and both against
 the reverse process steps.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,8 +19,18 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QFont, QPalette
-from PySide6.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton,
-                               QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from studio.bridge import ChainProgress, EngineError, LikelihoodResult
 from studio.widgets.plots import duration
@@ -28,21 +39,27 @@ from studio.widgets.shortcuts import bind_shortcut
 RATE_COLOR, DISTORTION_COLOR = "#1f77b4", "#d62728"
 MAX_IMAGES = 10_000_000  # in effect no cap: the job runs in minibatches, so memory does not grow with N
 EVALUATE_KEYS = "Ctrl+Return"
-BPD_TOOLTIP = ("Bits per dimension: the negative log-likelihood -log2 p(x0) of an image divided by its H·W·C\n"
-               "subpixels, here an upper bound on it. Lower is better; the paper reports ≤ 3.75 on CIFAR-10 test\n"
-               "(Table 1). ± is the standard error over the held-out images.")
-BOUND_TOOLTIP = ("The variational bound (Eq. 5): L = L_T + Σ L_(t-1) + L_0.\n"
-                 "L_T, the prior term: KL(q(x_T|x_0) ‖ N(0, I)), close to 0 with the paper's schedule.\n"
-                 "L_(t-1): KL(q(x_(t-1)|x_t, x_0) ‖ p_θ(x_(t-1)|x_t)), one per reverse step.\n"
-                 "L_0, the discretized decoder (Eq. 13): -log p_θ(x_0|x_1) on the 256-level pixel grid.\n"
-                 "Each term is evaluated at one random draw of x_t per image (the seed).")
-RD_TOOLTIP = ("Fig. 5 (Sec. 4.3), the bound read as a lossy code: a receiver holding x_t has been sent\n"
-              "L_T + Σ_(s>t) L_(s-1) bits/dim (the rate) and can guess x̂0(x_t) (Eq. 15); the distortion is the\n"
-              "RMSE of that guess on the 0-255 scale. Most of the bits go to imperceptible detail.")
+BPD_TOOLTIP = (
+    "Bits per dimension: the negative log-likelihood -log2 p(x0) of an image divided by its H·W·C\n"
+    "subpixels, here an upper bound on it. Lower is better; the paper reports ≤ 3.75 on CIFAR-10 test\n"
+    "(Table 1). ± is the standard error over the held-out images."
+)
+BOUND_TOOLTIP = (
+    "The variational bound (Eq. 5): L = L_T + Σ L_(t-1) + L_0.\n"
+    "L_T, the prior term: KL(q(x_T|x_0) ‖ N(0, I)), close to 0 with the paper's schedule.\n"
+    "L_(t-1): KL(q(x_(t-1)|x_t, x_0) ‖ p_θ(x_(t-1)|x_t)), one per reverse step.\n"
+    "L_0, the discretized decoder (Eq. 13): -log p_θ(x_0|x_1) on the 256-level pixel grid.\n"
+    "Each term is evaluated at one random draw of x_t per image (the seed)."
+)
+RD_TOOLTIP = (
+    "Fig. 5 (Sec. 4.3), the bound read as a lossy code: a receiver holding x_t has been sent\n"
+    "L_T + Σ_(s>t) L_(s-1) bits/dim (the rate) and can guess x̂0(x_t) (Eq. 15); the distortion is the\n"
+    "RMSE of that guess on the 0-255 scale. Most of the bits go to imperceptible detail."
+)
 
 
 def spec_options(spec: str) -> tuple[str, dict[str, str]]:
-    """"SOURCE?key=value&..." -> (SOURCE, {key: value}), read the way the engine reads a data spec."""
+    """ "SOURCE?key=value&..." -> (SOURCE, {key: value}), read the way the engine reads a data spec."""
     source, query = spec, ""
     if "?" in spec and not Path(spec).exists():
         source, _, query = spec.rpartition("?")
@@ -88,13 +105,17 @@ class LikelihoodPanel(QWidget):
         self.images_spin.setRange(0, MAX_IMAGES)
         self.images_spin.setSpecialValueText("all")
         self.images_spin.setValue(64)
-        self.images_spin.setToolTip("How many held-out images to evaluate: the first ones of the split, or all of it\n"
-                                    "(0). The bound costs T network evaluations per image, run in minibatches:\n"
-                                    "memory stays flat, time grows with the count (the paper: the 10,000 test images).")
+        self.images_spin.setToolTip(
+            "How many held-out images to evaluate: the first ones of the split, or all of it\n"
+            "(0). The bound costs T network evaluations per image, run in minibatches:\n"
+            "memory stays flat, time grows with the count (the paper: the 10,000 test images)."
+        )
         self.split_combo = QComboBox()
         self.split_combo.addItems(["test", "train"])
-        self.split_combo.setToolTip("test: images the model never saw (the paper's number); train: its own data,\n"
-                                    "to see over-fitting (the paper: 3.70 train vs 3.75 test). A folder has one split.")
+        self.split_combo.setToolTip(
+            "test: images the model never saw (the paper's number); train: its own data,\n"
+            "to see over-fitting (the paper: 3.70 train vs 3.75 test). A folder has one split."
+        )
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
         self.seed_spin.setToolTip("Seed of the x_t drawn for every term of the bound.")
@@ -135,16 +156,19 @@ class LikelihoodPanel(QWidget):
         terms.addRow("decoder L_0 (Eq. 13)", self.decoder_label)
         for label in (self.prior_label, self.kl_label, self.decoder_label):
             label.setToolTip(BOUND_TOOLTIP)
-        reading = QLabel("Lower is better: the paper reports ≤ 3.75 bits/dim on CIFAR-10 test (3.70 train). In Fig. 5 "
-                         "the distortion falls fastest at the smallest rates: the coarse content costs few bits and "
-                         "most of the rate describes imperceptible detail (Sec. 4.3).")
+        reading = QLabel(
+            "Lower is better: the paper reports ≤ 3.75 bits/dim on CIFAR-10 test (3.70 train). In Fig. 5 "
+            "the distortion falls fastest at the smallest rates: the coarse content costs few bits and "
+            "most of the rate describes imperceptible detail (Sec. 4.3)."
+        )
         reading.setWordWrap(True)
         terms.addRow(reading)
 
         self.rate_distortion_plot = _plot("Distortion vs rate (Fig. 5)", "rate (bits/dim)", "distortion (RMSE, 0-255)")
         self.rate_distortion_curve = self.rate_distortion_plot.plot([], [], pen=pg.mkPen(RATE_COLOR, width=2))
-        self.time_plot = _plot("Rate and distortion vs reverse steps", "reverse process steps (T - t)",
-                               "rate (bits/dim)")
+        self.time_plot = _plot(
+            "Rate and distortion vs reverse steps", "reverse process steps (T - t)", "rate (bits/dim)"
+        )
         self.rate_curve = self.time_plot.plot([], [], pen=pg.mkPen(RATE_COLOR, width=2), name="rate (bits/dim)")
         self.distortion_curve = self._add_right_axis(self.time_plot, "distortion (RMSE, 0-255)", DISTORTION_COLOR)
 
@@ -220,8 +244,9 @@ class LikelihoodPanel(QWidget):
         try:
             self.status_label.setText(f"Reading {spec} …")
             self.progress.setFormat("reading: %v / %m images")
-            images = await self._bridge.held_out_images(spec, self.images_spin.value() or None,
-                                                        on_progress=self._on_progress)
+            images = await self._bridge.held_out_images(
+                spec, self.images_spin.value() or None, on_progress=self._on_progress
+            )
             self._evaluating = f"Evaluating the bound on {len(images):,} {split} images"
             self.status_label.setText(f"{self._evaluating} …")
             self.progress.setRange(0, 0)  # busy until the first term arrives
@@ -270,11 +295,16 @@ class LikelihoodPanel(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         self.progress.setFormat("done")
-        self.result_label.setText(f"{result.bits_per_dim:.2f} ± {result.stderr:.2f} bits/dim "
-                                  f"({result.images:,} {split} images, step {step:,})")
+        self.result_label.setText(
+            f"{result.bits_per_dim:.2f} ± {result.stderr:.2f} bits/dim "
+            f"({result.images:,} {split} images, step {step:,})"
+        )
         kl = result.bits_per_dim - result.prior_bpd - result.decoder_bpd
-        for label, value in ((self.prior_label, result.prior_bpd), (self.kl_label, kl),
-                             (self.decoder_label, result.decoder_bpd)):
+        for label, value in (
+            (self.prior_label, result.prior_bpd),
+            (self.kl_label, kl),
+            (self.decoder_label, result.decoder_bpd),
+        ):
             share = 100 * value / result.bits_per_dim if result.bits_per_dim else 0.0
             label.setText(f"{value:.4f} bits/dim ({share:.0f}%)")
         rate, distortion = np.asarray(result.rate), np.asarray(result.distortion)  # [T+1], index t

@@ -7,6 +7,7 @@ the job, which saves a checkpoint; the engine keeps the trainer, so Resume conti
 panel can also *follow* a run that the command line or a multi-GPU job is writing: every 2 s it reads what was
 appended to the run's metrics.jsonl and the newest samples/ and checkpoints/ files, with no engine involved.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,7 +20,16 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QFileDialog, QFrame, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QScrollArea, QSplitter, QVBoxLayout,
+    QComboBox,
+    QFileDialog,
+    QFrame,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QScrollArea,
+    QSplitter,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -31,8 +41,9 @@ from studio.widgets.run_outputs import RunOutputs, steps_in
 from studio.widgets.train_settings import SETTINGS, PaperDifferences, TrainSettingsForm
 
 FOLLOW_INTERVAL_MS = 2000
-FOLLOWED_RAW_PLACEHOLDER = ("Raw-weight grids appear while the studio trains;\n"
-                            "a run written elsewhere saves EMA grids only.")
+FOLLOWED_RAW_PLACEHOLDER = (
+    "Raw-weight grids appear while the studio trains;\na run written elsewhere saves EMA grids only."
+)
 IDLE_PROMPT = "Load a dataset in the Dataset panel, then press Start."
 
 
@@ -45,7 +56,7 @@ def _run_timesteps(run_dir: Path) -> int | None:
 
 
 class StepProgressBar(QProgressBar):
-    """"step 5,330 / 10,000": QProgressBar's own %v / %m formats have no thousands separators."""
+    """ "step 5,330 / 10,000": QProgressBar's own %v / %m formats have no thousands separators."""
 
     def text(self) -> str:
         if self.value() < self.minimum():  # reset: nothing to show yet
@@ -154,8 +165,10 @@ class TrainingPanel(QWidget):
         self._show_differences()
         dataset = self.state.get("dataset")
         if dataset is not None and self.training_state == "idle" and self.status_label.text() == IDLE_PROMPT:
-            self.status_label.setText(f"Dataset {dataset.spec} is loaded: press Start (Ctrl+Return) to train the "
-                                      "preset on it, or Follow a run… written elsewhere.")
+            self.status_label.setText(
+                f"Dataset {dataset.spec} is loaded: press Start (Ctrl+Return) to train the "
+                "preset on it, or Follow a run… written elsewhere."
+            )
 
     def _on_preset_changed(self, name: str) -> None:
         if self.training_state in BUSY_STATES:
@@ -188,8 +201,9 @@ class TrainingPanel(QWidget):
         if self.training_state == "following" and record is None:
             return  # the list shows the followed run's own settings
         try:
-            self.differs_list.show_configs(record or dict(zip(("unet", "diffusion", "train"),
-                                                              map(to_jsonable, self.configs()))))
+            self.differs_list.show_configs(
+                record or dict(zip(("unet", "diffusion", "train"), map(to_jsonable, self.configs())))
+            )
         except ValueError as e:
             self.differs_list.show_lines([f"⚠ {e}"])
 
@@ -212,8 +226,9 @@ class TrainingPanel(QWidget):
         resuming = bool(run_dir) and (Path(run_dir) / "run.json").exists()
         dataset = self.state.get("dataset")
         if not run_dir or (dataset is None and not resuming):
-            return self._error("Choose a run folder first." if not run_dir else
-                               "Load a dataset in the Dataset panel first.")
+            return self._error(
+                "Choose a run folder first." if not run_dir else "Load a dataset in the Dataset panel first."
+            )
         spec = None  # resuming: the run keeps its own settings
         if not resuming:
             try:
@@ -224,8 +239,9 @@ class TrainingPanel(QWidget):
         self.run_dir, self._total_steps, self._batch_size = run_dir, self.steps_spin.value(), self.batch_spin.value()
         if resuming:  # show the run's history; the trainer drops any steps after its newest checkpoint
             self.curves.set_timesteps(_run_timesteps(Path(run_dir)))
-            self.curves.show_records(MetricsTail(Path(run_dir) / "metrics.jsonl").read()[0], self._total_steps,
-                                     self._batch_size)
+            self.curves.show_records(
+                MetricsTail(Path(run_dir) / "metrics.jsonl").read()[0], self._total_steps, self._batch_size
+            )
         self.state.set("run_dir", run_dir)
         self.status_label.setText(("Resuming " if resuming else "Starting ") + f"{run_dir} …")
         return self._launch(spec)
@@ -278,29 +294,44 @@ class TrainingPanel(QWidget):
             self.progress_bar.setRange(0, event.total_steps)
             self.progress_bar.setValue(event.step)
             resumed = f", resumed from step {event.resumed_from:,}" if event.resumed_from is not None else ""
-            self.status_label.setText(f"Training {event.parameters / 1e6:.2f}M parameters on {event.device} "
-                                      f"({event.precision}), {event.dataset_size:,} images{resumed}.")
+            self.status_label.setText(
+                f"Training {event.parameters / 1e6:.2f}M parameters on {event.device} "
+                f"({event.precision}), {event.dataset_size:,} images{resumed}."
+            )
         elif kind == "StepDone":  # every optimiser step: at most 10 repaints a second
             if time.monotonic() - self._progress_shown_at > 0.1:
                 self._progress_shown_at = time.monotonic()
                 self.progress_bar.setValue(event.step)
         elif kind == "StepLogged":
-            self.curves.show_logged(event.step, event.loss, event.loss_by_quartile, event.lr, event.grad_norm,
-                                    event.images_per_s, event.eta_s)
+            self.curves.show_logged(
+                event.step,
+                event.loss,
+                event.loss_by_quartile,
+                event.lr,
+                event.grad_norm,
+                event.images_per_s,
+                event.eta_s,
+            )
         elif kind == "SamplesReady":
             self.outputs.show_samples(event.step, event.ema, event.raw)
         elif kind == "CheckpointSaved":
             self.outputs.list_checkpoints(Path(event.path).parent.parent)
         elif kind in ("StepSkipped", "RolledBack"):
-            text = (f"step {event.step:,} skipped: {event.reason}" if kind == "StepSkipped" else
-                    f"rolled back from step {event.from_step:,} to {event.to_step:,}: {event.reason}")
+            text = (
+                f"step {event.step:,} skipped: {event.reason}"
+                if kind == "StepSkipped"
+                else f"rolled back from step {event.from_step:,} to {event.to_step:,}: {event.reason}"
+            )
             self.warning_label.setText(f"⚠ {dt.datetime.now():%H:%M:%S} {text}")
             self.warning_label.setVisible(True)
         elif kind == "TrainFinished":
             self.progress_bar.setValue(event.step)
             self.status_label.setText(
-                f"Finished at step {event.step:,}: {self.run_dir}" if event.reason == "done" else
-                f"{'Paused' if self.training_state == 'pausing' else 'Stopped'} at step {event.step:,}; checkpoint saved.")
+                f"Finished at step {event.step:,}: {self.run_dir}"
+                if event.reason == "done"
+                else f"{'Paused' if self.training_state == 'pausing' else 'Stopped'} at step {event.step:,}; "
+                "checkpoint saved."
+            )
 
     def _on_checkpoint_chosen(self, path: str) -> None:
         asyncio.ensure_future(self._explore(path))
@@ -320,8 +351,9 @@ class TrainingPanel(QWidget):
         if self.training_state == "following":
             return self.stop_following()
         current = self.state.get("run_dir") or self.run_dir  # the run opened or trained last
-        start = next((p for p in (Path(current) if current else None, Path("runs")) if p is not None and p.is_dir()),
-                     Path.cwd())
+        start = next(
+            (p for p in (Path(current) if current else None, Path("runs")) if p is not None and p.is_dir()), Path.cwd()
+        )
         path = QFileDialog.getExistingDirectory(self, "Follow a run folder", str(start.resolve()))
         if path:
             self.follow(path)
@@ -353,8 +385,10 @@ class TrainingPanel(QWidget):
         self._hinted_step = 0
         self.progress_bar.setRange(0, total)
         self.progress_bar.setValue(0)
-        self.status_label.setText(f"Following {root} (preset {record.get('preset') or 'custom'}, "
-                                  f"data {record.get('data')}); refreshed every {FOLLOW_INTERVAL_MS // 1000} s.")
+        self.status_label.setText(
+            f"Following {root} (preset {record.get('preset') or 'custom'}, "
+            f"data {record.get('data')}); refreshed every {FOLLOW_INTERVAL_MS // 1000} s."
+        )
         self.state.set("run_dir", str(root))
         self.poll_followed_run()
         self.follow_timer.start()
@@ -395,5 +429,6 @@ class TrainingPanel(QWidget):
         newest = checkpoints[-1][0]
         if same_run and newest > model.step and newest > self._hinted_step:
             self._hinted_step = newest
-            self.state.set("status", f"step {newest:,} is available: double-click it in Training > Checkpoints "
-                                     "to load it")
+            self.state.set(
+                "status", f"step {newest:,} is available: double-click it in Training > Checkpoints to load it"
+            )

@@ -6,6 +6,7 @@ scrubbing never asks the engine for anything. Forking holds x_t of one image at 
 completions x_0 ~ p(x_0 | x_t), shown progressively (direct -> settled -> exact); any step the chain has already
 computed can be forked, while the rest of the chain still runs.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -15,8 +16,18 @@ import random
 import numpy as np
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import (QApplication, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
-                               QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QApplication,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from studio.bridge import SETTLED_STEPS, Bridge, ChainProgress, EngineError, Refined, TrajectoryFrames
 from studio.state import AppState
@@ -28,12 +39,16 @@ MAX_SEED = 2**31 - 1
 GENERATE_KEYS, PLAY_KEYS, FORK_KEYS = "Ctrl+G", "Space", "F"
 # Rich text: upright DejaVu Sans (the usual Linux fallback) drops the combining hat of x̂; the italic keeps it.
 X_T, X0_HAT = "<i>x</i><sub>t</sub>", "<i>x̂</i><sub>0</sub>"
-STAGES = {"direct": f"direct {X0_HAT} (one network evaluation, Eq. 15; the same for every fork)",
-          "settled": f"quick preview (a strided chain of up to {SETTLED_STEPS} steps)",
-          "exact": "exact (the full ancestral chain, Alg. 2)"}
+STAGES = {
+    "direct": f"direct {X0_HAT} (one network evaluation, Eq. 15; the same for every fork)",
+    "settled": f"quick preview (a strided chain of up to {SETTLED_STEPS} steps)",
+    "exact": "exact (the full ancestral chain, Alg. 2)",
+}
 # What follows each stage: the exact chain draws its own completions, not refinements of the quick preview's.
-NEXT_STAGE = {"direct": f" · next: a quick preview (up to {SETTLED_STEPS} steps), then the exact chain",
-              "settled": " · the exact chain follows: new completions, not refinements of these"}
+NEXT_STAGE = {
+    "direct": f" · next: a quick preview (up to {SETTLED_STEPS} steps), then the exact chain",
+    "settled": " · the exact chain follows: new completions, not refinements of these",
+}
 
 
 def fill_grid(grid: ImageGrid, images: np.ndarray | None, captions: list[str], spacing: int = 4) -> None:
@@ -48,6 +63,7 @@ def fill_grid(grid: ImageGrid, images: np.ndarray | None, captions: list[str], s
         r = math.ceil(n / c)
         fit = min((grid.width() - spacing * (c + 1)) // (c * w), (grid.height() - (spacing + caption) * r) // (r * h))
         return fit, n - c * r
+
     grid.set_images(images, captions, max(range(1, n + 1), key=zoom))
 
 
@@ -55,10 +71,12 @@ class TrajectoryPanel(QWidget):
     title = "Trajectory"
     # Keys the slider handles itself, listed in Help > Keyboard shortcuts beside the shortcuts bound here.
     # The slider's controls are inverted (t = T at the left): Right, Up and Page Up move towards the data (t falls).
-    extra_keys = (("→ / ←", "t - 1 / t + 1: towards the data / the noise (slider focused)"),
-                  ("↑ / ↓", "the same as → / ← (slider focused)"),
-                  ("Page Up / Page Down", "a tenth of the chain towards the data / the noise (slider focused)"),
-                  ("Home / End", "jump to t = T (noise) / t = 0 (the sample)"))
+    extra_keys = (
+        ("→ / ←", "t - 1 / t + 1: towards the data / the noise (slider focused)"),
+        ("↑ / ↓", "the same as → / ← (slider focused)"),
+        ("Page Up / Page Down", "a tenth of the chain towards the data / the noise (slider focused)"),
+        ("Home / End", "jump to t = T (noise) / t = 0 (the sample)"),
+    )
     frame_shown = Signal(int)  # t, whenever the x_t / x^0 grids show a frame
     forks_shown = Signal(str)  # the Refined stage ('direct', 'settled', 'exact') the fork grid shows now
 
@@ -79,14 +97,25 @@ class TrajectoryPanel(QWidget):
 
     def _build(self) -> None:
         self.n_spin = QSpinBox(minimum=1, maximum=64, value=8, toolTip="How many samples run through the chain")
-        self.seed_spin = QSpinBox(maximum=MAX_SEED, toolTip="The seed of x_T and of every step's noise: the same "
-                                  "seed replays the same chain")
-        self.random_seed_button = QPushButton("⚄ Random", toolTip="Pick a random seed (then Generate)",
-                                              clicked=lambda: self.seed_spin.setValue(random.randrange(MAX_SEED)))
-        self.generate_button = QPushButton("Generate", clicked=self._on_generate_clicked, toolTip="Run the exact "
-                                           "reverse chain (Alg. 2) from x_T and keep every step (Ctrl+G)")
-        self.stop_button = QPushButton("Stop", enabled=False, clicked=lambda: self.bridge.cancel("trajectory"),
-                                       toolTip="Stop the chain; the frames received so far stay scrubbable")
+        self.seed_spin = QSpinBox(
+            maximum=MAX_SEED, toolTip="The seed of x_T and of every step's noise: the same seed replays the same chain"
+        )
+        self.random_seed_button = QPushButton(
+            "⚄ Random",
+            toolTip="Pick a random seed (then Generate)",
+            clicked=lambda: self.seed_spin.setValue(random.randrange(MAX_SEED)),
+        )
+        self.generate_button = QPushButton(
+            "Generate",
+            clicked=self._on_generate_clicked,
+            toolTip="Run the exact reverse chain (Alg. 2) from x_T and keep every step (Ctrl+G)",
+        )
+        self.stop_button = QPushButton(
+            "Stop",
+            enabled=False,
+            clicked=lambda: self.bridge.cancel("trajectory"),
+            toolTip="Stop the chain; the frames received so far stay scrubbable",
+        )
         seed_row = QHBoxLayout()
         seed_row.addWidget(self.seed_spin, 1)
         seed_row.addWidget(self.random_seed_button)
@@ -99,13 +128,17 @@ class TrajectoryPanel(QWidget):
         form.addRow("Seed", seed_row)
         form.addRow(buttons)
 
-        self.forks_spin = QSpinBox(minimum=1, maximum=32, value=8, toolTip="How many completions x_0 ~ p(x_0 | x_t) "
-                                   "to draw from the held x_t")
+        self.forks_spin = QSpinBox(
+            minimum=1, maximum=32, value=8, toolTip="How many completions x_0 ~ p(x_0 | x_t) to draw from the held x_t"
+        )
         self.fork_seed_spin = QSpinBox(maximum=MAX_SEED, toolTip="The seed of the completions' reverse-chain noise")
         self.fork_button = QPushButton("Fork here", clicked=self._on_fork_clicked)
-        hint = QLabel(f"Click an image in {X_T} or {X0_HAT} to pick it, then fork ({FORK_KEYS}, or double-click it). "
-                      "The completions share what the chain has decided by step t: a large t keeps only the coarse "
-                      "layout. Any step already computed can be forked while the chain runs.", wordWrap=True)
+        hint = QLabel(
+            f"Click an image in {X_T} or {X0_HAT} to pick it, then fork ({FORK_KEYS}, or double-click it). "
+            "The completions share what the chain has decided by step t: a large t keeps only the coarse "
+            "layout. Any step already computed can be forked while the chain runs.",
+            wordWrap=True,
+        )
         hint.setForegroundRole(QPalette.ColorRole.PlaceholderText)  # secondary text
         fork_box = QGroupBox("Fork (Fig. 7)")
         form = QFormLayout(fork_box)
@@ -128,21 +161,26 @@ class TrajectoryPanel(QWidget):
         self.scrubber.t_changed.connect(self._on_t_changed)
         self.scrubber.playing_changed.connect(lambda _: self._update_fork_button())
 
-        self.xt_grid, xt_box, _ = self._grid_box(X_T, f"{X_T}: the chain's state at step t, from pure noise "
-                                                 "(t = T) to the sample (t = 0)")
+        self.xt_grid, xt_box, _ = self._grid_box(
+            X_T, f"{X_T}: the chain's state at step t, from pure noise (t = T) to the sample (t = 0)"
+        )
         self.pred_grid, pred_box, _ = self._grid_box(
-            f"{X0_HAT} (prediction, Eq. 15)", f"{X0_HAT} = ({X_T} − √(1 − ᾱ<sub>t</sub>) ε<sub>θ</sub>({X_T}, t)) / "
-            f"√ᾱ<sub>t</sub>: the network's one-shot guess of the final image from {X_T} (Eq. 15)")
+            f"{X0_HAT} (prediction, Eq. 15)",
+            f"{X0_HAT} = ({X_T} − √(1 − ᾱ<sub>t</sub>) ε<sub>θ</sub>({X_T}, t)) / "
+            f"√ᾱ<sub>t</sub>: the network's one-shot guess of the final image from {X_T} (Eq. 15)",
+        )
         for grid in (self.xt_grid, self.pred_grid):
             grid.image_clicked.connect(self._on_image_clicked)
             grid.image_double_clicked.connect(self._on_image_double_clicked)
         self.xt_grid.set_placeholder("Press Generate (Ctrl+G) to run a chain; every step is kept so you can scrub it")
         self.pred_grid.set_placeholder("The network's prediction of the final image from x_t, at every step")
         self.fork_grid, self.fork_box, self.fork_title = self._grid_box(
-            f"Forks from {X_T}", f"The held {X_T} (first, framed) and its completions x<sub>0</sub> ~ "
-            f"p(x<sub>0</sub> | {X_T})")
-        self.fork_grid.set_placeholder("Pick an image and a step t, then Fork here: several completions of the same "
-                                       "x_t (Fig. 7)")
+            f"Forks from {X_T}",
+            f"The held {X_T} (first, framed) and its completions x<sub>0</sub> ~ p(x<sub>0</sub> | {X_T})",
+        )
+        self.fork_grid.set_placeholder(
+            "Pick an image and a step t, then Fork here: several completions of the same x_t (Fig. 7)"
+        )
         self.fork_stage_label = QLabel("", wordWrap=True, textFormat=Qt.TextFormat.RichText)
         self.fork_box.layout().addWidget(self.fork_stage_label)
         frames = QHBoxLayout()
@@ -231,8 +269,13 @@ class TrajectoryPanel(QWidget):
         n, seed, model = self.n_spin.value(), self.seed_spin.value(), self.bridge.model
         self._clear_frames()
         self._clear_fork()
-        self._metadata = {"seed": seed, "n": n, "model_step": getattr(model, "step", None),
-                          "model_source": getattr(model, "source", None), "weights": getattr(model, "weights", None)}
+        self._metadata = {
+            "seed": seed,
+            "n": n,
+            "model_step": getattr(model, "step", None),
+            "model_source": getattr(model, "source", None),
+            "weights": getattr(model, "weights", None),
+        }
         self.scrubber.reset(getattr(model, "num_timesteps", 0))
         self.stop_button.setEnabled(True)
         self._update_fork_button()
@@ -263,10 +306,19 @@ class TrajectoryPanel(QWidget):
         self._on_frames_received(result)
         chain, T = self._frames, self._frames.num_timesteps
         self._metadata.update(trajectory_id=result.trajectory_id, num_timesteps=T)
-        self.state.set("trajectory", {"t_values": chain.t_values.copy(), "x_t": chain.x_t, "pred_x0": chain.pred_x0,
-                                      "metadata": dict(self._metadata)})
-        self._set_status(f"Chain done: {n} samples × {T + 1} steps from seed {seed}. Scrub, play (Space) or click "
-                         "an image to fork it.")
+        self.state.set(
+            "trajectory",
+            {
+                "t_values": chain.t_values.copy(),
+                "x_t": chain.x_t,
+                "pred_x0": chain.pred_x0,
+                "metadata": dict(self._metadata),
+            },
+        )
+        self._set_status(
+            f"Chain done: {n} samples × {T + 1} steps from seed {seed}. Scrub, play (Space) or click "
+            "an image to fork it."
+        )
         self._update_fork_button()
 
     def _on_frames_received(self, frames: TrajectoryFrames) -> None:
@@ -283,8 +335,12 @@ class TrajectoryPanel(QWidget):
         if first:
             self._focus_scrubber()
         if not chain.complete:
-            self._set_status(f"Computing the chain: at t = {chain.front} of {chain.num_timesteps} ({chain.received} / "
-                             f"{frames.total} frames); scrub or fork what has arrived.", chain.received, frames.total)
+            self._set_status(
+                f"Computing the chain: at t = {chain.front} of {chain.num_timesteps} ({chain.received} / "
+                f"{frames.total} frames); scrub or fork what has arrived.",
+                chain.received,
+                frames.total,
+            )
         self._update_fork_button()
 
     def _focus_scrubber(self) -> None:
@@ -330,26 +386,37 @@ class TrajectoryPanel(QWidget):
     def _fork_blocker(self) -> str | None:
         """Why forking is impossible now (for the tooltip), or None."""
         if self._trajectory_id is None or self._shown_t is None:
-            return ("The chain has not computed its first step yet: forking holds an x_t the chain has reached."
-                    if self.stop_button.isEnabled() else f"Generate a chain first ({GENERATE_KEYS}).")
+            return (
+                "The chain has not computed its first step yet: forking holds an x_t the chain has reached."
+                if self.stop_button.isEnabled()
+                else f"Generate a chain first ({GENERATE_KEYS})."
+            )
         if self._shown_t < self._frames.front:
-            return (f"Step t = {self._shown_t} has not been computed yet (the chain is at t = {self._frames.front}): "
-                    "fork it once the chain gets there.")
+            return (
+                f"Step t = {self._shown_t} has not been computed yet (the chain is at t = {self._frames.front}): "
+                "fork it once the chain gets there."
+            )
         if self.xt_grid.selected is None:
             return f"Click an image in {X_T} or {X0_HAT} to choose which one to fork."
         if self._shown_t == 0:
-            return ("At t = 0, x_t is already the finished sample: there is no reverse chain left to fork. "
-                    "Move the slider towards T (noise).")
+            return (
+                "At t = 0, x_t is already the finished sample: there is no reverse chain left to fork. "
+                "Move the slider towards T (noise)."
+            )
         return None
 
     def _update_fork_button(self) -> None:
         blocker = self._fork_blocker()
         self.fork_button.setEnabled(blocker is None)
-        self.fork_button.setText(f"Fork #{self.xt_grid.selected + 1} at t = {self._shown_t}" if blocker is None
-                                 else "Fork here")
-        self.fork_button.setToolTip(blocker or f"Hold {X_T} of the picked image at t = {self._shown_t} and draw "
-                                    f"completions x<sub>0</sub> ~ p(x<sub>0</sub> | {X_T}) (Fig. 7) ({FORK_KEYS}). "
-                                    "Double-clicking an image does the same.")
+        self.fork_button.setText(
+            f"Fork #{self.xt_grid.selected + 1} at t = {self._shown_t}" if blocker is None else "Fork here"
+        )
+        self.fork_button.setToolTip(
+            blocker
+            or f"Hold {X_T} of the picked image at t = {self._shown_t} and draw "
+            f"completions x<sub>0</sub> ~ p(x<sub>0</sub> | {X_T}) (Fig. 7) ({FORK_KEYS}). "
+            "Double-clicking an image does the same."
+        )
 
     def _on_generate_clicked(self) -> None:
         asyncio.ensure_future(self._generate())
@@ -391,8 +458,10 @@ class TrajectoryPanel(QWidget):
     def _on_fork_progress(self, value) -> None:
         if isinstance(value, ChainProgress):
             running = "quick preview" if value.stage == "settled" else value.stage
-            self.fork_stage_label.setText(f"Stage: {STAGES.get(self._fork_stage, self._fork_stage)} · now running "
-                                          f"the {running} chain: {value.done} / {value.total} steps")
+            self.fork_stage_label.setText(
+                f"Stage: {STAGES.get(self._fork_stage, self._fork_stage)} · now running "
+                f"the {running} chain: {value.done} / {value.total} steps"
+            )
             self._set_status(self.status_label.text(), value.done, value.total)
             return
         if not isinstance(value, Refined):
@@ -417,14 +486,18 @@ class TrajectoryPanel(QWidget):
             self._show(grid, None)
         step = getattr(info, "step", None)
         step_text = f"step {step:,}" if isinstance(step, int) else "step ?"
-        self.xt_grid.set_placeholder(f"A new model is loaded ({step_text}): press Generate (Ctrl+G) for a chain "
-                                     "from it")
+        self.xt_grid.set_placeholder(
+            f"A new model is loaded ({step_text}): press Generate (Ctrl+G) for a chain from it"
+        )
         self.stop_button.setEnabled(False)
         self._update_fork_button()
         if self.state.get("trajectory") is not None:
             self.state.set("trajectory", None)
-        self._set_status("The model changed: the previous chain was cleared." if had_chain else
-                         f"Model loaded ({step_text}): press Generate (Ctrl+G).")
+        self._set_status(
+            "The model changed: the previous chain was cleared."
+            if had_chain
+            else f"Model loaded ({step_text}): press Generate (Ctrl+G)."
+        )
 
     def _set_status(self, text: str, done: int | None = None, total: int | None = None, error: bool = False) -> None:
         """The panel's status line; a progress bar while work runs (total 0: busy, no count yet)."""

@@ -4,6 +4,7 @@ A 32x32 sample is unreadable at 1:1 and blurred by smooth scaling; the grid pick
 all images fit the widget, draws pixels as crisp squares, and can caption and highlight images. A click on an image
 selects it (`image_clicked(index)`); a double-click also emits `image_double_clicked(index)`, for "open"/"fork this".
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,14 @@ class ImageGrid(QWidget):
     image_clicked = Signal(int)
     image_double_clicked = Signal(int)
 
-    def __init__(self, parent: QWidget | None = None, columns: int | None = None, spacing: int = 4,
-                 max_zoom: int = 16, min_zoom: int = 1):
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        columns: int | None = None,
+        spacing: int = 4,
+        max_zoom: int = 16,
+        min_zoom: int = 1,
+    ):
         super().__init__(parent)
         self._images: list[QImage] = []
         self._shape = (0, 0)
@@ -53,7 +60,9 @@ class ImageGrid(QWidget):
 
     # ---- content ----
 
-    def set_images(self, images: np.ndarray | None, captions: list[str] | None = None, columns: int | None = None) -> None:
+    def set_images(
+        self, images: np.ndarray | None, captions: list[str] | None = None, columns: int | None = None
+    ) -> None:
         if images is None or len(images) == 0:
             self._images, self._shape = [], (0, 0)
         else:
@@ -119,13 +128,18 @@ class ImageGrid(QWidget):
         h, w = self._shape
         r, c = divmod(index, cols)
         cap = self._caption_height()
-        return QRect(left + c * (w * zoom + self._spacing), top + r * (h * zoom + cap + self._spacing), w * zoom, h * zoom)
+        return QRect(
+            left + c * (w * zoom + self._spacing), top + r * (h * zoom + cap + self._spacing), w * zoom, h * zoom
+        )
 
     def sizeHint(self) -> QSize:
         cols, rows = self._grid()
         h, w = self._shape if self._images else (32, 32)
         zoom = 4
-        return QSize(cols * w * zoom + self._spacing * (cols + 1), rows * (h * zoom + self._caption_height()) + self._spacing * (rows + 1))
+        return QSize(
+            cols * w * zoom + self._spacing * (cols + 1),
+            rows * (h * zoom + self._caption_height()) + self._spacing * (rows + 1),
+        )
 
     # ---- painting and input ----
 
@@ -142,8 +156,16 @@ class ImageGrid(QWidget):
             painter.drawImage(rect, image)
             if i < len(self._captions) and self._captions[i]:
                 painter.setPen(self.palette().color(QPalette.ColorRole.Text))
-                painter.drawText(QRect(rect.left() - self._spacing, rect.bottom() + 1, rect.width() + 2 * self._spacing,
-                                       self._caption_height()), Qt.AlignmentFlag.AlignCenter, self._captions[i])
+                painter.drawText(
+                    QRect(
+                        rect.left() - self._spacing,
+                        rect.bottom() + 1,
+                        rect.width() + 2 * self._spacing,
+                        self._caption_height(),
+                    ),
+                    Qt.AlignmentFlag.AlignCenter,
+                    self._captions[i],
+                )
             if i == self._selected:
                 painter.setPen(QPen(QColor("#ff9800"), 3))
                 painter.drawRect(rect.adjusted(-2, -2, 1, 1))

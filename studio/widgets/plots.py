@@ -3,17 +3,20 @@
 `LivePlot` keeps each named series as growing arrays and redraws the changed curves in batches, so a plot of tens of
 thousands of logged steps stays responsive (pyqtgraph clips to the view and downsamples). `LossPlot` is the one the
 Training panel shows: the raw L_simple per logged step (faint), its exponentially smoothed curve (bold), and the loss
-by t-quartile (t in [1, T/4], ..., [3T/4, T]), which shows that the small-t terms are the hard ones (Ho et al. 2020, Sec. 3.4).
+by t-quartile (t in [1, T/4], ..., [3T/4, T]), which shows that the small-t terms are the hard ones
+(Ho et al. 2020, Sec. 3.4).
 `TrainingCurves` adds the quartile toggles and a line of the latest values; it is fed by the engine's StepLogged
 events or, for a run written elsewhere, by the records `MetricsTail` reads from the run's growing metrics.jsonl.
 """
+
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -101,8 +104,9 @@ class LivePlot(pg.PlotWidget):
         self._redraw_timer.setInterval(self.REDRAW_MS)
         self._redraw_timer.timeout.connect(self.redraw)
 
-    def add_series(self, name: str, color: str, width: float = 1.5, alpha: int = 255, visible: bool = True,
-                   label: str | None = "") -> None:
+    def add_series(
+        self, name: str, color: str, width: float = 1.5, alpha: int = 255, visible: bool = True, label: str | None = ""
+    ) -> None:
         """A new, empty series; `label` names it in the legend ("": its name; None: not in the legend)."""
         rgba = pg.mkColor(color)
         rgba.setAlpha(alpha)
@@ -178,8 +182,10 @@ class LossPlot(LivePlot):
         self.quartile_names = QUARTILE_NAMES
         for q, color in enumerate(QUARTILE_COLORS):
             self.add_series(f"q{q}", color, width=1.5, visible=False, label=None)  # in the legend while shown
-        self.setToolTip("L_simple = ‖ε − ε_θ(x_t, t)‖² (Ho et al. 2020, Eq. 14), averaged over each logging window.\n"
-                        "The quartile curves split it by the sampled timestep t: small t (little noise) is hardest.")
+        self.setToolTip(
+            "L_simple = ‖ε − ε_θ(x_t, t)‖² (Ho et al. 2020, Eq. 14), averaged over each logging window.\n"
+            "The quartile curves split it by the sampled timestep t: small t (little noise) is hardest."
+        )
 
     def add_point(self, step: int, loss: float, by_quartile: Sequence[float | None] = ()) -> None:
         """One logged step: the window's mean loss and its mean per t-quartile (None where no t fell)."""
@@ -262,15 +268,28 @@ class TrainingCurves(QWidget):
         for check, name in zip(self.quartile_checks, self.loss_plot.quartile_names):
             check.setText(name)
 
-    def show_logged(self, step: int, loss: float, by_quartile: Sequence[float | None], lr: float, grad_norm: float,
-                    images_per_s: float, eta_s: float) -> None:
+    def show_logged(
+        self,
+        step: int,
+        loss: float,
+        by_quartile: Sequence[float | None],
+        lr: float,
+        grad_norm: float,
+        images_per_s: float,
+        eta_s: float,
+    ) -> None:
         """One logged step (StepLogged, or a line of metrics.jsonl): a point on the curves and the latest values."""
         self.loss_plot.add_point(step, loss, by_quartile)
         self._show_values(loss, lr, grad_norm, images_per_s, eta_s)
 
     def _show_values(self, loss: float, lr: float, grad_norm: float, images_per_s: float, eta_s: float) -> None:
-        for name, text in (("loss", f"{loss:.4f}"), ("lr", short_number(lr)), ("grad norm", f"{grad_norm:.3g}"),
-                           ("images/s", f"{images_per_s:.1f}"), ("ETA", duration(eta_s))):
+        for name, text in (
+            ("loss", f"{loss:.4f}"),
+            ("lr", short_number(lr)),
+            ("grad norm", f"{grad_norm:.3g}"),
+            ("images/s", f"{images_per_s:.1f}"),
+            ("ETA", duration(eta_s)),
+        ):
             self.stat_labels[name].setText(text)
 
     def show_records(self, records: Sequence[dict[str, Any]], total_steps: int, batch_size: int) -> int | None:
@@ -281,8 +300,12 @@ class TrainingCurves(QWidget):
             try:
                 step, loss = int(record["step"]), float(record["loss"])
                 self.loss_plot.add_point(step, loss, record.get("loss_q") or ())
-                latest = (loss, float(record.get("lr", 0.0)), float(record.get("grad_norm", 0.0)),
-                          float(record.get("img_per_s", 0.0)))
+                latest = (
+                    loss,
+                    float(record.get("lr", 0.0)),
+                    float(record.get("grad_norm", 0.0)),
+                    float(record.get("img_per_s", 0.0)),
+                )
             except (KeyError, TypeError, ValueError):
                 continue
         if step is not None:

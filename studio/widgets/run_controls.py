@@ -3,6 +3,7 @@
 The Training panel owns what the buttons do; this box only says what may be pressed in each state (idle, running,
 pausing, paused, stopping, finished, failed, following) and carries the keyboard shortcuts of the two main ones.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -23,15 +24,19 @@ class RunControls(QGroupBox):
     def __init__(self, parent: QWidget | None = None):
         super().__init__("Run folder", parent)
         self.run_dir_edit = QLineEdit()
-        self.run_dir_edit.setToolTip("The run folder: run.json, metrics.jsonl, checkpoints/, samples/.\n"
-                                     "A folder that already holds a run is resumed with its own settings.")
+        self.run_dir_edit.setToolTip(
+            "The run folder: run.json, metrics.jsonl, checkpoints/, samples/.\n"
+            "A folder that already holds a run is resumed with its own settings."
+        )
         self.choose_dir_button = QPushButton("Choose…")
         self.start_button, self.pause_button = QPushButton("Start"), QPushButton("Pause")
         self.stop_button, self.follow_button = QPushButton("Stop"), QPushButton("Follow a run…")
-        self.start_button.setToolTip("Train on the dataset loaded in the Dataset panel (or resume the run folder) "
-                                     f"({START_KEYS})")
-        self.pause_button.setToolTip("Pause saves a checkpoint; Resume continues exactly where it stopped "
-                                     f"({PAUSE_KEYS})")
+        self.start_button.setToolTip(
+            f"Train on the dataset loaded in the Dataset panel (or resume the run folder) ({START_KEYS})"
+        )
+        self.pause_button.setToolTip(
+            f"Pause saves a checkpoint; Resume continues exactly where it stopped ({PAUSE_KEYS})"
+        )
         self.stop_button.setToolTip("Stop after this step and save a checkpoint; the next Start begins a new run")
         self.follow_button.setToolTip("Watch a run that the command line or a multi-GPU job is writing")
         grid = QGridLayout(self)

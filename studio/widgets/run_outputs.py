@@ -6,6 +6,7 @@ Double-clicking a checkpoint asks for it to be explored (`checkpoint_chosen(path
 zoomed (nearest neighbour, so that a person opening the file can see them); the studio undoes that zoom and lets the
 grid pick its own, so a followed run's grid fits its frame like a live one.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -67,13 +68,19 @@ class RunOutputs(QWidget):
         self.checkpoint_list.setToolTip("The run's complete checkpoints; double-click one to explore it")
         grid = QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
-        for column, (title, widget) in enumerate(((self.ema_title, self.ema_grid), (self.raw_title, self.raw_grid),
-                                                  (QLabel("<b>Checkpoints</b>"), self.checkpoint_list))):
+        for column, (title, widget) in enumerate(
+            (
+                (self.ema_title, self.ema_grid),
+                (self.raw_title, self.raw_grid),
+                (QLabel("<b>Checkpoints</b>"), self.checkpoint_list),
+            )
+        ):
             grid.addWidget(title, 0, column)
             grid.addWidget(widget, 1, column)
             grid.setColumnStretch(column, 3 if column < 2 else 2)
         self.checkpoint_list.itemActivated.connect(
-            lambda item: self.checkpoint_chosen.emit(item.data(Qt.ItemDataRole.UserRole)))
+            lambda item: self.checkpoint_chosen.emit(item.data(Qt.ItemDataRole.UserRole))
+        )
         self.clear()
 
     def clear(self, raw_placeholder: str | None = None) -> None:
@@ -82,8 +89,9 @@ class RunOutputs(QWidget):
         self.checkpoint_list.clear()
         for grid, title, name in ((self.ema_grid, self.ema_title, "EMA"), (self.raw_grid, self.raw_title, "Raw")):
             grid.set_images(None)
-            grid.set_placeholder(f"Samples from the {name if name == 'EMA' else 'raw'} weights\n"
-                                 "appear here as the model learns.")
+            grid.set_placeholder(
+                f"Samples from the {name if name == 'EMA' else 'raw'} weights\nappear here as the model learns."
+            )
             title.setText(f"<b>{name} weights</b>")
         if raw_placeholder:
             self.raw_grid.set_placeholder(raw_placeholder)

@@ -6,6 +6,7 @@ Ho et al. 2020 reads the same way). The slider's value *is* t (its appearance is
 chain is still being computed only the frames received so far exist: `set_floor(t_min, more_coming)` makes the
 slider snap up to the lowest t available, and playing waits there until more frames arrive.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,9 +35,9 @@ class ChainFrames:
             self.x_t, self.pred_x0 = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
             self.t_values = np.empty(frames.total, np.int64)
         start = frames.done - len(frames.t_values)
-        self.t_values[start:frames.done] = frames.t_values
-        self.x_t[start:frames.done] = frames.x_t
-        self.pred_x0[start:frames.done] = frames.pred_x0
+        self.t_values[start : frames.done] = frames.t_values
+        self.x_t[start : frames.done] = frames.x_t
+        self.pred_x0[start : frames.done] = frames.pred_x0
         self.received = max(self.received, frames.done)
 
     @property
@@ -82,16 +83,19 @@ class TimestepScrubber(QWidget):
         self.slider.installEventFilter(self)  # Home/End: the chain's start (T) and end (0), not min/max
         self.slider.setRange(0, 0)
         self.slider.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
-        self.slider.setToolTip("The step t of the reverse chain. Left: t = T, pure Gaussian noise x_T. Right: t = 0, "
-                               "the finished sample x_0. Arrow keys step by one, Page Up/Down by a tenth, Home/End "
-                               "jump to T/0.")
+        self.slider.setToolTip(
+            "The step t of the reverse chain. Left: t = T, pure Gaussian noise x_T. Right: t = 0, "
+            "the finished sample x_0. Arrow keys step by one, Page Up/Down by a tenth, Home/End "
+            "jump to T/0."
+        )
         self.slider.setAccessibleName("timestep t")
         self.slider.valueChanged.connect(self._on_value_changed)
 
         self.play_button = QPushButton("▶ Play")
         self.play_button.setCheckable(True)
-        self.play_button.setToolTip("Play the chain from the current t down to t = 0 in about "
-                                    f"{play_seconds:g} s (Space)")
+        self.play_button.setToolTip(
+            f"Play the chain from the current t down to t = 0 in about {play_seconds:g} s (Space)"
+        )
         self.play_button.toggled.connect(self._on_play_toggled)
 
         self.t_label = QLabel("t = – / –")
@@ -174,8 +178,11 @@ class TimestepScrubber(QWidget):
         self.t_changed.emit(t)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if watched is self.slider and event.type() == QEvent.Type.KeyPress and \
-                event.key() in (Qt.Key.Key_Home, Qt.Key.Key_End):
+        if (
+            watched is self.slider
+            and event.type() == QEvent.Type.KeyPress
+            and event.key() in (Qt.Key.Key_Home, Qt.Key.Key_End)
+        ):
             self.set_t(self._num_timesteps if event.key() == Qt.Key.Key_Home else 0)
             return True
         return super().eventFilter(watched, event)

@@ -5,14 +5,23 @@ A panel binds its shortcuts with `bind_shortcut(panel, keys, what, slot)`; the d
 (Ctrl+G) works from anywhere in the window while its panel is the tab shown; a bare key (Space, F) only while the
 focus is inside the panel, so that it never steals a key from a text field or a button elsewhere.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QHeaderView, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDialog,
+    QDialogButtonBox,
+    QHeaderView,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 
 def bind_shortcut(parent: QWidget, keys: str | QKeySequence, what: str, slot: Callable[[], object]) -> QShortcut:
@@ -75,5 +84,8 @@ class ShortcutsDialog(QDialog):
 
     def entries(self) -> list[tuple[str, str]]:
         """[(keys, what)] of every listed shortcut (section headings left out)."""
-        return [(self.table.item(r, 0).text(), self.table.item(r, 1).text())
-                for r in range(self.table.rowCount()) if self.table.item(r, 1) is not None]
+        return [
+            (self.table.item(r, 0).text(), self.table.item(r, 1).text())
+            for r in range(self.table.rowCount())
+            if self.table.item(r, 1) is not None
+        ]

@@ -4,6 +4,7 @@ setting that differs from the paper's CIFAR-10 run (Ho et al. 2020, Sec. 4 and A
 Values cross in the JSON form that `to_jsonable` gives and run.json stores, so the same code fills the form from a
 preset or from a run written elsewhere, and compares either with the paper.
 """
+
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
@@ -15,14 +16,36 @@ from studio.widgets.plots import short_number
 
 PAPER = PRESETS["cifar10"]  # Ho et al. 2020's CIFAR-10 recipe: every difference is shown against it
 _COMPARED = {  # config group -> (field, how the list names it)
-    "unet": (("image_size", "image size"), ("in_channels", "channels"), ("base_channels", "width"),
-             ("channel_mults", "channel multipliers"), ("num_res_blocks", "res blocks"),
-             ("attention_resolutions", "attention at"), ("dropout", "dropout")),
-    "diffusion": (("num_timesteps", "T"), ("schedule", "schedule"), ("beta_start", "β_1"), ("beta_end", "β_T"),
-                  ("variance", "σ_t²"), ("loss", "loss"), ("snr_gamma", "min-SNR γ")),
-    "train": (("batch_size", "batch"), ("learning_rate", "lr"), ("warmup_steps", "warmup"),
-              ("lr_schedule", "lr schedule"), ("grad_clip", "clip"), ("ema_decay", "EMA decay"),
-              ("ema_warmup", "EMA warmup"), ("hflip", "flips"), ("precision", "precision"), ("total_steps", "steps")),
+    "unet": (
+        ("image_size", "image size"),
+        ("in_channels", "channels"),
+        ("base_channels", "width"),
+        ("channel_mults", "channel multipliers"),
+        ("num_res_blocks", "res blocks"),
+        ("attention_resolutions", "attention at"),
+        ("dropout", "dropout"),
+    ),
+    "diffusion": (
+        ("num_timesteps", "T"),
+        ("schedule", "schedule"),
+        ("beta_start", "β_1"),
+        ("beta_end", "β_T"),
+        ("variance", "σ_t²"),
+        ("loss", "loss"),
+        ("snr_gamma", "min-SNR γ"),
+    ),
+    "train": (
+        ("batch_size", "batch"),
+        ("learning_rate", "lr"),
+        ("warmup_steps", "warmup"),
+        ("lr_schedule", "lr schedule"),
+        ("grad_clip", "clip"),
+        ("ema_decay", "EMA decay"),
+        ("ema_warmup", "EMA warmup"),
+        ("hflip", "flips"),
+        ("precision", "precision"),
+        ("total_steps", "steps"),
+    ),
 }
 
 # The editable TrainConfig fields: (widget attribute, label, field, tooltip). One table builds the form, fills it from
@@ -30,10 +53,25 @@ _COMPARED = {  # config group -> (field, how the list names it)
 SETTINGS = (
     ("steps_spin", "Steps", "total_steps", "Train until this step (the paper: 800,000 for CIFAR-10)"),
     ("batch_spin", "Batch size", "batch_size", "Images per optimiser step (the paper: 128)"),
-    ("lr_spin", "Learning rate", "learning_rate", "Adam's rate after warmup (the paper: 2e-4); ↑/↓ double and halve it"),
+    (
+        "lr_spin",
+        "Learning rate",
+        "learning_rate",
+        "Adam's rate after warmup (the paper: 2e-4); ↑/↓ double and halve it",
+    ),
     ("warmup_spin", "Warmup steps", "warmup_steps", "Linear learning-rate warmup (the paper: 5,000 steps)"),
-    ("ema_spin", "EMA decay", "ema_decay", "Decay of the moving average of the weights that sampling uses (paper: 0.9999)"),
-    ("precision_combo", "Precision", "precision", "fp32, bf16 autocast, or auto: bf16 where the device runs it natively"),
+    (
+        "ema_spin",
+        "EMA decay",
+        "ema_decay",
+        "Decay of the moving average of the weights that sampling uses (paper: 0.9999)",
+    ),
+    (
+        "precision_combo",
+        "Precision",
+        "precision",
+        "fp32, bf16 autocast, or auto: bf16 where the device runs it natively",
+    ),
     ("seed_spin", "Seed", "seed", "Seeds the initial weights, the data order and each step's t and ε: a run replays"),
     ("sample_every_spin", "Sample every", "sample_every", "Steps between the EMA and raw sample grids"),
     ("checkpoint_every_spin", "Checkpoint every", "checkpoint_every", "Steps between checkpoints"),
@@ -50,7 +88,7 @@ def show_value(value, name: str = "") -> str:
 
 
 def paper_differences(configs: dict[str, dict]) -> list[str]:
-    """"lr 1e-3 (paper 2e-4)" for each compared setting of {"unet": ..., "diffusion": ..., "train": ...} (JSON form,
+    """ "lr 1e-3 (paper 2e-4)" for each compared setting of {"unet": ..., "diffusion": ..., "train": ...} (JSON form,
     as run.json stores them) that differs from the paper's CIFAR-10 run."""
     lines = []
     for group, fields in _COMPARED.items():
@@ -89,7 +127,7 @@ class CompactSpinBox(QDoubleSpinBox):
         return QValidator.State.Acceptable if ok else QValidator.State.Intermediate, text, pos
 
     def stepBy(self, steps: int) -> None:
-        self.setValue(self.value() * 2.0 ** steps) if self.geometric else super().stepBy(steps)
+        self.setValue(self.value() * 2.0**steps) if self.geometric else super().stepBy(steps)
 
 
 def setting_widget(name: str) -> QWidget:
@@ -134,8 +172,10 @@ class TrainSettingsForm(QGroupBox):
 
     def values(self) -> dict:
         """{TrainConfig field: value} of the form, ready for `dataclasses.replace(train, **values)`."""
-        return {name: Precision(editor.currentText()) if name == "precision" else editor.value()
-                for name, editor in self.editors.items()}
+        return {
+            name: Precision(editor.currentText()) if name == "precision" else editor.value()
+            for name, editor in self.editors.items()
+        }
 
 
 class PaperDifferences(QListWidget):

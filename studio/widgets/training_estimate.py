@@ -5,6 +5,7 @@ on the meta device, once per configuration).
 The count runs only while the box is shown: the first one warms up torch's meta device (~2 s on the reference CPU),
 which must not delay the model the studio loads at start while the Dataset tab is hidden.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -90,8 +91,9 @@ class TrainingEstimateBox(QGroupBox):
             counted = self.bridge.training_cost(unet)
             asyncio.ensure_future(self._await_cost(self._generation, preset, unet, dataset_bytes, counted))
 
-    async def _await_cost(self, generation: int, preset: str, unet: UNetConfig, dataset_bytes: int,
-                          counted: asyncio.Future) -> None:
+    async def _await_cost(
+        self, generation: int, preset: str, unet: UNetConfig, dataset_bytes: int, counted: asyncio.Future
+    ) -> None:
         try:
             cost = await counted
         except asyncio.CancelledError:
@@ -113,6 +115,8 @@ class TrainingEstimateBox(QGroupBox):
             f"<b>~{duration(seconds)}</b> for {steps:,} steps ({whose}) at batch {train.batch_size} "
             f"({preset}: {cost.parameters / 1e6:.2f}M parameters, {height}×{width}×{channels}) on a 2-core CPU; "
             f"a GPU is far faster.<br><b>~{human_bytes(memory)}</b> of memory (weights, EMA, Adam, "
-            f"{human_bytes(cost.activation_bytes)} of activations per image" + (", the images" if dataset_bytes else "")
-            + ").<br><i>A rough estimate, not a measurement.</i>")
+            f"{human_bytes(cost.activation_bytes)} of activations per image"
+            + (", the images" if dataset_bytes else "")
+            + ").<br><i>A rough estimate, not a measurement.</i>"
+        )
         self.estimate_shown.emit((seconds, memory))
