@@ -49,7 +49,8 @@ def _loaded(name: str, device: torch.device) -> LoadedModel:
     preset = PRESETS[name]
     torch.manual_seed(0)
     model = UNet(preset.unet).to(device).eval().requires_grad_(False)
-    return LoadedModel(model, GaussianDiffusion(preset.diffusion, device), preset.unet, 0, Weights.EMA, f"init:{name}")
+    diffusion = GaussianDiffusion(preset.diffusion, device)
+    return LoadedModel(model, diffusion, preset.unet, 0, Weights.EMA, f"init:{name}", None)
 
 
 def _one(worker: EngineWorker, events: queue.Queue, image_shape: tuple, seed: int, t: int) -> dict[str, float]:

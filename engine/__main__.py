@@ -238,15 +238,10 @@ def _load(args: argparse.Namespace):
     return load_model(args.run, Weights.RAW if getattr(args, "raw", False) else Weights.EMA, args.device)
 
 
-def _provenance(loaded, **extra) -> dict:
-    return {
-        "run": str(Path(loaded.source).parent.parent),
-        "checkpoint": loaded.source,
-        "step": str(loaded.step),
-        "weights": loaded.weights.value,
-        **{k: str(v) for k, v in extra.items()},
-        "config": cfg.to_jsonable(loaded.unet_config),
-    }
+def _provenance(loaded, **settings) -> dict[str, str]:
+    from .loading import provenance
+
+    return {**provenance(loaded), **{k: str(v) for k, v in settings.items()}}
 
 
 def _drain(steps, total: int, label: str, keep=None):

@@ -22,7 +22,7 @@ import torch
 from .config import UNetConfig
 from .images import from_uint8, to_uint8
 from .likelihood import BoundResult, bound_terms
-from .loading import LoadedModel, Weights, load_model
+from .loading import LoadedModel, Weights, load_model, provenance
 from .report import TrainingCost, training_cost
 from .sampling import SampleStep, encode_pair, fork, generate, interpolate, reverse_chain
 from .unet import count_parameters
@@ -46,6 +46,7 @@ class ModelInfo:
     channels: int
     num_timesteps: int
     parameters: int
+    provenance: dict[str, str]  # what a picture made with this model records of it (loading.provenance)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ def model_info(loaded: LoadedModel) -> ModelInfo:
         loaded.unet_config.in_channels,
         loaded.diffusion.num_timesteps,
         count_parameters(loaded.model),
+        provenance(loaded),
     )
 
 
@@ -497,6 +499,7 @@ def train_job(run_dir: str, spec=None, total_steps: int | None = None, device: s
             trainer.step,
             Weights.EMA,
             str(trainer.run_dir.root),
+            None,  # live weights: no checkpoint file to name
         )
         ctx.state["model"] = live
         ctx.state["cache"] = collections.OrderedDict()

@@ -6,6 +6,7 @@ the checkpoint's own record of its architecture, so a checkpoint from another mo
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .config import DiffusionConfig, Precision, UNetConfig, from_jsonable
+from .config import DiffusionConfig, Precision, UNetConfig, from_jsonable, to_jsonable
 from .device import Denoiser, pick_device
 from .diffusion import GaussianDiffusion
 from .runs import Run
@@ -34,7 +35,8 @@ class LoadedModel:
     unet_config: UNetConfig
     step: int
     weights: Weights
-    source: str  # the checkpoint path, for provenance
+    source: str  # the checkpoint's path on this machine: for finding it again, never for a picture's provenance
+    sha256: str | None  # of the checkpoint's weights file (names the exact weights); None for live training weights
 
     def denoiser(self, precision: Precision = Precision.FP32) -> Denoiser:
         return Denoiser(self.model, precision)
@@ -80,5 +82,25 @@ def load_model(
     ckpt.check_state_dict(model, state, weights.value)
     model.load_state_dict(state)
     return LoadedModel(
-        model, GaussianDiffusion(diffusion_config, device), unet_config, found.step, weights, str(found.path)
+        model,
+        GaussianDiffusion(diffusion_config, device),
+        unet_config,
+        found.step,
+        weights,
+        str(found.path),
+        str(found.metadata["sha256"]),  # checked against the file by load_checkpoint
     )
+
+
+def provenance(loaded: LoadedModel) -> dict[str, str]:
+    """What every picture made with this model records of it (PNG text chunks): the run's name, the step, the
+    weights and their SHA-256, and the configuration. Never a path: a shared picture must not tell where the
+    user keeps their files."""
+    return {
+        "run": run_name(loaded.source),
+        "step": str(loaded.step),
+        "weights": loaded.weights.value,
+        "checkpoint_sha256": loaded.sha256 or "none (live training weights, not saved yet)",
+        "config": json.dumps(to_jsonable(loaded.unet_config), sort_keys=True),
+        "diffusion": json.dumps(to_jsonable(loaded.diffusion.config), sort_keys=True),
+    }

@@ -1,5 +1,6 @@
 """The command line's engine-only commands."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -65,6 +66,10 @@ def test_end_to_end_train_resume_sample_and_export(tmp_path, capsys):
     meta = read_png_metadata(out)
     assert meta["step"] == "6" and meta["seed"] == "3" and meta["steps"] == "5" and meta["weights"] == "ema"
     assert json.loads(meta["config"])["image_size"] == [8, 8]
+    # the picture names the model (run, step, the weights' SHA-256) and never a path of this machine
+    weights = sorted((tmp_path / "run" / "checkpoints").glob("*.safetensors"))[-1]
+    assert meta["run"] == "run" and meta["checkpoint_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert [k for k, v in meta.items() if str(tmp_path) in v or "/tmp/" in v] == []
 
     assert (
         main(

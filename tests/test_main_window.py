@@ -153,7 +153,7 @@ def test_status_bar_follows_the_step_of_the_run_being_trained(qtbot, bridge, tmp
     window = MainWindow(bridge=bridge, load_defaults=False)
     qtbot.addWidget(window)
     logged = StepLogged(1_250, 0.03, (0.1, 0.03, 0.01, 0.01), 4e-3, 0.1, 500.0, 60.0, 300.0)
-    live = ModelInfo(str(tmp_path / "my-run"), 0, "ema", (16, 16), 3, 1000, 1_113_955)
+    live = ModelInfo(str(tmp_path / "my-run"), 0, "ema", (16, 16), 3, 1000, 1_113_955, {"run": "my-run"})
     (tmp_path / "my-run").mkdir()
     bridge.model_changed.emit(live)
     assert window.model_label.text() == "my-run · step 0 · 16x16x3 · T=1000 · 1.11M params · EMA"

@@ -67,7 +67,7 @@ def test_slider_shows_the_received_frame_for_t(qtbot, panel, received):
     assert exported["x_t"].shape == (T + 1, N, 8, 8, x_t.shape[-1])
     np.testing.assert_array_equal(exported["pred_x0"], pred)
     assert exported["metadata"]["seed"] == 3 and exported["metadata"]["n"] == N
-    assert exported["metadata"]["model_step"] == 6
+    assert exported["metadata"]["step"] == "6" and exported["metadata"]["run"] == "micro"
 
 
 def test_scrubbing_runs_from_memory_without_engine_jobs(qtbot, panel, bridge):

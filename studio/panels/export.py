@@ -272,9 +272,7 @@ class ExportPanel(QWidget):
         if model is None:
             return {}
         return {
-            "checkpoint": model.source,
-            "step": str(model.step),
-            "weights": model.weights,
+            **model.provenance,
             "image_size": f"{model.image_size[0]}x{model.image_size[1]}x{model.channels}",
             "T": str(model.num_timesteps),
         }

@@ -272,9 +272,7 @@ class TrajectoryPanel(QWidget):
         self._metadata = {
             "seed": seed,
             "n": n,
-            "model_step": getattr(model, "step", None),
-            "model_source": getattr(model, "source", None),
-            "weights": getattr(model, "weights", None),
+            **getattr(model, "provenance", {}),
         }
         self.scrubber.reset(getattr(model, "num_timesteps", 0))
         self.stop_button.setEnabled(True)
