@@ -58,6 +58,8 @@ def test_an_installed_copy_opens_its_bundled_model(wheel, tmp_path):
         "print(L.BUNDLED_RUN.relative_to(sys.argv[1]), m.step, L.provenance(m)['run'])"
     )
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", probe, str(site)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(site)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [f"{BUNDLED}", "5000", "bundled"]
