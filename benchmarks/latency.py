@@ -1,4 +1,4 @@
-"""How live the Interpolation panel feels for each preset: the progressive-refinement latencies of DESIGN.md.
+"""How live the Interpolation panel feels for each preset: the progressive-refinement latencies of docs/architecture.md.
 
 Drives the real engine thread (`EngineWorker`) with the real `interpolate_job`, as the studio does when a slider
 moves, on a model of the preset's architecture with its initial weights (the cost of a forward pass does not depend
@@ -40,7 +40,7 @@ from engine.loading import LoadedModel, Weights  # noqa: E402
 from engine.unet import UNet  # noqa: E402
 from engine.worker import EngineWorker, JobFinished, JobProgress, Priority  # noqa: E402
 
-TARGETS = {"direct_s": 0.15, "settled_s": 1.0}  # DESIGN.md, progressive refinement
+TARGETS = {"direct_s": 0.15, "settled_s": 1.0}  # docs/architecture.md, progressive refinement
 LAMBDAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # the panel's default strip: reconstructions at the ends
 MIX_STEP = 500
 

@@ -11,12 +11,12 @@ in eager fp32 and under bf16 autocast. The two models alternate repeat by repeat
 load from elsewhere on a shared machine falls on both; the figures are medians. The headline is the ratio
 ours / reference (above 1: ours is faster), not absolute seconds, which drift with the machine.
 
-    pip install -e ".[bench]"        # diffusers, the reference
+    .venv/bin/pip install diffusers  # the reference (the `bench` extra)
     python benchmarks/unet.py --presets tiny,small          # ~3 minutes on 2 cores
     python benchmarks/unet.py --presets cifar10 --repeats 3 # the paper's 35.7M model: slow on a CPU
 
 JSON goes to stdout, progress to stderr. Keep the machine otherwise idle: two threads slow down several-fold
-when another process competes for the cores (shared/FACTS.md).
+when another process competes for the cores (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from engine.config import PRESETS, UNetConfig  # noqa: E402
 from engine.unet import UNet, count_parameters  # noqa: E402
 
-TRAIN_BATCH = {"cifar10": 8}  # FACTS.md's batches: 32 for the CPU presets, 8 for the paper's model
+TRAIN_BATCH = {"cifar10": 8}  # docs/performance.md's batches: 32 for the CPU presets, 8 for the paper's model
 SAMPLE_BATCH = 16
 NUM_TIMESTEPS = 1000
 TARGET_REPEAT_S = 0.5  # each timed repeat runs enough steps to last about this long; fewer makes medians jumpy

@@ -1,8 +1,8 @@
 """The studio's jobs, engine side: generator functions for `EngineWorker`, one network evaluation per slice.
 
 Each job reads the loaded model from the worker's state, yields progress values and returns a result; every image
-that leaves here is a uint8 numpy array [N, H, W, C] (DESIGN.md: tensors never cross to the GUI). Views that need a
-reverse chain from step t refine progressively (DESIGN.md): the direct prediction x^0(x_t) first (one evaluation),
+that leaves here is a uint8 numpy array [N, H, W, C] (docs/architecture.md: tensors never cross to the GUI). Views that need a
+reverse chain from step t refine progressively (docs/architecture.md): the direct prediction x^0(x_t) first (one evaluation),
 then a strided chain (the settled image), then the exact ancestral chain (Alg. 2) with progress. Exact results are
 cached by (model, parameters, seed), so returning to a value seen before is instant.
 """
@@ -30,7 +30,7 @@ from .worker import JobContext
 
 SETTLED_STEPS = 25  # the strided chain shown while the exact one runs: at most this many steps ...
 SETTLED_MIN_STEPS = 5  # ... and at least this many,
-SETTLED_BUDGET_S = 0.8  # sized so that it takes about this long (DESIGN.md: settled within about a second)
+SETTLED_BUDGET_S = 0.8  # sized so that it takes about this long (docs/architecture.md: settled within about a second)
 CACHE_ENTRIES = 64
 
 

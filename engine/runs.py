@@ -1,4 +1,4 @@
-"""The run directory, shared by the studio, the command line and multi-GPU jobs (DESIGN.md).
+"""The run directory, shared by the studio, the command line and multi-GPU jobs (docs/architecture.md).
 
     runs/NAME/run.json                     every config, the data spec, versions, created_at
     runs/NAME/metrics.jsonl                one JSON object per logged step

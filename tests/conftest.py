@@ -37,7 +37,7 @@ MICRO_DATA = "builtin:shapes?size=8&count=64"
 
 @pytest.fixture(scope="session")
 def event_loop_qt(qapp):
-    """The qasync loop of the session, already running inside Qt's event loop (FACTS.md)."""
+    """The qasync loop of the session, already running inside Qt's event loop (see docs/contributing.md)."""
     import qasync
 
     loop = qasync.QEventLoop(qapp, already_running=True)
