@@ -29,7 +29,8 @@ def pick_device(name: str | None = None) -> torch.device:
 
 @functools.cache
 def _cpu_has_native_bf16() -> bool:
-    # AVX-512 BF16 or AMX make bf16 convolutions ~2x the fp32 rate (docs/performance.md); without them bf16 is emulated and slower.
+    # AVX-512 BF16 or AMX make bf16 convolutions ~2x the fp32 rate (docs/performance.md); without them bf16 is
+    # emulated and slower.
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             flags = f.read()

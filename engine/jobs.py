@@ -1,10 +1,10 @@
 """The studio's jobs, engine side: generator functions for `EngineWorker`, one network evaluation per slice.
 
-Each job reads the loaded model from the worker's state, yields progress values and returns a result; every image
-that leaves here is a uint8 numpy array [N, H, W, C] (docs/architecture.md: tensors never cross to the GUI). Views that need a
-reverse chain from step t refine progressively (docs/architecture.md): the direct prediction x^0(x_t) first (one evaluation),
-then a strided chain (the settled image), then the exact ancestral chain (Alg. 2) with progress. Exact results are
-cached by (model, parameters, seed), so returning to a value seen before is instant.
+Each job reads the loaded model from the worker's state, yields progress values and returns a result; every image that
+leaves here is a uint8 numpy array [N, H, W, C] (docs/architecture.md: tensors never cross to the GUI). Views that need
+a reverse chain from step t refine progressively (docs/architecture.md): the direct prediction x^0(x_t) first (one
+evaluation), then a strided chain (the settled image), then the exact ancestral chain (Alg. 2) with progress. Exact
+results are cached by (model, parameters, seed), so returning to a value seen before is instant.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ def test_celebahq256_preset_has_the_papers_114M_parameters():
 
 
 def test_cpu_presets_are_small_and_cheap():
-    """small, and tiny's architecture as it stood in docs/performance.md (two blocks per level, attention at 8x8), match the
-    sizes measured there (6.47M and 1.62M parameters; 3.0 and 0.19 GFLOP); today's tiny (one block per level,
+    """small, and tiny's architecture as it stood in docs/performance.md (two blocks per level, attention at 8x8),
+    match the sizes measured there (6.47M and 1.62M parameters; 3.0 and 0.19 GFLOP); today's tiny (one block per level,
     attention at 4x4) is 1.11M parameters and 0.124 GFLOP."""
     facts_tiny = dataclasses.replace(PRESETS["tiny"].unet, num_res_blocks=2, attention_resolutions=(8,))
     assert _meta_count(facts_tiny) == pytest.approx(1.62e6, rel=0.01)

@@ -1,7 +1,8 @@
 """What a training run has produced so far: sample grids from the EMA and the raw weights, and its checkpoints.
 
 The Training panel feeds it from the engine's SamplesReady events, or, for a run written elsewhere, from the files in
-the run folder: `samples/step_XXXXXXX.png` and `checkpoints/step_XXXXXXX.json` (docs/architecture.md, the run directory).
+the run folder: `samples/step_XXXXXXX.png` and `checkpoints/step_XXXXXXX.json` (docs/architecture.md, the run
+directory).
 Double-clicking a checkpoint asks for it to be explored (`checkpoint_chosen(path)`). The samples/ PNGs are saved
 zoomed (nearest neighbour, so that a person opening the file can see them); the studio undoes that zoom and lets the
 grid pick its own, so a followed run's grid fits its frame like a live one.

@@ -17,8 +17,8 @@ from PySide6.QtWidgets import QGroupBox, QLabel, QVBoxLayout, QWidget
 from studio.bridge import PRESETS, EngineError, TrainConfig, TrainingCost, UNetConfig, human_bytes
 from studio.widgets.plots import duration
 
-# Training speed on the reference 2-core CPU (docs/performance.md): tiny, small and the paper's CIFAR-10 model all train at
-# 115-165 GFLOP/s (a backward pass counted as twice the forward), plus ~30 ms of fixed cost per optimiser step, which
+# Training speed on the reference 2-core CPU (docs/performance.md): tiny, small and the paper's CIFAR-10 model all train
+# at 115-165 GFLOP/s (a backward pass counted as twice the forward), plus ~30 ms of fixed cost per optimiser step, which
 # is most of a micro step (measured: 500 images/s at batch 16). An estimate to plan with, not a measurement.
 CPU_TRAIN_FLOP_PER_S = 140e9
 STEP_OVERHEAD_S = 0.03
