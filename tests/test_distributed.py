@@ -32,8 +32,11 @@ DATA = "builtin:shapes?size=8&count=64"
 
 
 def _launch(args: list[str], timeout: float = 150.0) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc_per_node 2 ARGS` on the CPU (a free port is found by the launcher)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    """`torchrun --standalone --nproc_per_node 2 ARGS` on the CPU (a free port is found by the launcher). The
+    workers meet at 127.0.0.1: by default torchrun hands them the machine's host name, and where that does not
+    resolve (a fresh container, a chroot) they wait forever."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--local-addr", "127.0.0.1"]
+    command += ["--nproc_per_node", "2", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
