@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from .atomic import atomic_write_bytes
+from .untrusted import MAX_WEIGHTS_BYTES, UntrustedFileError, read_bounded, read_json, sibling
 
 FORMAT = "ddpm-studio-checkpoint"
 FORMAT_VERSION = 2  # 2: U-Net downsampling pads like TensorFlow's SAME (see unet.Downsample); 1 padded every side
@@ -93,11 +94,11 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if path.suffix == ".safetensors":
         path = path.with_suffix(".json")
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = read_json(path)
     except FileNotFoundError:
         raise CheckpointError(f"{path.name}: no such checkpoint (its metadata file is missing)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path.name}: the metadata is not valid JSON ({e}); the file is damaged") from None
+    except UntrustedFileError as e:
+        raise CheckpointError(f"{path.name}: the metadata {e}; the file is damaged") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(f"{path.name}: not a DDPM Studio checkpoint")
     if record.get("version") != FORMAT_VERSION:
@@ -108,6 +109,14 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     for key in ("step", "weights", "sha256"):
         if key not in record:
             raise CheckpointError(f"{path.name}: the metadata lacks {key!r}")
+    step, digest = record["step"], record["sha256"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"{path.name}: the metadata's step {step!r} is not a count of steps")
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise CheckpointError(f"{path.name}: the metadata's sha256 {digest!r} is not a SHA-256 digest")
+    own = path.with_suffix(".safetensors").name
+    if record["weights"] != own:  # a checkpoint names only its own file, in its own folder
+        raise CheckpointError(f"{path.name}: the metadata names weights {record['weights']!r}, not its own {own!r}")
     return record
 
 
@@ -117,11 +126,13 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
     if path.suffix == ".safetensors":
         path = path.with_suffix(".json")
     record = read_metadata(path)
-    weights_path = path.parent / record["weights"]
     try:
-        blob = weights_path.read_bytes()
+        weights_path = sibling(path.parent, record["weights"])
+        blob = read_bounded(weights_path, MAX_WEIGHTS_BYTES)
     except FileNotFoundError:
-        raise CheckpointError(f"{path.name}: its weights file {weights_path.name} is missing") from None
+        raise CheckpointError(f"{path.name}: its weights file {record['weights']} is missing") from None
+    except UntrustedFileError as e:
+        raise CheckpointError(f"{path.name}: its weights file {e}") from None
     if hashlib.sha256(blob).hexdigest() != record["sha256"]:
         raise CheckpointError(
             f"{weights_path.name}: the weights do not match their checksum (truncated or altered; {len(blob):,} bytes)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 from .atomic import atomic_write_bytes
 from .config import DiffusionConfig, Preset, TrainConfig, UNetConfig, from_jsonable, to_jsonable
+from .untrusted import MAX_JSON_BYTES, UntrustedFileError, parse_json, read_json
 
 RUN_FORMAT = "ddpm-studio-run"
 RUN_VERSION = 1
@@ -27,6 +29,15 @@ RUN_VERSION = 1
 
 class RunError(ValueError):
     """A folder that is not a usable run; the message says why."""
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ddpm-studio")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def software_versions() -> dict[str, str]:
@@ -37,7 +48,7 @@ def software_versions() -> dict[str, str]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,
-        "ddpm_studio": "0.1.0",
+        "ddpm_studio": package_version(),
     }
 
 
@@ -78,6 +89,22 @@ class RunSpec:
             raise RunError(f"the run's configuration lacks {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:
             raise RunError(f"the run's configuration is invalid: {e}") from None
+
+
+def read_run_record(root: str | Path) -> dict[str, Any]:
+    """A run directory's run.json as written (bounded, format and version checked); RunError says what is wrong."""
+    path = Path(root) / "run.json"
+    try:
+        record = read_json(path)
+    except FileNotFoundError:
+        raise RunError(f"{root} is not a run directory (no run.json)") from None
+    except UntrustedFileError as e:
+        raise RunError(f"{path}: {e}") from None
+    if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
+        raise RunError(f"{path} is not a DDPM Studio run")
+    if record.get("version") != RUN_VERSION:
+        raise RunError(f"{path}: run format version {record.get('version')} is not supported")
+    return record
 
 
 class Run:
@@ -123,19 +150,8 @@ class Run:
 
     @classmethod
     def open(cls, root: str | Path) -> Run:
-        root = Path(root)
-        path = root / "run.json"
-        if not path.exists():
-            raise RunError(f"{root} is not a run directory (no run.json)")
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise RunError(f"{path}: unreadable ({e})") from None
-        if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
-            raise RunError(f"{path} is not a DDPM Studio run")
-        if record.get("version") != RUN_VERSION:
-            raise RunError(f"{path}: run format version {record.get('version')} is not supported")
-        return cls(root, RunSpec.from_json(record), record)
+        record = read_run_record(root)
+        return cls(Path(root), RunSpec.from_json(record), record)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, sort_keys=True) + "\n"
@@ -143,30 +159,47 @@ class Run:
             f.write(line)
             f.flush()
 
-    def read_metrics(self, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-        """Records appended since byte `offset`, and the offset to pass next time (follows a live run)."""
+    def read_metrics(self, offset: int = 0, limit: int = MAX_JSON_BYTES) -> tuple[list[dict[str, Any]], int]:
+        """Records appended since byte `offset` (at most `limit` bytes of them), and the offset to pass next time:
+        call again until it stops moving to read a long file; a live run is followed the same way."""
         try:
+            if not os.path.isfile(self.metrics_path):
+                return [], offset  # missing, or a FIFO or a device: not a metrics file
             with open(self.metrics_path, "rb") as f:
                 f.seek(offset)
-                data = f.read()
+                data = f.read(limit)
         except FileNotFoundError:
             return [], offset
         records = []
         consumed = 0
         for line in data.splitlines(keepends=True):
             if not line.endswith(b"\n"):
+                if consumed == 0 and len(data) == limit:
+                    consumed = len(line)  # one line longer than the limit: damaged, skip it
                 break  # a line still being written
             consumed += len(line)
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+                record = parse_json(line)
+            except UntrustedFileError:
                 continue  # a damaged line (e.g. a crash mid-write in an older run) is skipped, not fatal
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
         return records, offset + consumed
+
+    def read_all_metrics(self) -> list[dict[str, Any]]:
+        """Every record of the metrics file, read in bounded slices."""
+        records, offset = [], 0
+        while True:
+            more, after = self.read_metrics(offset)
+            records += more
+            if after == offset:
+                return records
+            offset = after
 
     def truncate_metrics_after(self, step: int) -> None:
         """Drop records logged after `step` (a resume from an older checkpoint replays those steps)."""
-        records, _ = self.read_metrics()
-        kept = [r for r in records if int(r.get("step", 0)) <= step]
+        records = self.read_all_metrics()
+        kept = [r for r in records if r["step"] <= step]
         if len(kept) != len(records):
             text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
             atomic_write_bytes(self.metrics_path, text.encode("utf-8"))

@@ -20,7 +20,7 @@ from engine.config import PRESETS, DiffusionConfig, Precision, Preset, TrainConf
 from engine.data.report import human_bytes
 from engine.images import make_grid, read_png_metadata, save_gif, save_png, strip, upscale
 from engine.loading import BUNDLED_RUN, run_name
-from engine.runs import RunSpec
+from engine.runs import RunError, RunSpec, read_run_record
 from engine.worker import EngineWorker, JobCancelled, JobFailed, JobFinished, JobProgress, JobStarted, Priority
 
 # Re-exported for panels, which must not import the engine's torch-backed modules themselves.
@@ -49,6 +49,8 @@ __all__ = [
     "UNetConfig",
     "DiffusionConfig",
     "RunSpec",
+    "RunError",
+    "read_run_record",
     "to_jsonable",
     "save_png",
     "save_gif",

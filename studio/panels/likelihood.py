@@ -11,7 +11,6 @@ the reverse process steps.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.bridge import ChainProgress, EngineError, LikelihoodResult
+from studio.bridge import ChainProgress, EngineError, LikelihoodResult, read_run_record
 from studio.widgets.plots import duration
 from studio.widgets.shortcuts import bind_shortcut
 
@@ -213,8 +212,8 @@ class LikelihoodPanel(QWidget):
         """The data the model was trained on, from its run's run.json (the checkpoint lives in RUN/checkpoints)."""
         for folder in (Path(info.source), *Path(info.source).parents[:2]):
             try:
-                return str(json.loads((folder / "run.json").read_text(encoding="utf-8"))["data"])
-            except (OSError, ValueError, KeyError, TypeError):
+                return str(read_run_record(folder)["data"])
+            except (ValueError, KeyError, TypeError):  # RunError is a ValueError
                 continue
         return None
 

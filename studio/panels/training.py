@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import json
 import time
 import weakref
 from pathlib import Path
@@ -33,7 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.bridge import PRESETS, EngineError, RunSpec, run_name, to_jsonable
+from studio.bridge import PRESETS, EngineError, RunSpec, read_run_record, run_name, to_jsonable
 from studio.state import AppState
 from studio.widgets.plots import MetricsTail, TrainingCurves
 from studio.widgets.run_controls import BUSY_STATES, RunControls
@@ -50,8 +49,8 @@ IDLE_PROMPT = "Load a dataset in the Dataset panel, then press Start."
 def _run_timesteps(run_dir: Path) -> int | None:
     """The run's T from its run.json, None if it cannot be read."""
     try:
-        return int(json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["diffusion"]["num_timesteps"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(read_run_record(run_dir)["diffusion"]["num_timesteps"])
+    except (ValueError, KeyError, TypeError):  # RunError is a ValueError
         return None
 
 
@@ -367,9 +366,9 @@ class TrainingPanel(QWidget):
         self.stop_following()  # following another run: its settings give way to the new one's
         root = Path(run_dir)
         try:
-            record = json.loads((root / "run.json").read_text(encoding="utf-8"))
+            record = read_run_record(root)
             total, batch = int(record["train"]["total_steps"]), int(record["train"]["batch_size"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError) as e:  # RunError is a ValueError
             self._error(f"{run_dir} is not a run folder: {e}")
             return False
         if record.get("preset") in PRESETS:

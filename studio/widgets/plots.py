@@ -337,7 +337,7 @@ class MetricsTail:
             with open(self.path, "rb") as f:
                 restarted = f.seek(0, 2) < self.offset
                 f.seek(0 if restarted else self.offset)
-                data = f.read()
+                data = f.read(16 * 2**20)  # a slice per tick: a huge file is read over several
         except FileNotFoundError:
             return [], False
         if restarted:
@@ -345,11 +345,13 @@ class MetricsTail:
         records = []
         for line in data.splitlines(keepends=True):
             if not line.endswith(b"\n"):
+                if len(line) == len(data) == 16 * 2**20:
+                    self.offset += len(line)  # one line longer than a slice: damaged, skip it
                 break
             self.offset += len(line)
             try:
                 record = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # damaged, or nested deep enough to exhaust the parser
                 continue
             if isinstance(record, dict) and "step" in record and "loss" in record:
                 records.append(record)
