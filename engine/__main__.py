@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from . import config as cfg
+from . import limits as L
 
 EXAMPLES = """examples:
   python -m engine inspect ~/Pictures/cats
@@ -51,6 +52,57 @@ class Progress:
             sys.stderr.write("\n")
         if message:
             print(message, file=sys.stderr)
+
+
+# ---- checking what a person typed ----
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line (exit status 2), not a usage block."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+# Every number each command takes, with its range; checked before any work (model-bound ones once it is loaded).
+_EXPLORE = [("seed", "--seed", L.SEED), ("scale", "--scale", L.SCALE)]
+RANGES: dict[str, list[tuple[str, str, L.Limit]]] = {
+    "presets": [("batch", "--batch", L.FORWARD_BATCH)],
+    "train": [
+        ("steps", "--steps", L.TRAIN_STEPS),
+        ("batch_size", "--batch-size", L.BATCH_SIZE),
+        ("lr", "--lr", L.LEARNING_RATE),
+        ("seed", "--seed", L.SEED),
+        ("ema_decay", "--ema-decay", L.EMA_DECAY),
+    ],
+    "sample": [*_EXPLORE, ("n", "--n", L.IMAGES), ("eta", "--eta", L.ETA), ("nrow", "--nrow", L.GRID_COLUMNS)],
+    "trajectory": [*_EXPLORE, ("n", "--n", L.TRAJECTORY_IMAGES), ("frames", "--frames", L.FRAMES)],
+    "fork": [*_EXPLORE, ("n", "--n", L.IMAGES), ("forks", "--forks", L.FORKS)],
+    "interpolate": [*_EXPLORE, ("lambdas", "--lambdas", L.LAMBDAS)],
+    "eval": [("seed", "--seed", L.SEED), ("n", "--n", L.EVAL_IMAGES)],
+}
+
+
+# What `train` takes only when it creates a run (a resumed run keeps the recipe in its run.json).
+RECIPE_OPTIONS = [
+    ("--data", "data"),
+    ("--preset", "preset"),
+    ("--batch-size", "batch_size"),
+    ("--lr", "lr"),
+    ("--lr-schedule", "lr_schedule"),
+    ("--seed", "seed"),
+    ("--precision", "precision"),
+    ("--schedule", "schedule"),
+    ("--ema-decay", "ema_decay"),
+    ("--loss", "loss"),
+]
+
+
+def check_ranges(args: argparse.Namespace) -> None:
+    for dest, flag, limit in RANGES.get(args.command, []):
+        limit.check(flag, getattr(args, dest))
+    if args.command == "fork":
+        L.IMAGES.check("--n x --forks", args.n * args.forks, why="images in one batch")
 
 
 # ---- presets ----
@@ -121,11 +173,14 @@ def _train(args: argparse.Namespace, device, main: bool) -> int:
     run_dir = Path(args.run)
     resuming = (run_dir / "run.json").exists()
     if not resuming:  # refused before anything is written (a resumed run's batch is checked by the Trainer)
-        distributed.shard_size(args.batch_size or cfg.get_preset(args.preset).train.batch_size)
+        distributed.shard_size(args.batch_size or cfg.get_preset(args.preset or "tiny").train.batch_size)
     distributed.barrier()  # every process has looked before rank 0 creates the run
     if resuming:
         run = Run.open(run_dir)
         say(f"resuming {run_dir} (preset {run.spec.preset or 'custom'}, data {run.spec.data})")
+        ignored = [flag for flag, dest in RECIPE_OPTIONS if getattr(args, dest) is not None]
+        if ignored:
+            say(f"warning: {', '.join(ignored)} ignored: a resumed run keeps its recipe (start a new run to change it)")
         trainer = Trainer(run, device=device)
         for problem in trainer.resume():
             say(f"passed over: {problem}")
@@ -195,9 +250,10 @@ def _new_run_spec(args: argparse.Namespace):
     from .data import load_dataset, parse_data_spec
     from .runs import RunSpec
 
-    preset = cfg.get_preset(args.preset)
-    spec = parse_data_spec(args.data)
-    if "size=" not in args.data:
+    preset = cfg.get_preset(args.preset or "tiny")
+    data = args.data or "builtin:shapes"
+    spec = parse_data_spec(data)
+    if "size=" not in data:
         spec = dataclasses.replace(spec, image_size=preset.unet.image_size)
     dataset = load_dataset(spec)
     for skipped in dataset.report.skipped[:20]:
@@ -266,6 +322,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     loaded = _load(args)
     c = loaded.unet_config
     T = loaded.diffusion.num_timesteps
+    L.REVERSE_STEPS.check("--steps", args.steps, high=T)
     steps = generate(
         loaded.denoiser(cfg.Precision(args.precision)),
         loaded.diffusion,
@@ -293,6 +350,7 @@ def cmd_trajectory(args: argparse.Namespace) -> int:
 
     loaded = _load(args)
     c, T = loaded.unet_config, loaded.diffusion.num_timesteps
+    L.FRAMES.check("--frames", args.frames, high=min(L.FRAMES.high, T + 1), why="at most the model's T + 1")
     shown = set(np.linspace(T, 0, args.frames).round().astype(int).tolist())
     steps = generate(
         loaded.denoiser(),
@@ -332,6 +390,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
     from .sampling import fork, generate
 
     loaded = _load(args)
+    L.TIMESTEP.check("--t", args.t, high=loaded.diffusion.num_timesteps)
     c = loaded.unet_config
     denoiser = loaded.denoiser()
     g = torch.Generator().manual_seed(args.seed)
@@ -363,7 +422,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
     return 0
 
 
-def _source_image(text: str, loaded, data_spec: str):
+def _source_image(flag: str, text: str, loaded, data_spec: str):
     """'data:INDEX' (the run's data), 'test:INDEX' (its test split) or an image file, as [1, C, H, W] in [-1, 1]."""
     import dataclasses
 
@@ -374,10 +433,17 @@ def _source_image(text: str, loaded, data_spec: str):
     if text.startswith(("data:", "test:")):
         split = Split.TEST if text.startswith("test:") else Split.TRAIN
         spec = dataclasses.replace(parse_data_spec(data_spec), split=split)
-        image = load_dataset(spec)[int(text.split(":", 1)[1])]  # [C, H, W] uint8
+        dataset = load_dataset(spec)
+        prefix, index = text.split(":", 1)
+        if not index.isdigit():
+            raise L.LimitError(f"{flag}: {prefix}:INDEX needs a whole number, got {text!r}")
+        L.Limit(0, len(dataset) - 1).check(flag, int(index), why=f"the run's {split.value} images")
+        image = dataset[int(index)]  # [C, H, W] uint8
         return from_uint8(image.permute(1, 2, 0)[None].numpy())
     from .data import FitMode
 
+    if not Path(text).is_file():
+        raise L.LimitError(f"{flag}: {text!r} is no image file here, nor data:INDEX or test:INDEX")
     array = decode_image(text, c.image_size, c.in_channels, FitMode.CROP)  # [H, W, C] uint8
     return from_uint8(array[None])
 
@@ -391,10 +457,12 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from .sampling import interpolate
 
     loaded = _load(args)
+    L.TIMESTEP.check("--t", args.t, high=loaded.diffusion.num_timesteps)
+    L.REVERSE_STEPS.check("--steps", args.steps, high=args.t, why="the mixing step --t")
     data_spec = Run.open(Path(loaded.source).parent.parent).spec.data
     device = loaded.diffusion.device
-    a = _source_image(args.a, loaded, data_spec).to(device)
-    b = _source_image(args.b, loaded, data_spec).to(device)
+    a = _source_image("--a", args.a, loaded, data_spec).to(device)
+    b = _source_image("--b", args.b, loaded, data_spec).to(device)
     lambdas = np.linspace(0, 1, args.lambdas).tolist()
     steps = interpolate(
         loaded.denoiser(),
@@ -455,7 +523,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rate, distortion = result.rate_distortion()
     summary = {
         "bits_per_dim": float(result.total_bpd.mean()),
-        "stderr": float(result.total_bpd.std() / n**0.5),
+        "stderr": float(result.total_bpd.std() / n**0.5) if n > 1 else None,  # one image has no spread
         "prior_bpd": float(result.prior_bpd.mean()),
         "decoder_bpd": float(result.terms_bpd[:, 0].mean()),
         "images": n,
@@ -475,8 +543,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m engine",
+    parser = Parser(
+        prog="ddpm",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EXAMPLES,
         description="DDPM Studio's engine: train and explore Denoising Diffusion Probabilistic Models "
@@ -533,8 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
         "DistributedDataParallel, one GPU per process; --batch-size stays the global batch, split evenly "
         "over the N processes, so the run computes what one process would.",
     )
-    p.add_argument("--data", default="builtin:shapes", help="the images (default builtin:shapes); see `inspect --help`")
-    p.add_argument("--preset", default="tiny", choices=list(cfg.PRESETS), help="model and recipe (default tiny)")
+    p.add_argument("--data", default=None, help="the images (default builtin:shapes); see `inspect --help`")
+    p.add_argument("--preset", default=None, choices=list(cfg.PRESETS), help="model and recipe (default tiny)")
     p.add_argument("--steps", type=int, default=None, help="train until this step (default: the preset's total)")
     # --run-dir because torchrun's own parser reads every option on its command line, and takes --run for an
     # ambiguous abbreviation of its --run-path: under torchrun, name the run directory with --run-dir.
@@ -653,6 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_ranges(args)
         return args.handler(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -19,7 +19,18 @@ from .config import Precision
 def pick_device(name: str | None = None) -> torch.device:
     """`name` ("cuda", "mps", "cpu", "cuda:1") if given, else the best available device."""
     if name not in (None, "", "auto"):
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ValueError(f"--device must be cpu, cuda, cuda:N or mps, got {name!r}") from None
+        available = {
+            "cpu": True,
+            "cuda": torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count(),
+            "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+        }
+        if not available.get(device.type, False):
+            raise ValueError(f"device {name!r} is not available here (cpu always is)")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

@@ -11,10 +11,12 @@ whole and flushed, and a reader ignores a last line that is not finished yet.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +154,43 @@ class Run:
     def open(cls, root: str | Path) -> Run:
         record = read_run_record(root)
         return cls(Path(root), RunSpec.from_json(record), record)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the run for writing: a second writer of the same run (another process, or a second trainer here)
+        is refused with RunError instead of interleaving checkpoints. An advisory lock on `run.lock`, released when
+        the block ends or the process dies."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock, as before
+            yield
+            return
+        with open(self.root / "run.lock", "a+") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunError(f"{self.root} is being trained by another process; stop that one first") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def record_plan_change(self, step: int, old_total: int, new_total: int) -> None:
+        """Rewrite run.json (atomically) with the new total and a line of history saying when and why it changed."""
+        record = dict(self.record)
+        record["train"] = {**record["train"], "total_steps": new_total}
+        history = record.get("history")
+        record["history"] = [
+            *(history if isinstance(history, list) else []),
+            {
+                "at_step": step,
+                "total_steps": [old_total, new_total],
+                "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                "note": "planned length changed; a cosine learning-rate decay is re-planned to end at the new total",
+            },
+        ]
+        atomic_write_bytes(self.root / "run.json", json.dumps(record, indent=2).encode("utf-8"))
+        self.record = record
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, sort_keys=True) + "\n"

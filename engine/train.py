@@ -21,6 +21,8 @@ directory (metrics, checkpoints, sample grids), and the logged metrics describe 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +34,7 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from . import distributed
+from .atomic import remove_leftovers
 from .config import LRSchedule, to_jsonable
 from .data import BatchPosition, ImageDataset, batches, load_dataset
 from .device import Denoiser, autocast, pick_device, resolve_precision
@@ -122,6 +125,13 @@ def _step_seed(seed: int, step: int, stream: int, rollbacks: int, rank: int = 0)
     return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
 
 
+def _count(value: object) -> int:
+    """A non-negative integer from a checkpoint's JSON (ValueError otherwise)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{value!r} is not a count")
+    return value
+
+
 @dataclass(frozen=True)
 class StepStats:
     """One optimiser step, summed over every process: the global batch's losses by t-quartile, and the verdict."""
@@ -178,32 +188,64 @@ class Trainer:
         self.resumed_from: int | None = None
         self._batches = None
         self._start_position = BatchPosition()
+        self._passed_over: list[str] = []
+        # The loss window since the last logged step, [4] sums and [4] counts by t-quartile: saved with each
+        # checkpoint, so a stopped-and-resumed run logs the same losses as one that ran straight through.
+        self._window = (torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
 
     # ---- state ----
 
     def resume(self) -> list[str]:
-        """Load the newest complete checkpoint of the run, if any; returns why newer ones were passed over."""
-        found, problems = ckpt.latest_checkpoint(self.run_dir.checkpoints_dir)
+        """Load the newest checkpoint of the run that loads completely, if any; returns why newer ones were passed
+        over (a damaged or foreign newest checkpoint does not block the run: the previous good one is used)."""
+        found = self._load_newest()
         if found is not None:
-            self._load(found)
             self.resumed_from = found.step
             if distributed.is_main():
                 self.run_dir.truncate_metrics_after(found.step)
-        return problems
+        return self._passed_over
+
+    def _load_newest(self) -> ckpt.Checkpoint | None:
+        self._passed_over = []
+        for meta in reversed(ckpt.list_checkpoints(self.run_dir.checkpoints_dir)):
+            try:
+                found = ckpt.load_checkpoint(meta)
+                self._load(found)
+                return found
+            except ckpt.CheckpointError as e:
+                self._passed_over.append(str(e))
+        return None
 
     def _load(self, found: ckpt.Checkpoint) -> None:
+        """Everything is read and checked before anything is changed: a checkpoint that fails leaves the trainer
+        as it was (CheckpointError says why)."""
+        meta = found.metadata
+        try:
+            optim_state = {"state": {}, "param_groups": meta["optimizer"]["param_groups"]}
+            for key, tensor in found.group("optim").items():
+                index, field = key.split(".", 1)
+                optim_state["state"].setdefault(int(index), {})[field] = tensor
+            position = BatchPosition(_count(meta["data_position"]["epoch"]), _count(meta["data_position"]["index"]))
+            rollbacks = _count(meta.get("rollbacks", 0))
+            window = meta.get("metrics_window", {"sums": [0.0] * 4, "counts": [0.0] * 4})
+            window_sums = torch.tensor([float(x) for x in window["sums"]], dtype=torch.float64)
+            window_counts = torch.tensor([float(x) for x in window["counts"]], dtype=torch.float64)
+            assert window_sums.shape == window_counts.shape == (4,)
+            for name, module in (("model", self.model), ("ema", self.ema)):
+                ckpt.check_state_dict(module, found.group(name), name)
+            probe = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
+            probe.load_state_dict(optim_state)  # checks the groups against the parameters, changing nothing of ours
+        except ckpt.CheckpointError as e:
+            raise ckpt.CheckpointError(f"{found.path.name}: {e}") from None
+        except (KeyError, TypeError, ValueError, IndexError, AssertionError, AttributeError, RuntimeError) as e:
+            raise ckpt.CheckpointError(f"{found.path.name}: its training state is unreadable ({e!r})") from None
         for name, module in (("model", self.model), ("ema", self.ema)):
-            state = found.group(name)
-            ckpt.check_state_dict(module, state, name)
-            module.load_state_dict(state)
-        optim_state = {"state": {}, "param_groups": found.metadata["optimizer"]["param_groups"]}
-        for key, tensor in found.group("optim").items():
-            index, field = key.split(".", 1)
-            optim_state["state"].setdefault(int(index), {})[field] = tensor
+            module.load_state_dict(found.group(name))
         self.optimizer.load_state_dict(optim_state)
         self.step = found.step
-        self.rollbacks = int(found.metadata.get("rollbacks", 0))
-        saved_count = found.metadata.get("data_count")
+        self.rollbacks = rollbacks
+        self._window = (window_sums, window_counts)
+        saved_count = meta.get("data_count")
         if saved_count is not None and saved_count != len(self.dataset):
             # The stored position indexes an order of `saved_count` images: with more or fewer the run goes on,
             # but not on the images it would have seen. Say so rather than pretend the resume is exact.
@@ -211,8 +253,7 @@ class Trainer:
                 f"the dataset had {saved_count:,} images at step {found.step} and has "
                 f"{len(self.dataset):,} now: the resumed run sees a different order"
             )
-        position = found.metadata["data_position"]
-        self._start_position = BatchPosition(int(position["epoch"]), int(position["index"]))
+        self._start_position = position
         if self._batches is not None:
             self._batches.close()
         self._batches = None
@@ -235,6 +276,7 @@ class Trainer:
             "data_count": len(self.dataset),  # a resumed run whose data changed is told so (see _load)
             "precision": self.precision.value,
             "rollbacks": self.rollbacks,
+            "metrics_window": {"sums": self._window[0].tolist(), "counts": self._window[1].tolist()},
         }
         path = ckpt.save_checkpoint(
             self.run_dir.checkpoints_dir, self.step, tensors, metadata, keep=self.config.keep_checkpoints
@@ -372,9 +414,41 @@ class Trainer:
     # ---- the loop ----
 
     def run(self, total_steps: int | None = None, stop: Callable[[], bool] = lambda: False) -> Iterator[TrainEvent]:
-        """Train until `total_steps` (default: the config's) or until `stop()` is true; yields events."""
+        """Train until `total_steps` (default: the config's) or until `stop()` is true; yields events.
+
+        A `total_steps` other than the run's plan changes the plan (run.json's `train.total_steps`, with a line in
+        its `history`): the cosine learning-rate decay is re-planned to end at the new total, as if the run had been
+        planned that long from the start, so training a finished run further does not train at lr 0. The run
+        directory is locked for writing while this runs (a second trainer of the same run is refused), and the
+        temporary files of saves that a crash interrupted are removed first."""
+        total = total_steps or self.config.total_steps
+        with contextlib.ExitStack() as held:
+            if distributed.is_main():
+                held.enter_context(self.run_dir.writing())
+                removed, size = remove_leftovers(
+                    self.run_dir.root, self.run_dir.checkpoints_dir, self.run_dir.samples_dir
+                )
+                if removed:
+                    self.warnings.append(
+                        f"removed {removed} temporary file(s) of interrupted saves ({size / 2**20:,.1f} MiB)"
+                    )
+            if total != self.config.total_steps and self.step < total:
+                self.warnings.append(self._replan(total))
+            yield from self._run(total, stop)
+
+    def _replan(self, total: int) -> str:
+        old = self.config.total_steps
+        self.config = dataclasses.replace(self.config, total_steps=total)
+        self.run_dir.spec = dataclasses.replace(self.run_dir.spec, train=self.config)
+        if distributed.is_main():
+            self.run_dir.record_plan_change(self.step, old, total)
+        what = f"the run's plan changes from {old:,} to {total:,} steps at step {self.step:,}"
+        if self.config.lr_schedule is LRSchedule.COSINE:
+            what += f": the cosine learning-rate decay now ends at step {total:,}"
+        return what
+
+    def _run(self, total: int, stop: Callable[[], bool]) -> Iterator[TrainEvent]:
         cfg = self.config
-        total = total_steps or cfg.total_steps
         yield TrainStarted(
             self.step,
             total,
@@ -391,11 +465,7 @@ class Trainer:
         if first_save:
             yield CheckpointSaved(0, self.save())  # something to roll back to if the first steps diverge
         started = time.perf_counter()
-        window_start, last_grad_norm = started, 0.0
-        window_sums, window_counts = (
-            torch.zeros(4, dtype=torch.float64),
-            torch.zeros(4, dtype=torch.float64),
-        )  # [4] by t
+        window_start, window_images, last_grad_norm = started, 0, 0.0
         bad_in_a_row = 0
         reason = "done"
         while self.step < total:
@@ -414,17 +484,18 @@ class Trainer:
                 continue  # the whole batch failed to decode: no step was taken
             bad_in_a_row = 0
             self.step += 1
-            window_sums += stats.loss_sum_by_quartile
-            window_counts += stats.count_by_quartile
+            window_sums, window_counts = self._window
+            self._window = (window_sums + stats.loss_sum_by_quartile, window_counts + stats.count_by_quartile)
+            window_images += stats.count
             last_grad_norm = stats.grad_norm
             yield StepDone(self.step, stats.loss)
 
             if self.step % cfg.log_every == 0 or self.step == total:
                 now = time.perf_counter()
-                rate = float(window_counts.sum()) / max(now - window_start, 1e-9)  # the global batch's images
-                yield self._log(window_sums, window_counts, last_grad_norm, rate, now - started, total)
-                window_start = now
-                window_sums, window_counts = torch.zeros_like(window_sums), torch.zeros_like(window_counts)
+                rate = window_images / max(now - window_start, 1e-9)  # the global batch's images, this session
+                yield self._log(*self._window, last_grad_norm, rate, now - started, total)
+                window_start, window_images = now, 0
+                self._window = (torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
             if self.step % cfg.sample_every == 0:
                 if distributed.is_main():
                     yield self._save_preview()
@@ -471,13 +542,12 @@ class Trainer:
         return event
 
     def _roll_back(self, reason: str) -> RolledBack:
-        found, _ = ckpt.latest_checkpoint(self.run_dir.checkpoints_dir)
+        from_step = self.step
+        found = self._load_newest()
         if found is None:
             raise RuntimeError(
                 f"training diverged ({reason}) and the run has no checkpoint to roll back to; "
                 "lower the learning rate or use fp32"
             )
-        from_step = self.step
-        self._load(found)
         self.rollbacks += 1
         return RolledBack(from_step, found.step, reason)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine import checkpoint as ckpt
-from engine.config import get_preset
+from engine.config import LRSchedule, get_preset
 from engine.data import load_dataset
 from engine.runs import Run, RunError, RunSpec
 from engine.train import CheckpointSaved, RolledBack, SamplesReady, StepLogged, StepSkipped, Trainer, TrainFinished
@@ -24,9 +24,8 @@ def dataset():
 
 def _spec(**train_changes) -> RunSpec:
     preset = get_preset("micro")
-    train = dataclasses.replace(
-        preset.train, batch_size=8, log_every=2, sample_every=1000, checkpoint_every=1000, **train_changes
-    )
+    settings = {"batch_size": 8, "log_every": 2, "sample_every": 1000, "checkpoint_every": 1000}
+    train = dataclasses.replace(preset.train, **{**settings, **train_changes})
     return RunSpec(dataclasses.replace(preset.unet, dropout=0.1), preset.diffusion, train, DATA, "micro")
 
 
@@ -254,3 +253,87 @@ def test_learning_rate_warms_up_then_stays_or_follows_a_half_cosine(tmp_path, da
     assert cosine.learning_rate(60) == pytest.approx(0.5e-3)  # halfway through the decay: half the peak
     assert cosine.learning_rate(110) == pytest.approx(0.0, abs=1e-12)
     assert cosine.learning_rate(500) == pytest.approx(0.0, abs=1e-12)  # past the end it stays at 0
+
+
+# ---- resuming: a longer plan, the loss window, leftovers, one writer ----
+
+
+def test_training_a_finished_cosine_run_further_replans_the_decay(tmp_path, dataset):
+    """`train --steps 20` then `--steps 40` on a cosine run: steps 21-40 learn (lr > 0), run.json says so."""
+    spec = _spec(lr_schedule=LRSchedule.COSINE, warmup_steps=2, total_steps=20, log_every=1)
+    first = Trainer(Run.create(tmp_path / "r", spec), dataset=dataset)
+    logged = [e for e in first.run(20) if isinstance(e, StepLogged)]
+    assert logged[-1].step == 20 and first.learning_rate(20) == 0.0  # what step 21 would learn at, unplanned
+
+    second = Trainer(Run.open(tmp_path / "r"), dataset=dataset)
+    second.resume()
+    events = list(second.run(40))
+    started = events[0]
+    assert any("cosine learning-rate decay now ends at step 40" in w for w in started.warnings), started.warnings
+    lrs = {e.step: e.lr for e in events if isinstance(e, StepLogged)}
+    assert lrs[21] == pytest.approx(second.learning_rate(20)) and lrs[21] > 0.4 * spec.train.learning_rate
+    assert lrs[40] < 0.01 * spec.train.learning_rate and all(lrs[s] >= lrs[s + 1] for s in range(21, 40))
+    record = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert record["train"]["total_steps"] == 40
+    assert [(h["at_step"], h["total_steps"]) for h in record["history"]] == [(20, [20, 40])]
+    assert Run.open(tmp_path / "r").spec.train.total_steps == 40  # a later resume keeps the new plan
+
+
+def test_stopping_and_resuming_to_the_same_total_is_bit_exact_and_logs_the_same_losses(tmp_path, dataset):
+    """A cosine run stopped at step 6 and resumed to its planned 10 equals one run of 10: weights bitwise, and
+    every logged loss (overall and by t-quartile), since the loss window travels in the checkpoint."""
+    spec = _spec(lr_schedule=LRSchedule.COSINE, warmup_steps=2, total_steps=10, log_every=4)
+    straight = Trainer(Run.create(tmp_path / "a", spec), dataset=dataset)
+    list(straight.run())
+
+    first = Trainer(Run.create(tmp_path / "b", spec), dataset=dataset)
+    assert list(first.run(stop=lambda: first.step >= 6))[-1] == TrainFinished(6, "stopped")
+    second = Trainer(Run.open(tmp_path / "b"), dataset=dataset)
+    assert second.resume() == [] and second.step == 6
+    assert not any("plan changes" in w for w in next(second.run()).warnings)  # nothing re-planned
+    list(second.run())
+
+    a, b = _weights(straight), _weights(second)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    mine = Run.open(tmp_path / "b").read_all_metrics()
+    theirs = Run.open(tmp_path / "a").read_all_metrics()
+    assert [r["step"] for r in mine] == [r["step"] for r in theirs] == [4, 8, 10]
+    assert [(r["loss"], r["loss_q"], r["lr"]) for r in mine] == [(r["loss"], r["loss_q"], r["lr"]) for r in theirs]
+
+
+def test_leftovers_of_interrupted_saves_are_removed_when_training_starts(tmp_path, dataset):
+    run = Run.create(tmp_path / "r", _spec())
+    leftovers = [
+        run.checkpoints_dir / ".step_0000005.safetensors.k2j4h6g8.tmp",
+        run.checkpoints_dir / ".step_0000005.json.a1b2c3d4.tmp",
+        run.root / ".metrics.jsonl.zz99yy88.tmp",
+    ]
+    for path in leftovers:
+        path.write_bytes(b"\0" * 4096)
+    kept = run.checkpoints_dir / "notes.tmp"  # not one of ours: left alone
+    kept.write_text("mine")
+    events = list(Trainer(run, dataset=dataset).run(1))
+    assert any("removed 3 temporary file(s) of interrupted saves" in w for w in events[0].warnings)
+    assert not any(p.exists() for p in leftovers) and kept.exists()
+
+
+def test_a_second_trainer_of_a_run_in_training_is_refused(tmp_path, dataset):
+    run = Run.create(tmp_path / "r", _spec())
+    stream = Trainer(run, dataset=dataset).run(3)
+    next(stream)  # the first trainer holds the run now
+    with pytest.raises(RunError, match="being trained by another process"):
+        next(Trainer(Run.open(tmp_path / "r"), dataset=dataset).run(3))
+    list(stream)  # and finishes; then the run is free again
+    assert list(Trainer(Run.open(tmp_path / "r"), dataset=dataset).run(4))[-1].step == 4
+
+
+def test_a_checkpoint_whose_training_state_is_damaged_is_passed_over_and_changes_nothing(tmp_path, dataset):
+    run = Run.create(tmp_path / "r", _spec())
+    list(Trainer(run, dataset=dataset).run(3))  # checkpoints at steps 0 and 3
+    newest = ckpt.list_checkpoints(run.checkpoints_dir)[-1]
+    record = json.loads(newest.read_text())
+    record["data_position"] = {"epoch": -1, "index": "x"}
+    newest.write_text(json.dumps(record))
+    again = Trainer(Run.open(tmp_path / "r"), dataset=dataset)
+    problems = again.resume()
+    assert again.step == 0 and len(problems) == 1 and "training state is unreadable" in problems[0]
