@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal
 
-from engine import jobs
+from engine import jobs, limits
 from engine.config import PRESETS, DiffusionConfig, Precision, Preset, TrainConfig, UNetConfig, to_jsonable
 from engine.data.report import human_bytes
 from engine.images import make_grid, read_png_metadata, save_gif, save_png, strip, upscale
@@ -62,7 +62,15 @@ __all__ = [
     "run_name",
     "human_bytes",
     "SETTLED_STEPS",
+    "limits",
+    "spin_range",
 ]
+
+
+def spin_range(limit: limits.Limit, high: float | None = None) -> tuple[int, int]:
+    """An engine limit as the (minimum, maximum) of a QSpinBox, which holds at most 2**31 - 1."""
+    top = limit.high if high is None else high
+    return int(limit.low), int(min(top, 2**31 - 1))
 
 
 class EngineError(RuntimeError):

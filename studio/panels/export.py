@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..bridge import Bridge, EngineError, make_grid, save_gif, save_png, to_jsonable, upscale
+from ..bridge import Bridge, EngineError, limits, make_grid, save_gif, save_png, spin_range, to_jsonable, upscale
 from ..state import AppState
 from ..widgets.image_grid import ImageGrid, to_qimage
 from ..widgets.shortcuts import bind_shortcut
@@ -54,11 +54,17 @@ class ExportPanel(QWidget):
         self.bridge, self.state = bridge, state
 
         # Sample grid
-        self.count = _spin(1, 256, 16, "how many samples in the grid")
-        self.columns = _spin(0, 64, 0, "images per row (0: as square as possible)")
+        self.count = _spin(*spin_range(limits.IMAGES), 16, "how many samples in the grid")
+        self.columns = _spin(0, spin_range(limits.GRID_COLUMNS)[1], 0, "images per row (0: as square as possible)")
         self.padding = _spin(0, 16, 2, "pixels between images")
-        self.scale = _spin(1, 16, 4, "nearest-neighbour zoom of the saved picture: a 32x32 sample is unreadable at 1:1")
-        self.seed = _spin(0, 2**31 - 1, 0, "the random seed: the same seed and settings give the same picture")
+        self.scale = _spin(
+            *spin_range(limits.SCALE),
+            4,
+            "nearest-neighbour zoom of the saved picture: a 32x32 sample is unreadable at 1:1",
+        )
+        self.seed = _spin(
+            *spin_range(limits.SEED), 0, "the random seed: the same seed and settings give the same picture"
+        )
         self.steps = QComboBox()
         self.steps.addItems(
             ["exact (all T steps, Alg. 2)", "100 strided steps", "50 strided steps", "20 strided steps"]
@@ -105,7 +111,9 @@ class ExportPanel(QWidget):
         grid_layout.addLayout(preview, 1)
 
         # Trajectory and interpolation
-        self.frames = _spin(2, 101, 11, "frames of the trajectory strip, evenly spaced from t = T to 0")
+        self.frames = _spin(
+            *spin_range(limits.FRAMES), 11, "frames of the trajectory strip, evenly spaced from t = T to 0"
+        )
         self.gif_source = QComboBox()
         self.gif_source.addItems(["x_t (the noisy state)", "x̂0 (the prediction, Eq. 15)"])
         self.save_strip_button = QPushButton("Save strip…")

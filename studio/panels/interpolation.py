@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.bridge import SETTLED_STEPS, ChainProgress, EngineError, Refined
+from studio.bridge import SETTLED_STEPS, ChainProgress, EngineError, Refined, limits, spin_range
 from studio.widgets.image_grid import ImageGrid
 
 LAMBDA_STEPS = 20  # the λ slider moves in steps of 1/20 = 0.05
@@ -157,14 +157,13 @@ class InterpolationPanel(QWidget):
         self.lambda_slider.setTickPosition(QSlider.TickPosition.TicksBelow)
         self.lambda_label = QLabel(toolTip=LAMBDA_TOOLTIP)
         self.columns_spin = _ranged(
-            QSpinBox(), "How many λ values the strip shows, evenly from 0 (A) to 1 (B).", 2, 21, 9
+            QSpinBox(), "How many λ values the strip shows, evenly from 0 (A) to 1 (B).", *spin_range(limits.LAMBDAS), 9
         )
         self.seed_spin = _ranged(
             QSpinBox(),
             "Seed of the encoding noise and of the reverse chain's noise, shared by every λ:\n"
             "the same seed replays the same strip.",
-            0,
-            2**31 - 1,
+            *spin_range(limits.SEED),
             0,
         )
         controls = QGroupBox("Mixing")

@@ -31,12 +31,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.bridge import ChainProgress, EngineError, LikelihoodResult, read_run_record
+from studio.bridge import ChainProgress, EngineError, LikelihoodResult, limits, read_run_record, spin_range
 from studio.widgets.plots import duration
 from studio.widgets.shortcuts import bind_shortcut
 
 RATE_COLOR, DISTORTION_COLOR = "#1f77b4", "#d62728"
-MAX_IMAGES = 10_000_000  # in effect no cap: the job runs in minibatches, so memory does not grow with N
+MAX_IMAGES = spin_range(limits.EVAL_IMAGES)[1]  # the job runs in minibatches: memory does not grow with N
 EVALUATE_KEYS = "Ctrl+Return"
 BPD_TOOLTIP = (
     "Bits per dimension: the negative log-likelihood -log2 p(x0) of an image divided by its H·W·C\n"
@@ -116,7 +116,7 @@ class LikelihoodPanel(QWidget):
             "to see over-fitting (the paper: 3.70 train vs 3.75 test). A folder has one split."
         )
         self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin.setRange(*spin_range(limits.SEED))
         self.seed_spin.setToolTip("Seed of the x_t drawn for every term of the bound.")
         self.data_label = QLabel()
         self.data_label.setWordWrap(True)

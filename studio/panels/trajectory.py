@@ -29,13 +29,22 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.bridge import SETTLED_STEPS, Bridge, ChainProgress, EngineError, Refined, TrajectoryFrames
+from studio.bridge import (
+    SETTLED_STEPS,
+    Bridge,
+    ChainProgress,
+    EngineError,
+    Refined,
+    TrajectoryFrames,
+    limits,
+    spin_range,
+)
 from studio.state import AppState
 from studio.widgets.image_grid import ImageGrid
 from studio.widgets.scrubber import ChainFrames, TimestepScrubber
 from studio.widgets.shortcuts import bind_shortcut
 
-MAX_SEED = 2**31 - 1
+MAX_SEED = spin_range(limits.SEED)[1]
 GENERATE_KEYS, PLAY_KEYS, FORK_KEYS = "Ctrl+G", "Space", "F"
 # Rich text: upright DejaVu Sans (the usual Linux fallback) drops the combining hat of x̂; the italic keeps it.
 X_T, X0_HAT = "<i>x</i><sub>t</sub>", "<i>x̂</i><sub>0</sub>"
@@ -96,7 +105,8 @@ class TrajectoryPanel(QWidget):
     # ---- layout ----
 
     def _build(self) -> None:
-        self.n_spin = QSpinBox(minimum=1, maximum=64, value=8, toolTip="How many samples run through the chain")
+        low, high = spin_range(limits.TRAJECTORY_IMAGES)
+        self.n_spin = QSpinBox(minimum=low, maximum=high, value=8, toolTip="How many samples run through the chain")
         self.seed_spin = QSpinBox(
             maximum=MAX_SEED, toolTip="The seed of x_T and of every step's noise: the same seed replays the same chain"
         )
@@ -128,8 +138,12 @@ class TrajectoryPanel(QWidget):
         form.addRow("Seed", seed_row)
         form.addRow(buttons)
 
+        low, high = spin_range(limits.FORKS)
         self.forks_spin = QSpinBox(
-            minimum=1, maximum=32, value=8, toolTip="How many completions x_0 ~ p(x_0 | x_t) to draw from the held x_t"
+            minimum=low,
+            maximum=high,
+            value=8,
+            toolTip="How many completions x_0 ~ p(x_0 | x_t) to draw from the held x_t",
         )
         self.fork_seed_spin = QSpinBox(maximum=MAX_SEED, toolTip="The seed of the completions' reverse-chain noise")
         self.fork_button = QPushButton("Fork here", clicked=self._on_fork_clicked)

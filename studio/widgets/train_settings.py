@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QListWidget, QSpinBox, QWidget
 
-from studio.bridge import PRESETS, Precision, to_jsonable
+from studio.bridge import PRESETS, Precision, limits, spin_range, to_jsonable
 from studio.widgets.plots import short_number
 
 PAPER = PRESETS["cifar10"]  # Ho et al. 2020's CIFAR-10 recipe: every difference is shown against it
@@ -136,12 +136,13 @@ def setting_widget(name: str) -> QWidget:
         combo = QComboBox()
         combo.addItems([p.value for p in Precision])
         return combo
-    if name == "learning_rate":
-        return CompactSpinBox(1e-8, 1.0, geometric=True)
+    if name == "learning_rate":  # the ranges are the engine's (engine/limits.py), as the command line checks them
+        return CompactSpinBox(limits.LEARNING_RATE.low, limits.LEARNING_RATE.high, geometric=True)
     if name == "ema_decay":
-        return CompactSpinBox(0, 0.99999, 1e-4)
+        return CompactSpinBox(limits.EMA_DECAY.low, limits.EMA_DECAY.high, 1e-4)
     spin = QSpinBox()
-    spin.setRange(0 if name in ("seed", "warmup_steps") else 1, 2**31 - 1)
+    ranged = {"total_steps": limits.TRAIN_STEPS, "batch_size": limits.BATCH_SIZE, "seed": limits.SEED}
+    spin.setRange(*spin_range(ranged[name]) if name in ranged else (0 if name == "warmup_steps" else 1, 2**31 - 1))
     spin.setGroupSeparatorShown(name != "seed")
     return spin
 
