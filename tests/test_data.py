@@ -432,6 +432,10 @@ def test_cifar10_reader_refuses_malicious_pickles(tmp_path):
     (folder / "test_batch").write_bytes(b"\x80\x02}q\x00(U\x04data")  # cut short
     with pytest.raises(DataError, match="not a readable CIFAR-10 batch"):
         read_cifar10(folder, Split.TEST)
+    with open(folder / "test_batch", "wb") as f:
+        f.truncate(200 * 2**20)  # sparse: a "batch" of 200 MiB is not read at all
+    with pytest.raises(DataError, match="more than a CIFAR-10 batch has"):
+        read_cifar10(folder, Split.TEST)
 
 
 # ---- MNIST IDX ----

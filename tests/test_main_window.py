@@ -163,3 +163,33 @@ def test_status_bar_follows_the_step_of_the_run_being_trained(qtbot, bridge, tmp
     bridge.model_changed.emit(saved)
     bridge.train_event.emit(logged)
     assert window.model_label.text().startswith("my-run · step 500 · ")
+
+
+def test_a_damaged_run_is_refused_in_one_line_and_exploring_goes_on(qtbot, bridge, micro_run, tmp_path, monkeypatch):
+    """Opening a run whose run.json nests 100,000 deep, or whose only checkpoint names /dev/zero as its weights,
+    shows a dialog with one line that says why; the model explored before stays loaded."""
+    import json
+    import shutil
+
+    import studio.main_window as main_window
+
+    shown = []
+    monkeypatch.setattr(main_window.QMessageBox, "warning", lambda parent, title, text: shown.append((title, text)))
+    window = MainWindow(bridge=bridge, load_defaults=False)
+    qtbot.addWidget(window)
+    assert run_async(qtbot, window.open_run(str(micro_run)))
+
+    deep = tmp_path / "deep"
+    shutil.copytree(micro_run, deep)
+    (deep / "run.json").write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    zero = tmp_path / "zero"
+    shutil.copytree(micro_run, zero)
+    for meta in ckpt.list_checkpoints(zero / "checkpoints"):
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "weights": "/dev/zero"}))
+
+    assert not run_async(qtbot, window.open_run(str(deep)))
+    assert not run_async(qtbot, window.open_run(str(zero)))
+    (_, deep_text), (_, zero_text) = shown
+    assert "run.json" in deep_text and "nests deeper than 32 levels" in deep_text and "\n" not in deep_text
+    assert "'/dev/zero', not its own" in zero_text and "Traceback" not in zero_text
+    assert bridge.model.step == 6 and "step 6" in window.model_label.text()  # still exploring the first run

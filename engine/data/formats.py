@@ -102,6 +102,14 @@ def read_cifar10_batch(file: IO[bytes], name: str = "batch") -> tuple[np.ndarray
     return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)  # rows are R plane, G plane, B plane
 
 
+_MAX_CIFAR_BATCH_BYTES = 64 * 2**20  # a real batch is 31 MB; a larger one is not read (nor unpickled)
+
+
+def _check_batch_size(size: int, name: str) -> None:
+    if size > _MAX_CIFAR_BATCH_BYTES:
+        raise DataError(f"{name}: {size:,} bytes, more than a CIFAR-10 batch has ({_MAX_CIFAR_BATCH_BYTES:,} at most)")
+
+
 def _cifar_batch_dir(path: Path) -> Path | None:
     for folder in (path, path / "cifar-10-batches-py"):
         if (folder / "data_batch_1").is_file() or (folder / "test_batch").is_file():
@@ -122,6 +130,7 @@ def read_cifar10(path: str | os.PathLike, split: Split) -> tuple[np.ndarray, np.
         for name in wanted:
             if not (folder / name).is_file():
                 raise DataError(f"{folder}: {name} is missing")
+            _check_batch_size((folder / name).stat().st_size, name)
             with open(folder / name, "rb") as f:
                 parts.append(read_cifar10_batch(f, name))
     elif tarfile.is_tarfile(path):
@@ -130,8 +139,10 @@ def read_cifar10(path: str | os.PathLike, split: Split) -> tuple[np.ndarray, np.
             for name in wanted:
                 if name not in members:
                     raise DataError(f"{path}: the archive has no {name}")
+                _check_batch_size(members[name].size, name)
                 parts.append(read_cifar10_batch(archive.extractfile(members[name]), name))
     else:
+        _check_batch_size(path.stat().st_size, path.name)
         with open(path, "rb") as f:  # a single batch: the split is whatever the file holds
             parts.append(read_cifar10_batch(f, path.name))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
