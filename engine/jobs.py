@@ -22,9 +22,9 @@ import torch
 from .config import UNetConfig
 from .images import from_uint8, to_uint8
 from .likelihood import BoundResult, bound_terms
-from .loading import LoadedModel, Weights, load_model, provenance
+from .loading import LoadedModel, ModelIdentity, Weights, load_model, provenance
 from .report import TrainingCost, training_cost
-from .sampling import SampleStep, encode_pair, fork, generate, interpolate, reverse_chain
+from .sampling import SampleStep, encode_pair, fork, generate, interpolate
 from .unet import count_parameters
 from .worker import JobContext
 
@@ -47,6 +47,7 @@ class ModelInfo:
     num_timesteps: int
     parameters: int
     provenance: dict[str, str]  # what a picture made with this model records of it (loading.provenance)
+    identity: ModelIdentity | None = None  # run name, step, weights, SHA-256
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Refined:
     images: np.ndarray  # [N, H, W, C] uint8
     done: int  # reverse steps finished in this stage
     total: int
+    model: ModelIdentity | None = None  # which model computed it (see Computed)
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class TrajectoryFrames:
     pred_x0: np.ndarray
     done: int  # frames so far (of T + 1)
     total: int
+    model: ModelIdentity | None = None
 
 
 # ---- model ----
@@ -98,6 +101,7 @@ def model_info(loaded: LoadedModel) -> ModelInfo:
         loaded.diffusion.num_timesteps,
         count_parameters(loaded.model),
         provenance(loaded),
+        loaded.identity,
     )
 
 
@@ -164,8 +168,9 @@ def _refine(
     if cached is not None:
         return cached
     denoiser = loaded.denoiser()
+    model = loaded.identity
     if t == 0:
-        done = Refined("exact", to_uint8(x_t), 0, 0)
+        done = Refined("exact", to_uint8(x_t), 0, 0, model)
         _cache_put(ctx, cache_key, done)
         return done
     d = loaded.diffusion
@@ -173,17 +178,17 @@ def _refine(
     started = time.perf_counter()
     pred = d.predict_x0_from_eps(x_t, index, denoiser(x_t, index)).clamp(-1, 1)  # Ho et al. 2020, Eq. 15
     settled_steps = settled_steps_for(time.perf_counter() - started)  # timed before the yield: other jobs may run
-    yield Refined("direct", to_uint8(pred), 1, 1)
+    yield Refined("direct", to_uint8(pred), 1, 1, model)
     if t > settled_steps:
         last = yield from _drain_chain(
             chain(x_t, t, torch.Generator().manual_seed(seed), settled_steps), "settled", settled_steps
         )
-        settled = Refined("settled", to_uint8(last.x_t), settled_steps, settled_steps)
+        settled = Refined("settled", to_uint8(last.x_t), settled_steps, settled_steps, model)
         if not exact:
             return settled
         yield settled
     last = yield from _drain_chain(chain(x_t, t, torch.Generator().manual_seed(seed), None), "exact", t)
-    result = Refined("exact", to_uint8(last.x_t), t, t)
+    result = Refined("exact", to_uint8(last.x_t), t, t, model)
     _cache_put(ctx, cache_key, result)
     return result
 
@@ -198,6 +203,7 @@ def sample_job(n: int, seed: int, num_steps: int | None = None, eta: float = 1.0
         loaded = _model(ctx)
         c = loaded.unet_config
         total = min(num_steps or loaded.diffusion.num_timesteps, loaded.diffusion.num_timesteps)
+        model = loaded.identity
         steps = generate(
             loaded.denoiser(),
             loaded.diffusion,
@@ -207,7 +213,7 @@ def sample_job(n: int, seed: int, num_steps: int | None = None, eta: float = 1.0
             eta=eta,
         )
         last = yield from _drain_chain(steps, "sample", total + 1)
-        return Refined("exact", to_uint8(last.x_t), total, total)
+        return Refined("exact", to_uint8(last.x_t), total, total, model)
 
     return job
 
@@ -222,6 +228,7 @@ def trajectory_job(n: int, seed: int, chunk: int = 50):
     def job(ctx: JobContext):
         loaded = _model(ctx)
         c, T = loaded.unet_config, loaded.diffusion.num_timesteps
+        model = loaded.identity
         trajectory_id = ctx.job_id
         states: list[torch.Tensor] = []  # [N, C, H, W] each, index T - t; grows as the chain runs
         trajectories = ctx.state.setdefault("trajectories", {})
@@ -245,11 +252,12 @@ def trajectory_job(n: int, seed: int, chunk: int = 50):
                     np.stack(preds[sent:]),
                     len(xs),
                     T + 1,
+                    model,
                 )
                 sent = len(xs)
             else:
                 yield None
-        return TrajectoryFrames(trajectory_id, np.array(t_values), np.stack(xs), np.stack(preds), len(xs), T + 1)
+        return TrajectoryFrames(trajectory_id, np.array(t_values), np.stack(xs), np.stack(preds), len(xs), T + 1, model)
 
     return job
 
@@ -298,21 +306,6 @@ def interpolate_job(a: np.ndarray, b: np.ndarray, t: int, lambdas: Sequence[floa
     return job
 
 
-def reconstruct_job(x0: np.ndarray, t: int, seed: int):
-    """Encode [N, H, W, C] uint8 at step t and decode it again (the lambda = 0 end of an interpolation)."""
-
-    def job(ctx: JobContext):
-        loaded = _model(ctx)
-        x = from_uint8(x0).to(loaded.diffusion.device)
-        g = torch.Generator().manual_seed(seed)
-        x_t, _ = encode_pair(loaded.diffusion, x, x, t, g)
-        steps = reverse_chain(loaded.denoiser(), loaded.diffusion, x_t, t, g)
-        last = yield from _drain_chain(steps, "exact", t + 1)
-        return Refined("exact", to_uint8(last.x_t), t, t)
-
-    return job
-
-
 @dataclass(frozen=True)
 class LikelihoodResult:
     bits_per_dim: float
@@ -322,6 +315,7 @@ class LikelihoodResult:
     images: int
     rate: np.ndarray  # [T+1] bits/dim at t (Fig. 5)
     distortion: np.ndarray  # [T+1] RMSE on the 0-255 scale
+    model: ModelIdentity | None = None
 
 
 def likelihood_job(images: np.ndarray, seed: int = 0, batch_size: int = 256):
@@ -332,6 +326,7 @@ def likelihood_job(images: np.ndarray, seed: int = 0, batch_size: int = 256):
 
     def job(ctx: JobContext):
         loaded = _model(ctx)
+        model = loaded.identity
         x0 = from_uint8(images).to(loaded.diffusion.device)
         n, T = x0.shape[0], loaded.diffusion.num_timesteps
         terms, mse = x0.new_zeros(n, T), x0.new_zeros(n, T)
@@ -356,6 +351,7 @@ def likelihood_job(images: np.ndarray, seed: int = 0, batch_size: int = 256):
             n,
             rate.cpu().numpy(),
             distortion.cpu().numpy(),
+            model,
         )
 
     return job
@@ -473,7 +469,8 @@ def dataset_images_job(indices: Sequence[int]):
 
 def train_job(run_dir: str, spec=None, total_steps: int | None = None, device: str | None = None):
     """Train (creating the run from `spec`, or resuming it) until total_steps or until cancelled, which saves a
-    checkpoint first (submit with graceful=True). Exploration follows the trainer's EMA weights meanwhile."""
+    checkpoint first (submit with graceful=True). The model the studio explores stays the one the user chose: to
+    explore this run, open one of its checkpoints (the newest appears as the run saves them)."""
 
     def job(ctx: JobContext):
         from pathlib import Path
@@ -492,23 +489,7 @@ def train_job(run_dir: str, spec=None, total_steps: int | None = None, device: s
                 trainer = Trainer(Run.open(run_dir), device=device)
                 trainer.resume()
             ctx.state["trainer"] = trainer
-        live = LoadedModel(
-            trainer.ema,
-            trainer.diffusion,
-            trainer.run_dir.spec.unet,
-            trainer.step,
-            Weights.EMA,
-            str(trainer.run_dir.root),
-            None,  # live weights: no checkpoint file to name
-        )
-        ctx.state["model"] = live
-        ctx.state["cache"] = collections.OrderedDict()
-        yield model_info(live)  # exploration now follows this run's EMA weights
-        for event in trainer.run(total_steps, stop=ctx.cancelled.is_set):
-            live.step = trainer.step
-            yield event
-        ctx.state["cache"] = collections.OrderedDict()
-        yield model_info(live)  # the weights the studio explores from now on
+        yield from trainer.run(total_steps, stop=ctx.cancelled.is_set)
         return trainer.step
 
     return job

@@ -23,6 +23,22 @@ from .unet import UNet
 BUNDLED_RUN = Path(__file__).resolve().parent / "assets" / "bundled"  # package data: travels in the wheel
 
 
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model computed a result: it travels with the result from the engine to the screen and into every
+    export, so a label is never taken from a remembered copy that has gone stale (a run trains on meanwhile)."""
+
+    run: str  # the run's name (a folder name, never a path)
+    step: int  # the training step of the weights
+    weights: str  # "ema" or "model" (the raw weights)
+    sha256: str | None  # of the checkpoint's weights file; None for the live weights of a run in training
+
+    def label(self) -> str:
+        """How the studio names it: "shapes · step 1,250 · EMA" (and "live" for weights not saved yet)."""
+        kind = "EMA" if self.weights == "ema" else "raw weights"
+        return f"{self.run} · step {self.step:,} · {kind}" + (" · live" if self.sha256 is None else "")
+
+
 class Weights(Enum):
     EMA = "ema"  # the exponential moving average the paper samples from
     RAW = "model"  # the live training weights
@@ -40,6 +56,11 @@ class LoadedModel:
 
     def denoiser(self, precision: Precision = Precision.FP32) -> Denoiser:
         return Denoiser(self.model, precision)
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """Read at the moment of use: a live model's step moves on as its run trains."""
+        return ModelIdentity(run_name(self.source), self.step, self.weights.value, self.sha256)
 
 
 def run_name(source: str | Path) -> str:
@@ -97,10 +118,17 @@ def provenance(loaded: LoadedModel) -> dict[str, str]:
     weights and their SHA-256, and the configuration. Never a path: a shared picture must not tell where the
     user keeps their files."""
     return {
-        "run": run_name(loaded.source),
-        "step": str(loaded.step),
-        "weights": loaded.weights.value,
-        "checkpoint_sha256": loaded.sha256 or "none (live training weights, not saved yet)",
+        **identity_provenance(loaded.identity),
         "config": json.dumps(to_jsonable(loaded.unet_config), sort_keys=True),
         "diffusion": json.dumps(to_jsonable(loaded.diffusion.config), sort_keys=True),
+    }
+
+
+def identity_provenance(identity: ModelIdentity) -> dict[str, str]:
+    """The PNG text chunks that name the model of a picture."""
+    return {
+        "run": identity.run,
+        "step": str(identity.step),
+        "weights": identity.weights,
+        "checkpoint_sha256": identity.sha256 or "none (live training weights, not saved yet)",
     }

@@ -125,6 +125,25 @@ def _step_seed(seed: int, step: int, stream: int, rollbacks: int, rank: int = 0)
     return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
 
 
+class BusyClock:
+    """Seconds spent working: runs between `resume` and `pause` only."""
+
+    def __init__(self):
+        self._total, self._since = 0.0, None
+
+    def resume(self) -> None:
+        self._since = time.perf_counter()
+
+    def pause(self) -> None:
+        if self._since is not None:
+            self._total += time.perf_counter() - self._since
+            self._since = None
+
+    def elapsed(self) -> float:
+        running = time.perf_counter() - self._since if self._since is not None else 0.0
+        return self._total + running
+
+
 def _count(value: object) -> int:
     """A non-negative integer from a checkpoint's JSON (ValueError otherwise)."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -189,6 +208,7 @@ class Trainer:
         self._batches = None
         self._start_position = BatchPosition()
         self._passed_over: list[str] = []
+        self._clock = BusyClock()  # the loop's own time (see run)
         # The loss window since the last logged step, [4] sums and [4] counts by t-quartile: saved with each
         # checkpoint, so a stopped-and-resumed run logs the same losses as one that ran straight through.
         self._window = (torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
@@ -434,7 +454,18 @@ class Trainer:
                     )
             if total != self.config.total_steps and self.step < total:
                 self.warnings.append(self._replan(total))
-            yield from self._run(total, stop)
+            # Time counts only while the loop runs: between its events the consumer may do other work (the studio
+            # serves a slider), which must not slow the logged images/s or stretch the ETA.
+            events = self._run(total, stop)
+            while True:
+                self._clock.resume()
+                try:
+                    event = next(events)
+                except StopIteration:
+                    return
+                finally:
+                    self._clock.pause()
+                yield event
 
     def _replan(self, total: int) -> str:
         old = self.config.total_steps
@@ -464,7 +495,7 @@ class Trainer:
         distributed.barrier()  # every process has looked (and resumed) before rank 0 writes
         if first_save:
             yield CheckpointSaved(0, self.save())  # something to roll back to if the first steps diverge
-        started = time.perf_counter()
+        started = self._clock.elapsed()
         window_start, window_images, last_grad_norm = started, 0, 0.0
         bad_in_a_row = 0
         reason = "done"
@@ -491,7 +522,7 @@ class Trainer:
             yield StepDone(self.step, stats.loss)
 
             if self.step % cfg.log_every == 0 or self.step == total:
-                now = time.perf_counter()
+                now = self._clock.elapsed()
                 rate = window_images / max(now - window_start, 1e-9)  # the global batch's images, this session
                 yield self._log(*self._window, last_grad_norm, rate, now - started, total)
                 window_start, window_images = now, 0

@@ -19,8 +19,18 @@ from engine import jobs, limits
 from engine.config import PRESETS, DiffusionConfig, Precision, Preset, TrainConfig, UNetConfig, to_jsonable
 from engine.data.report import human_bytes
 from engine.images import make_grid, read_png_metadata, save_gif, save_png, strip, upscale
-from engine.loading import BUNDLED_RUN, run_name
+from engine.loading import BUNDLED_RUN, identity_provenance, run_name
 from engine.runs import RunError, RunSpec, read_run_record
+from engine.train import (
+    CheckpointSaved,
+    RolledBack,
+    SamplesReady,
+    StepDone,
+    StepLogged,
+    StepSkipped,
+    TrainFinished,
+    TrainStarted,
+)
 from engine.worker import EngineWorker, JobCancelled, JobFailed, JobFinished, JobProgress, JobStarted, Priority
 
 # Re-exported for panels, which must not import the engine's torch-backed modules themselves.
@@ -60,10 +70,19 @@ __all__ = [
     "read_png_metadata",
     "BUNDLED_RUN",
     "run_name",
+    "identity_provenance",
     "human_bytes",
     "SETTLED_STEPS",
     "limits",
     "spin_range",
+    "TrainStarted",
+    "StepDone",
+    "StepLogged",
+    "SamplesReady",
+    "CheckpointSaved",
+    "StepSkipped",
+    "RolledBack",
+    "TrainFinished",
 ]
 
 
@@ -139,10 +158,6 @@ class Bridge(QObject):
     def _on_engine_event(self, event: Any) -> None:
         job_id = event.job_id
         if isinstance(event, JobProgress):
-            if isinstance(event.value, jobs.ModelInfo):  # training switched the explored model
-                self.model = event.value
-                self.model_changed.emit(event.value)
-                return
             if job_id == self._train_job:
                 self.train_event.emit(event.value)
             callback = self._progress.get(job_id)

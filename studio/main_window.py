@@ -9,14 +9,13 @@ step and saves a checkpoint first.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QTabWidget, QWidget
 
-from .bridge import BUNDLED_RUN, Bridge, EngineError, run_name
+from .bridge import BUNDLED_RUN, Bridge, EngineError, StepLogged, TrainFinished, TrainStarted, run_name
 from .panels.dataset import DatasetPanel
 from .panels.export import ExportPanel
 from .panels.interpolation import InterpolationPanel
@@ -207,6 +206,12 @@ class MainWindow(QMainWindow):
             "What the engine thread is doing now (all model work runs there; the window never waits)"
         )
         self.model_label = QLabel("no model")
+        self.model_label.setToolTip("The model every tab explores: it changes only when you open another one")
+        self.training_label = QLabel("")
+        self.training_label.setToolTip(
+            "The run being trained; to explore it, open one of its checkpoints (Training tab, or File > Open run)"
+        )
+        self.training_label.setVisible(False)
         self.engine_busy = QProgressBar()
         self.engine_busy.setRange(0, 0)
         self.engine_busy.setMaximumWidth(90)
@@ -214,6 +219,7 @@ class MainWindow(QMainWindow):
         bar.addWidget(self.status_message, 1)
         bar.addPermanentWidget(self.engine_busy)
         bar.addPermanentWidget(self.engine_label)
+        bar.addPermanentWidget(self.training_label)
         bar.addPermanentWidget(self.model_label)
         self.bridge.job_started.connect(lambda *_: self._refresh_engine_label())
         self.bridge.job_finished.connect(lambda *_: self._refresh_engine_label())
@@ -249,15 +255,26 @@ class MainWindow(QMainWindow):
         bundled = Path(info.source).resolve().is_relative_to(BUNDLED_RUN.resolve())
         name = "bundled model" if bundled else run_name(info.source)
         self.model_label.setText(
-            f"{name} · step {info.step:,} · {w}x{h}x{info.channels} · T={info.num_timesteps} · "
+            f"exploring {name} · step {info.step:,} · {w}x{h}x{info.channels} · T={info.num_timesteps} · "
             f"{info.parameters / 1e6:.2f}M params · {info.weights.upper()}"
         )
 
     def _on_train_event(self, event) -> None:
-        """While training, the explored model is the run's live EMA: the status bar follows its step."""
-        info = self.state.get("model")
-        if type(event).__name__ == "StepLogged" and info is not None and Path(info.source).is_dir():
-            self._show_model(dataclasses.replace(info, step=event.step))
+        """The status bar names the run in training and its step, beside (never instead of) the explored model."""
+        run = self.panels["Training"].run_dir
+        match event:
+            case TrainStarted():
+                self._training_total = event.total_steps
+                self._show_training(run, event.step)
+            case StepLogged():
+                self._show_training(run, event.step)
+            case TrainFinished():
+                self.training_label.setVisible(False)
+
+    def _show_training(self, run: str | None, step: int) -> None:
+        total = getattr(self, "_training_total", 0)
+        self.training_label.setText(f"training {run_name(run or '')} · step {step:,} / {total:,}  |")
+        self.training_label.setVisible(True)
 
     def _on_dataset_preset_changed(self, name: str) -> None:
         training = self.panels["Training"]

@@ -7,8 +7,6 @@ from PySide6.QtCore import Qt
 
 from engine import checkpoint as ckpt
 from engine.images import read_png_metadata
-from engine.jobs import ModelInfo
-from engine.train import StepLogged
 from studio.main_window import PANELS, MainWindow
 from tests.conftest import MICRO_DATA, run_async
 
@@ -44,7 +42,9 @@ def test_open_train_scrub_mix_and_export(qtbot, bridge, micro_run, tmp_path):
     qtbot.waitUntil(task.done, timeout=120_000)
     assert training.training_state == "finished"
     assert ckpt.latest_checkpoint(run_dir / "checkpoints")[0].step == 4
-    assert window.model_label.text().startswith("trained · step 4 · ")  # the run's own name, not its parent's
+    assert window.model_label.text().startswith("exploring micro · step 6 · ")  # training did not switch it
+    assert run_async(qtbot, window.open_run(str(run_dir)))  # explore the new run, by choice
+    assert window.model_label.text().startswith("exploring trained · step 4 · ")  # its own name, not its parent's
 
     # Scrub a trajectory of the model that was just trained.
     trajectory = window.panels["Trajectory"]
@@ -70,7 +70,7 @@ def test_open_train_scrub_mix_and_export(qtbot, bridge, micro_run, tmp_path):
     export.steps.setCurrentIndex(3)
     run_async(qtbot, export.generate())
     meta = read_png_metadata(export.export_grid(str(tmp_path / "grid.png")))
-    assert meta["step"] == "4" and meta["layout"] == "sample grid"
+    assert meta["step"] == "4" and meta["run"] == "trained" and meta["layout"] == "sample grid"
 
     window.close()
     assert not bridge._worker.alive
@@ -147,22 +147,66 @@ def test_opening_a_run_follows_it_in_the_training_tab(qtbot, bridge, micro_run, 
     window.close()
 
 
-def test_status_bar_follows_the_step_of_the_run_being_trained(qtbot, bridge, tmp_path):
-    """While training, the explored model is the run's live EMA: the status bar names the run and follows its
-    logged step; a model opened from a checkpoint file keeps the step it was saved at."""
+def test_starting_a_training_leaves_the_explored_model_and_its_chain_alone(qtbot, bridge, micro_run, tmp_path):
+    """Exploring pins a model: a training run started meanwhile does not switch what the tabs explore, nor clear the
+    chain being scrubbed; the status bar names both, the explored model and the run in training with its step."""
     window = MainWindow(bridge=bridge, load_defaults=False)
     qtbot.addWidget(window)
-    logged = StepLogged(1_250, 0.03, (0.1, 0.03, 0.01, 0.01), 4e-3, 0.1, 500.0, 60.0, 300.0)
-    live = ModelInfo(str(tmp_path / "my-run"), 0, "ema", (16, 16), 3, 1000, 1_113_955, {"run": "my-run"})
-    (tmp_path / "my-run").mkdir()
-    bridge.model_changed.emit(live)
-    assert window.model_label.text() == "my-run · step 0 · 16x16x3 · T=1000 · 1.11M params · EMA"
-    bridge.train_event.emit(logged)
-    assert window.model_label.text().startswith("my-run · step 1,250 · ")
-    saved = dataclasses.replace(live, source=str(tmp_path / "my-run" / "checkpoints" / "step_0000500.json"), step=500)
-    bridge.model_changed.emit(saved)
-    bridge.train_event.emit(logged)
-    assert window.model_label.text().startswith("my-run · step 500 · ")
+    assert run_async(qtbot, window.open_run(str(micro_run)))
+    trajectory = window.panels["Trajectory"]
+    trajectory.n_spin.setValue(2)
+    trajectory.generate_button.click()
+    qtbot.waitUntil(lambda: window.state.get("trajectory") is not None, timeout=60_000)
+    chain = window.state.get("trajectory")
+
+    training = window.panels["Training"]
+    training.follow_button.click()
+    run_async(qtbot, window.panels["Dataset"].load(MICRO_DATA))
+    training.preset_combo.setCurrentText("micro")
+    training.steps_spin.setValue(3)
+    training.batch_spin.setValue(8)
+    training.run_dir_edit.setText(str(tmp_path / "second"))
+    shown = []
+    bridge.train_event.connect(lambda event: shown.append(window.training_label.text()))
+    task = training.start()
+    qtbot.waitUntil(task.done, timeout=120_000)
+    assert training.training_state == "finished"
+    assert any(text.startswith("training second · step ") for text in shown)
+    assert bridge.model.step == 6 and window.model_label.text().startswith("exploring micro · step 6 · ")
+    assert window.state.get("trajectory") is chain and trajectory.xt_grid.count == 2
+    assert not window.training_label.isVisible()  # training over
+
+
+def test_an_export_is_named_by_the_model_that_computed_it(qtbot, bridge, micro_run, tmp_path):
+    """The interpolation sheet, the trajectory strip and the sample grid record the model their result carries, even
+    when the studio's remembered description of the model says otherwise (it went stale while a run trained)."""
+    window = MainWindow(bridge=bridge, load_defaults=False)
+    qtbot.addWidget(window)
+    window.show()
+    assert run_async(qtbot, window.open_run(str(micro_run)))
+    stale = dataclasses.replace(bridge.model, step=0, provenance={**bridge.model.provenance, "step": "0"})
+    bridge.model = stale  # what the studio remembers no longer says what the engine computes with
+    window.state.set("model", stale)
+
+    interpolation = window.panels["Interpolation"]
+    window.tabs.setCurrentWidget(interpolation)
+    qtbot.waitUntil(lambda: interpolation.strip_grid.count > 0, timeout=60_000)
+    with qtbot.waitSignal(interpolation.strip_shown, timeout=60_000, check_params_cb=lambda stage: stage == "exact"):
+        interpolation.t_slider.setValue(20)
+    trajectory = window.panels["Trajectory"]
+    trajectory.n_spin.setValue(2)
+    trajectory.generate_button.click()
+    qtbot.waitUntil(lambda: window.state.get("trajectory") is not None, timeout=60_000)
+    export = window.panels["Export"]
+    export.count.setValue(2)
+    export.steps.setCurrentIndex(3)
+    run_async(qtbot, export.generate())
+
+    sheet = read_png_metadata(export.export_sheet(str(tmp_path / "sheet.png")))
+    strip = read_png_metadata(export.export_strip(str(tmp_path / "strip.png")))
+    grid = read_png_metadata(export.export_grid(str(tmp_path / "grid.png")))
+    for meta in (sheet, strip, grid):
+        assert meta["step"] == "6" and meta["run"] == "micro" and len(meta["checkpoint_sha256"]) == 64
 
 
 def test_a_damaged_run_is_refused_in_one_line_and_exploring_goes_on(qtbot, bridge, micro_run, tmp_path, monkeypatch):

@@ -337,3 +337,18 @@ def test_a_checkpoint_whose_training_state_is_damaged_is_passed_over_and_changes
     again = Trainer(Run.open(tmp_path / "r"), dataset=dataset)
     problems = again.resume()
     assert again.step == 0 and len(problems) == 1 and "training state is unreadable" in problems[0]
+
+
+def test_time_the_consumer_spends_between_events_is_not_training_time(tmp_path, dataset):
+    """The studio serves sliders between training events: that time must not lower the logged images/s nor stretch
+    the ETA. A consumer that dawdles 0.2 s after every step sees the same throughput as one that does not."""
+    import time
+
+    run = Run.create(tmp_path / "r", _spec(log_every=4))
+    rates = []
+    for event in Trainer(run, dataset=dataset).run(8):
+        if isinstance(event, StepLogged):
+            rates.append(event.images_per_s)
+        time.sleep(0.2)  # what a busy GUI thread would cost a wall clock
+    wall_rate = 8 * 4 / (4 * 0.2)  # images per second if the pauses counted: 40
+    assert len(rates) == 2 and min(rates) > 3 * wall_rate, rates

@@ -26,7 +26,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..bridge import Bridge, EngineError, limits, make_grid, save_gif, save_png, spin_range, to_jsonable, upscale
+from ..bridge import (
+    Bridge,
+    EngineError,
+    identity_provenance,
+    limits,
+    make_grid,
+    save_gif,
+    save_png,
+    spin_range,
+    to_jsonable,
+    upscale,
+)
 from ..state import AppState
 from ..widgets.image_grid import ImageGrid, to_qimage
 from ..widgets.shortcuts import bind_shortcut
@@ -193,12 +204,14 @@ class ExportPanel(QWidget):
             self.message.setText(f"sampling failed: {e}")
             return
         sampler = "ancestral (Alg. 2)" if steps is None else f"strided, eta=1, {steps} steps"
+        named = identity_provenance(result.model) if result.model is not None else {}  # who computed it
         self.state.set(
             "samples",
             {
                 "images": result.images,
                 "metadata": {
                     **self._model_metadata(),
+                    **named,
                     "sampler": sampler,
                     "steps": str(steps or model.num_timesteps),
                     "seed": str(seed),

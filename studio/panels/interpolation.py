@@ -31,7 +31,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.bridge import SETTLED_STEPS, ChainProgress, EngineError, Refined, limits, spin_range
+from studio.bridge import (
+    SETTLED_STEPS,
+    ChainProgress,
+    EngineError,
+    Refined,
+    identity_provenance,
+    limits,
+    spin_range,
+)
 from studio.widgets.image_grid import ImageGrid
 
 LAMBDA_STEPS = 20  # the λ slider moves in steps of 1/20 = 0.05
@@ -441,11 +449,12 @@ class InterpolationPanel(QWidget):
                 f"t = {t}: exact chain of {value.total} steps"
                 + (" (from the cache)" if cached else f", {elapsed:.2f} s after the change")
             )
-            self._publish(value.images[:columns], t)
+            self._publish(value.images[:columns], t, value.model)
         else:
             self.status_label.setText(f"t = {t}: {stage} after {elapsed:.2f} s; the exact chain of {t} steps follows")
 
-    def _publish(self, images: np.ndarray, t: int) -> None:
+    def _publish(self, images: np.ndarray, t: int, model) -> None:
+        """Offer the exact strip to Export, named by the model that computed it (`model`, from the result)."""
         info = self._bridge.model
         self._state.set(
             "interpolation",
@@ -458,6 +467,7 @@ class InterpolationPanel(QWidget):
                     "lambdas": self.strip_lambdas(),
                     "seed": self.seed_spin.value(),
                     **info.provenance,
+                    **(identity_provenance(model) if model is not None else {}),
                     "source_a": self.source_a.origin_label.text(),
                     "source_b": self.source_b.origin_label.text(),
                 },

@@ -260,7 +260,7 @@ class LikelihoodPanel(QWidget):
             return
         finally:
             self._set_running(False)
-        self._show_result(result, split, info.step)
+        self._show_result(result, split, result.model.label() if result.model is not None else f"step {info.step:,}")
         self.evaluated.emit(result)
 
     def _set_running(self, running: bool) -> None:
@@ -289,14 +289,13 @@ class LikelihoodPanel(QWidget):
         left = f" · about {duration(elapsed / done * (value.total - value.done))} left" if done and elapsed > 2 else ""
         self.status_label.setText(f"{self._evaluating}: {100 * value.done / value.total:.0f}%{left}")
 
-    def _show_result(self, result: LikelihoodResult, split: str, step: int) -> None:
+    def _show_result(self, result: LikelihoodResult, split: str, model: str) -> None:
         self.result = result
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         self.progress.setFormat("done")
         self.result_label.setText(
-            f"{result.bits_per_dim:.2f} ± {result.stderr:.2f} bits/dim "
-            f"({result.images:,} {split} images, step {step:,})"
+            f"{result.bits_per_dim:.2f} ± {result.stderr:.2f} bits/dim ({result.images:,} {split} images; {model})"
         )
         kl = result.bits_per_dim - result.prior_bpd - result.decoder_bpd
         for label, value in (

@@ -32,7 +32,22 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.bridge import PRESETS, EngineError, RunSpec, read_run_record, run_name, to_jsonable
+from studio.bridge import (
+    PRESETS,
+    CheckpointSaved,
+    EngineError,
+    RolledBack,
+    RunSpec,
+    SamplesReady,
+    StepDone,
+    StepLogged,
+    StepSkipped,
+    TrainFinished,
+    TrainStarted,
+    read_run_record,
+    run_name,
+    to_jsonable,
+)
 from studio.state import AppState
 from studio.widgets.plots import MetricsTail, TrainingCurves
 from studio.widgets.run_controls import BUSY_STATES, RunControls
@@ -287,50 +302,50 @@ class TrainingPanel(QWidget):
     # ---- events of the engine's training loop ----
 
     def _on_train_event(self, event) -> None:
-        kind = type(event).__name__
-        if kind == "TrainStarted":
-            self._total_steps = event.total_steps
-            self.progress_bar.setRange(0, event.total_steps)
-            self.progress_bar.setValue(event.step)
-            resumed = f", resumed from step {event.resumed_from:,}" if event.resumed_from is not None else ""
-            self.status_label.setText(
-                f"Training {event.parameters / 1e6:.2f}M parameters on {event.device} "
-                f"({event.precision}), {event.dataset_size:,} images{resumed}."
-            )
-        elif kind == "StepDone":  # every optimiser step: at most 10 repaints a second
-            if time.monotonic() - self._progress_shown_at > 0.1:
-                self._progress_shown_at = time.monotonic()
+        match event:
+            case TrainStarted():
+                self._total_steps = event.total_steps
+                self.progress_bar.setRange(0, event.total_steps)
                 self.progress_bar.setValue(event.step)
-        elif kind == "StepLogged":
-            self.curves.show_logged(
-                event.step,
-                event.loss,
-                event.loss_by_quartile,
-                event.lr,
-                event.grad_norm,
-                event.images_per_s,
-                event.eta_s,
-            )
-        elif kind == "SamplesReady":
-            self.outputs.show_samples(event.step, event.ema, event.raw)
-        elif kind == "CheckpointSaved":
-            self.outputs.list_checkpoints(Path(event.path).parent.parent)
-        elif kind in ("StepSkipped", "RolledBack"):
-            text = (
-                f"step {event.step:,} skipped: {event.reason}"
-                if kind == "StepSkipped"
-                else f"rolled back from step {event.from_step:,} to {event.to_step:,}: {event.reason}"
-            )
-            self.warning_label.setText(f"⚠ {dt.datetime.now():%H:%M:%S} {text}")
-            self.warning_label.setVisible(True)
-        elif kind == "TrainFinished":
-            self.progress_bar.setValue(event.step)
-            self.status_label.setText(
-                f"Finished at step {event.step:,}: {self.run_dir}"
-                if event.reason == "done"
-                else f"{'Paused' if self.training_state == 'pausing' else 'Stopped'} at step {event.step:,}; "
-                "checkpoint saved."
-            )
+                resumed = f", resumed from step {event.resumed_from:,}" if event.resumed_from is not None else ""
+                self.status_label.setText(
+                    f"Training {event.parameters / 1e6:.2f}M parameters on {event.device} "
+                    f"({event.precision}), {event.dataset_size:,} images{resumed}."
+                )
+            case StepDone():  # every optimiser step: at most 10 repaints a second
+                if time.monotonic() - self._progress_shown_at > 0.1:
+                    self._progress_shown_at = time.monotonic()
+                    self.progress_bar.setValue(event.step)
+            case StepLogged():
+                self.curves.show_logged(
+                    event.step,
+                    event.loss,
+                    event.loss_by_quartile,
+                    event.lr,
+                    event.grad_norm,
+                    event.images_per_s,
+                    event.eta_s,
+                )
+            case SamplesReady():
+                self.outputs.show_samples(event.step, event.ema, event.raw)
+            case CheckpointSaved():
+                self.outputs.list_checkpoints(Path(event.path).parent.parent)
+            case StepSkipped() | RolledBack():
+                text = (
+                    f"step {event.step:,} skipped: {event.reason}"
+                    if isinstance(event, StepSkipped)
+                    else f"rolled back from step {event.from_step:,} to {event.to_step:,}: {event.reason}"
+                )
+                self.warning_label.setText(f"⚠ {dt.datetime.now():%H:%M:%S} {text}")
+                self.warning_label.setVisible(True)
+            case TrainFinished():
+                self.progress_bar.setValue(event.step)
+                self.status_label.setText(
+                    f"Finished at step {event.step:,}: {self.run_dir}"
+                    if event.reason == "done"
+                    else f"{'Paused' if self.training_state == 'pausing' else 'Stopped'} at step {event.step:,}; "
+                    "checkpoint saved."
+                )
 
     def _on_checkpoint_chosen(self, path: str) -> None:
         asyncio.ensure_future(self._explore(path))

@@ -36,6 +36,7 @@ from studio.bridge import (
     EngineError,
     Refined,
     TrajectoryFrames,
+    identity_provenance,
     limits,
     spin_range,
 )
@@ -318,6 +319,8 @@ class TrajectoryPanel(QWidget):
         self._on_frames_received(result)
         chain, T = self._frames, self._frames.num_timesteps
         self._metadata.update(trajectory_id=result.trajectory_id, num_timesteps=T)
+        if result.model is not None:  # named by the model that computed the chain, not by a remembered copy
+            self._metadata.update(identity_provenance(result.model))
         self.state.set(
             "trajectory",
             {
