@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from engine.config import PRESETS  # noqa: E402
 from engine.device import pick_device  # noqa: E402
 from engine.diffusion import GaussianDiffusion  # noqa: E402
-from engine.jobs import SETTLED_STEPS, Refined, interpolate_job  # noqa: E402
+from engine.jobs import interpolate_job  # noqa: E402
 from engine.loading import LoadedModel, Weights  # noqa: E402
+from engine.refine import SETTLED_STEPS, Refined  # noqa: E402
 from engine.unet import UNet  # noqa: E402
 from engine.worker import EngineWorker, JobFinished, JobProgress, Priority  # noqa: E402
 
@@ -74,7 +75,7 @@ def bench(name: str, repeats: int, device: torch.device) -> dict:
     events: queue.Queue = queue.Queue()
     worker = EngineWorker(events.put)
     loaded = _loaded(name, device)
-    worker.state["model"] = loaded
+    worker.state.explore(loaded)
     shape = (*preset.unet.image_size, preset.unet.in_channels)
     t = min(MIX_STEP, loaded.diffusion.num_timesteps)
     runs = [_one(worker, events, shape, seed, t) for seed in range(repeats + 1)][1:]  # the first warms up

@@ -204,6 +204,13 @@ def encode_pair(
     return diffusion.q_sample(x0_a, index, noise_a), diffusion.q_sample(x0_b, index, noise_b)
 
 
+def mix_latents(x_t_a: Tensor, x_t_b: Tensor, lambdas: Sequence[float]) -> Tensor:
+    """Fig. 8's mix of the noised latents, x_t = (1 - lambda) x_t^A + lambda x_t^B, for every lambda:
+    [N, C, H, W] twice -> [L * N, C, H, W], lambda-major (rows l*N ... (l+1)*N-1 hold lambdas[l])."""
+    lam = torch.tensor(list(lambdas), dtype=x_t_a.dtype, device=x_t_a.device).reshape(-1, 1, 1, 1, 1)
+    return ((1.0 - lam) * x_t_a[None] + lam * x_t_b[None]).flatten(0, 1)
+
+
 def interpolate(
     model: EpsModel,
     diffusion: GaussianDiffusion,
@@ -227,8 +234,7 @@ def interpolate(
     x0_a, x0_b: [N, C, H, W] -> steps over [L * N, C, H, W], lambda-major (rows l*N ... (l+1)*N-1 hold lambdas[l]).
     """
     x_t_a, x_t_b = encode_pair(diffusion, x0_a, x0_b, t, generator)
-    lam = torch.tensor(list(lambdas), dtype=x_t_a.dtype, device=x_t_a.device).reshape(-1, 1, 1, 1, 1)
-    mixed = ((1.0 - lam) * x_t_a[None] + lam * x_t_b[None]).flatten(0, 1)
+    mixed = mix_latents(x_t_a, x_t_b, lambdas)
     return reverse_chain(
         model,
         diffusion,

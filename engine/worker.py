@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from .session import EngineSession
 from .threads import ThreadPolicy
 
 
@@ -43,7 +44,7 @@ class JobContext:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     @property
-    def state(self) -> dict[str, Any]:
+    def state(self) -> EngineSession:
         return self.worker.state
 
     def check(self) -> None:
@@ -102,9 +103,9 @@ class _Job:
 class EngineWorker:
     """Runs jobs on one background thread. `submit` and `cancel` are safe from any thread."""
 
-    def __init__(self, emit: Callable[[Any], None]):
+    def __init__(self, emit: Callable[[Any], None], state: EngineSession | None = None):
         self.emit = emit
-        self.state: dict[str, Any] = {}  # owned by the engine thread: the loaded model, the trainer, caches
+        self.state = state if state is not None else EngineSession()  # owned by the engine thread
         self._inbox: queue.Queue = queue.Queue()
         self._ids = itertools.count(1)
         self._jobs: list[_Job] = []

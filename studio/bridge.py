@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal
 
-from engine import jobs, limits
+from engine import jobs, limits, refine
 from engine.config import PRESETS, DiffusionConfig, Precision, Preset, TrainConfig, UNetConfig, to_jsonable
 from engine.data.report import human_bytes
 from engine.images import make_grid, read_png_metadata, save_gif, save_png, strip, upscale
@@ -34,19 +34,21 @@ from engine.train import (
 from engine.worker import EngineWorker, JobCancelled, JobFailed, JobFinished, JobProgress, JobStarted, Priority
 
 # Re-exported for panels, which must not import the engine's torch-backed modules themselves.
-Refined = jobs.Refined
-ChainProgress = jobs.ChainProgress
+Refined = refine.Refined
+ChainProgress = refine.ChainProgress
+Stage = refine.Stage
 TrajectoryFrames = jobs.TrajectoryFrames
 ModelInfo = jobs.ModelInfo
 DataPreview = jobs.DataPreview
 LikelihoodResult = jobs.LikelihoodResult
 TrainingCost = jobs.TrainingCost
-SETTLED_STEPS = jobs.SETTLED_STEPS  # the strided chain a progressive view shows before the exact one
+SETTLED_STEPS = refine.SETTLED_STEPS  # the longest strided chain a progressive view shows before the exact one
 __all__ = [
     "Bridge",
     "EngineError",
     "Refined",
     "ChainProgress",
+    "Stage",
     "TrajectoryFrames",
     "ModelInfo",
     "DataPreview",
@@ -139,6 +141,8 @@ class Bridge(QObject):
         several panels make independently (a sample, some dataset images) pass supersede=False and all complete.
         """
         future = asyncio.get_event_loop().create_future()
+        if supersede:  # the older job of this key is cancelled: its progress, still in the queue, is not shown
+            self._progress = {j: cb for j, cb in self._progress.items() if self._keys.get(j) != key}
         job_id = self._worker.submit(key, fn, priority, supersede=supersede, graceful=graceful)
         self.last_job_id = job_id
         self._futures[job_id] = future

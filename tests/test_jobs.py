@@ -6,12 +6,13 @@ import torch
 from engine.images import from_uint8
 from engine.jobs import LikelihoodResult, likelihood_job, load_model_job
 from engine.likelihood import evaluate_bound
+from engine.session import EngineSession
 from engine.worker import JobContext
 
 
 class _Worker:
     def __init__(self):
-        self.state = {}
+        self.state = EngineSession()
 
 
 def _run(job, ctx):
@@ -34,7 +35,7 @@ def test_likelihood_in_minibatches_matches_the_bound_of_each_minibatch(micro_run
     result = _run(likelihood_job(images, seed=3, batch_size=2), ctx)
     assert isinstance(result, LikelihoodResult) and result.images == 5 and len(result.rate) == 101
 
-    loaded = ctx.state["model"]
+    loaded = ctx.state.model
     g = torch.Generator().manual_seed(3)
     x0 = from_uint8(images)
     totals = torch.cat(
@@ -51,13 +52,13 @@ def test_held_out_images_reads_the_split_without_replacing_the_loaded_dataset():
 
     ctx = JobContext(_Worker(), 1)
     _run(dataset_job("builtin:shapes?size=8&count=16"), ctx)
-    loaded = ctx.state["dataset"]
+    loaded = ctx.state.dataset
     images = _run(held_out_images_job("builtin:shapes?size=8&split=test", 300, chunk=128), ctx)
     assert images.shape == (300, 8, 8, 3) and images.dtype == np.uint8
     test_split = load_dataset("builtin:shapes?size=8&split=test&count=300").images  # [N, C, H, W]
     np.testing.assert_array_equal(images, test_split.permute(0, 2, 3, 1).numpy())
     assert not np.array_equal(images[:16], loaded.images.permute(0, 2, 3, 1).numpy())  # test != train images
-    assert ctx.state["dataset"] is loaded
+    assert ctx.state.dataset is loaded
 
     everything = _run(held_out_images_job("builtin:shapes?size=8&split=test", None), ctx)
     assert len(everything) == 1000  # the built-in shapes' whole test split
@@ -95,9 +96,42 @@ def test_training_cost_counts_the_u_net_on_the_meta_device():
 def test_the_settled_chain_fits_its_time_budget():
     """The settled stage takes as many strided steps as fit about 0.8 s at the measured cost of one evaluation:
     all 25 for a fast model, fewer for a slow one, never below 5."""
-    from engine.jobs import SETTLED_MIN_STEPS, SETTLED_STEPS, settled_steps_for
+    from engine.refine import SETTLED_MIN_STEPS, SETTLED_STEPS, settled_steps_for
 
     assert settled_steps_for(0.001) == SETTLED_STEPS == 25
     assert settled_steps_for(0.08) == 10  # 0.8 s / 0.08 s
     assert settled_steps_for(0.5) == SETTLED_MIN_STEPS == 5  # the 35.7M model on a 2-core CPU: a rough preview
     assert settled_steps_for(0.0) == SETTLED_STEPS
+
+
+def test_the_interpolation_job_encodes_once_and_equals_the_samplers_strip(micro_run):
+    """The job encodes A and B once and hands every stage the same mixed latents (Fig. 8), its chain's noise
+    continuing the seed's stream: the exact stage equals sampling.interpolate with that seed, bit for bit; the
+    earlier stages say which stage follows and how long it runs."""
+    from engine.images import to_uint8
+    from engine.jobs import interpolate_job
+    from engine.refine import Refined, Stage
+    from engine.sampling import interpolate, sample
+
+    ctx = JobContext(_Worker(), 1)
+    _run(load_model_job(str(micro_run)), ctx)
+    rng = np.random.default_rng(1)
+    a, b = (rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(2))
+    stages = []
+    gen = interpolate_job(a, b, 60, [0.0, 0.5, 1.0], seed=4)(ctx)
+    try:
+        while True:
+            value = next(gen)
+            if isinstance(value, Refined):
+                stages.append(value)
+    except StopIteration as done:
+        exact = done.value
+    assert [s.stage for s in stages] == [Stage.DIRECT, Stage.SETTLED] and exact.stage is Stage.EXACT
+    assert (stages[0].next_stage, stages[1].next_stage, stages[1].next_total) == (Stage.SETTLED, Stage.EXACT, 60)
+    assert stages[0].next_total == stages[1].total and exact.next_stage is None
+    loaded = ctx.state.model
+    x0_a, x0_b = from_uint8(a[None]), from_uint8(b[None])
+    g = torch.Generator().manual_seed(4)
+    expected = sample(interpolate(loaded.denoiser(), loaded.diffusion, x0_a, x0_b, 60, [0.0, 0.5, 1.0], g))
+    np.testing.assert_array_equal(exact.images, to_uint8(expected))
+    assert exact.model == loaded.identity and exact.model.step == 6

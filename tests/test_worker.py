@@ -120,3 +120,31 @@ def test_bridge_reports_failures_as_engine_errors(qtbot, bridge):
 
     with pytest.raises(EngineError, match="no longer in memory"):
         run_async(qtbot, bridge.fork(trajectory_id=999, index=0, t=5, forks=2, seed=0))
+
+
+def test_the_bridge_drops_the_progress_of_a_superseded_job(qtbot, bridge):
+    """Once a newer job of the same key is asked for, nothing more of the older one reaches its caller, not even
+    progress the engine had already sent."""
+    seen = []
+
+    def slow(ctx):
+        for i in range(100):
+            time.sleep(0.005)
+            yield i
+        return "old"
+
+    def quick(ctx):
+        yield "new progress"
+        return "new"
+
+    bridge.submit("view", slow, Priority.INTERACTIVE, on_progress=lambda v: seen.append(("old", v)))
+    qtbot.waitUntil(lambda: len(seen) >= 3, timeout=10_000)
+    asked_at = len(seen)
+    newer = bridge.submit("view", quick, Priority.INTERACTIVE, on_progress=lambda v: seen.append(("new", v)))
+
+    async def wait():
+        return await newer
+
+    assert run_async(qtbot, wait()) == "new"
+    qtbot.wait(50)
+    assert [who for who, _ in seen[asked_at:]] == ["new"]

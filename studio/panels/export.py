@@ -28,7 +28,6 @@ from PySide6.QtWidgets import (
 
 from ..bridge import (
     Bridge,
-    EngineError,
     identity_provenance,
     limits,
     make_grid,
@@ -38,6 +37,7 @@ from ..bridge import (
     to_jsonable,
     upscale,
 )
+from ..requests import ViewRequests
 from ..state import AppState
 from ..widgets.image_grid import ImageGrid, to_qimage
 from ..widgets.shortcuts import bind_shortcut
@@ -63,6 +63,12 @@ class ExportPanel(QWidget):
     def __init__(self, bridge: Bridge, state: AppState, parent: QWidget | None = None):
         super().__init__(parent)
         self.bridge, self.state = bridge, state
+        self._samples = ViewRequests(  # one sample grid at a time (studio/requests.py)
+            on_value=self._on_progress,
+            on_done=self._on_sampled,
+            on_error=lambda message: self.message.setText(f"sampling failed: {message}"),
+        )
+        self._asked: tuple = ()
 
         # Sample grid
         self.count = _spin(*spin_range(limits.IMAGES), 16, "how many samples in the grid")
@@ -196,13 +202,11 @@ class ExportPanel(QWidget):
             return
         n, seed, steps = self.count.value(), self.seed.value(), self._num_steps()
         self.message.setText(f"sampling {n} images…")
-        try:
-            result = await self.bridge.sample(n, seed, steps, on_progress=self._on_progress)
-        except asyncio.CancelledError:
-            return
-        except EngineError as e:
-            self.message.setText(f"sampling failed: {e}")
-            return
+        self._asked = (n, seed, steps, model.num_timesteps)
+        await self._samples.ask(lambda on_value: self.bridge.sample(n, seed, steps, on_progress=on_value))
+
+    def _on_sampled(self, result) -> None:
+        n, seed, steps, T = self._asked
         sampler = "ancestral (Alg. 2)" if steps is None else f"strided, eta=1, {steps} steps"
         named = identity_provenance(result.model) if result.model is not None else {}  # who computed it
         self.state.set(
@@ -213,7 +217,7 @@ class ExportPanel(QWidget):
                     **self._model_metadata(),
                     **named,
                     "sampler": sampler,
-                    "steps": str(steps or model.num_timesteps),
+                    "steps": str(steps or T),
                     "seed": str(seed),
                     "n": str(n),
                 },

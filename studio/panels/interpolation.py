@@ -10,7 +10,6 @@ Values seen before come back from the engine's cache at once.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,6 @@ from PySide6.QtWidgets import (
 )
 
 from studio.bridge import (
-    SETTLED_STEPS,
     ChainProgress,
     EngineError,
     Refined,
@@ -40,6 +38,7 @@ from studio.bridge import (
     limits,
     spin_range,
 )
+from studio.requests import ViewRequests
 from studio.widgets.image_grid import ImageGrid
 
 LAMBDA_STEPS = 20  # the λ slider moves in steps of 1/20 = 0.05
@@ -140,9 +139,10 @@ class InterpolationPanel(QWidget):
     def __init__(self, bridge, state, parent: QWidget | None = None):
         super().__init__(parent)
         self._bridge, self._state = bridge, state
-        self._generation = 0  # the request whose stages may still be shown; older callbacks are ignored
-        self._request_key, self._requested_at = None, 0.0  # what was asked last, and when
-        self._lambdas, self._stages_seen = [], []  # the λ values of the request in flight, its stages so far
+        # One request at a time: a newer slider value supersedes the older (studio/requests.py).
+        self._requests = ViewRequests(on_value=self._on_refined, on_done=lambda _: None, on_error=self._on_failed)
+        self._request_key = None  # what was asked last
+        self._lambdas: list[float] = []  # the λ values of the request in flight
         self._shown: tuple[list[float], np.ndarray, int, str] | None = None  # λ values, images [L, H, W, C], t, stage
         self._exact_strip: tuple | None = None  # the strip key of an exact strip on screen
         self._defaults_loading = False
@@ -381,15 +381,8 @@ class InterpolationPanel(QWidget):
         key = self._strip_key() + (tuple(lambdas),)
         if key == self._request_key:  # λ moved along the strip: nothing new to compute
             return
-        self._request_key = key
-        self._generation += 1
-        generation = self._generation
-        self._lambdas, self._stages_seen = lambdas, []
-        self._requested_at = time.perf_counter()
-        future = self._bridge.interpolate(
-            a, b, t, lambdas, self.seed_spin.value(), on_refined=lambda value: self._on_refined(generation, value)
-        )
-        asyncio.ensure_future(self._finish(generation, future))
+        self._request_key, self._lambdas, seed = key, lambdas, self.seed_spin.value()
+        self._requests.ask(lambda on_value: self._bridge.interpolate(a, b, t, lambdas, seed, on_refined=on_value))
 
     def _strip_key(self) -> tuple:
         info = self._bridge.model
@@ -403,34 +396,22 @@ class InterpolationPanel(QWidget):
             self.seed_spin.value(),
         )
 
-    async def _finish(self, generation: int, future: asyncio.Future) -> None:
-        try:
-            result = await future
-        except asyncio.CancelledError:  # superseded by a newer value: never finished, never shown
-            return
-        except EngineError as e:
-            if generation == self._generation:
-                self._request_key = None
-                self.status_label.setText(f"Interpolation failed: {e}")
-            return
-        self._on_refined(generation, result)
+    def _on_failed(self, message: str) -> None:
+        self._request_key = None  # asking again may work (a model that loads meanwhile)
+        self.status_label.setText(f"Interpolation failed: {message}")
 
-    def _on_refined(self, generation: int, value) -> None:
-        if generation != self._generation:
-            return
+    def _on_refined(self, value) -> None:
         if isinstance(value, ChainProgress):
             self._show_progress(value.stage, value.done, value.total)
             return
         if not isinstance(value, Refined):
             return
-        self._stages_seen.append(value.stage)
         stage = STAGE_NAMES.get(value.stage, value.stage)
-        elapsed = time.perf_counter() - self._requested_at
+        elapsed = self._requests.elapsed
         t = self.t_slider.value()
         self.stage_label.setText(f"showing: {stage}")
-        if value.stage != "exact":  # the chain that runs next
-            settles = value.stage == "direct" and t > SETTLED_STEPS
-            self._show_progress(*(("settled", 0, SETTLED_STEPS) if settles else ("exact", 0, t)))
+        if value.next_stage is not None:  # the chain that runs next, as the engine planned it
+            self._show_progress(value.next_stage, 0, value.next_total)
         self._shown = (self._lambdas, value.images, t, value.stage)
         columns = self.columns_spin.value()
         strip_key = self._strip_key()
@@ -443,7 +424,7 @@ class InterpolationPanel(QWidget):
             self.strip_shown.emit(value.stage)
         self._show_focus()
         if value.stage == "exact":
-            cached = self._stages_seen == ["exact"] and value.total > 0
+            cached = self._requests.stages == ["exact"] and value.total > 0
             self._show_progress("exact", value.total, value.total)
             self.status_label.setText(
                 f"t = {t}: exact chain of {value.total} steps"

@@ -31,7 +31,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.bridge import ChainProgress, EngineError, LikelihoodResult, limits, read_run_record, spin_range
+from studio.bridge import ChainProgress, LikelihoodResult, limits, read_run_record, spin_range
+from studio.requests import ViewRequests
 from studio.widgets.plots import duration
 from studio.widgets.shortcuts import bind_shortcut
 
@@ -96,6 +97,10 @@ class LikelihoodPanel(QWidget):
         super().__init__(parent)
         self._bridge, self._state = bridge, state
         self._running = False
+        self._requests = ViewRequests(  # one evaluation at a time (studio/requests.py)
+            on_value=self._on_progress, on_done=self._on_scored, on_error=self._on_failed, on_cancelled=self._on_stopped
+        )
+        self._asked_split = ""
         self._evaluating = ""  # "Evaluating the bound on N test images", for the status line
         self._bound_started, self._bound_done_at_start = 0.0, 0  # the bound's first progress: time.monotonic(), done
         self.result: LikelihoodResult | None = None
@@ -239,28 +244,34 @@ class LikelihoodPanel(QWidget):
             asyncio.ensure_future(self._evaluate())
 
     async def _evaluate(self) -> None:
-        info, spec, split = self._bridge.model, self.held_out_spec(), self.split_combo.currentText()
-        try:
-            self.status_label.setText(f"Reading {spec} …")
-            self.progress.setFormat("reading: %v / %m images")
-            images = await self._bridge.held_out_images(
-                spec, self.images_spin.value() or None, on_progress=self._on_progress
-            )
-            self._evaluating = f"Evaluating the bound on {len(images):,} {split} images"
-            self.status_label.setText(f"{self._evaluating} …")
-            self.progress.setRange(0, 0)  # busy until the first term arrives
-            self.progress.setFormat("bound: %p%")
-            self._bound_started = 0.0
-            result = await self._bridge.likelihood(images, self.seed_spin.value(), on_progress=self._on_progress)
-        except asyncio.CancelledError:
-            self.status_label.setText("Stopped.")
-            return
-        except EngineError as e:
-            self.status_label.setText(f"Evaluation failed: {e}")
-            return
-        finally:
-            self._set_running(False)
-        self._show_result(result, split, result.model.label() if result.model is not None else f"step {info.step:,}")
+        spec, split = self.held_out_spec(), self.split_combo.currentText()
+        self._asked_split = split
+        await self._requests.ask(lambda on_value: asyncio.ensure_future(self._read_and_score(spec, split, on_value)))
+
+    async def _read_and_score(self, spec: str, split: str, on_value):
+        """The held-out images, then the bound on them: one request (Stop cancels whichever job runs)."""
+        self.status_label.setText(f"Reading {spec} …")
+        self.progress.setFormat("reading: %v / %m images")
+        images = await self._bridge.held_out_images(spec, self.images_spin.value() or None, on_progress=on_value)
+        self._evaluating = f"Evaluating the bound on {len(images):,} {split} images"
+        self.status_label.setText(f"{self._evaluating} …")
+        self.progress.setRange(0, 0)  # busy until the first term arrives
+        self.progress.setFormat("bound: %p%")
+        self._bound_started = 0.0
+        return await self._bridge.likelihood(images, self.seed_spin.value(), on_progress=on_value)
+
+    def _on_stopped(self) -> None:
+        self._set_running(False)
+        self.status_label.setText("Stopped.")
+
+    def _on_failed(self, message: str) -> None:
+        self._set_running(False)
+        self.status_label.setText(f"Evaluation failed: {message}")
+
+    def _on_scored(self, result: LikelihoodResult) -> None:
+        self._set_running(False)
+        named = result.model.label() if result.model is not None else "model unknown"
+        self._show_result(result, self._asked_split, named)
         self.evaluated.emit(result)
 
     def _set_running(self, running: bool) -> None:

@@ -30,16 +30,15 @@ from PySide6.QtWidgets import (
 )
 
 from studio.bridge import (
-    SETTLED_STEPS,
     Bridge,
     ChainProgress,
-    EngineError,
     Refined,
     TrajectoryFrames,
     identity_provenance,
     limits,
     spin_range,
 )
+from studio.requests import ViewRequests
 from studio.state import AppState
 from studio.widgets.image_grid import ImageGrid
 from studio.widgets.scrubber import ChainFrames, TimestepScrubber
@@ -51,14 +50,22 @@ GENERATE_KEYS, PLAY_KEYS, FORK_KEYS = "Ctrl+G", "Space", "F"
 X_T, X0_HAT = "<i>x</i><sub>t</sub>", "<i>x̂</i><sub>0</sub>"
 STAGES = {
     "direct": f"direct {X0_HAT} (one network evaluation, Eq. 15; the same for every fork)",
-    "settled": f"quick preview (a strided chain of up to {SETTLED_STEPS} steps)",
+    "settled": "quick preview (a short strided chain)",
     "exact": "exact (the full ancestral chain, Alg. 2)",
 }
-# What follows each stage: the exact chain draws its own completions, not refinements of the quick preview's.
-NEXT_STAGE = {
-    "direct": f" · next: a quick preview (up to {SETTLED_STEPS} steps), then the exact chain",
-    "settled": " · the exact chain follows: new completions, not refinements of these",
-}
+
+
+def stage_text(value) -> str:
+    """A fork's stage and what the engine plans next (the exact chain draws its own completions, not refinements
+    of the quick preview's)."""
+    shown = STAGES.get(value.stage, str(value.stage))
+    if value.stage == "settled":
+        shown = f"quick preview (a strided chain of {value.total} steps)"
+    if value.next_stage == "settled":
+        return f"{shown} · next: a quick preview ({value.next_total} steps), then the exact chain"
+    if value.next_stage == "exact":
+        return f"{shown} · the exact chain of {value.next_total} steps follows: new completions, not refinements"
+    return shown
 
 
 def fill_grid(grid: ImageGrid, images: np.ndarray | None, captions: list[str], spacing: int = 4) -> None:
@@ -94,7 +101,20 @@ class TrajectoryPanel(QWidget):
         super().__init__(parent)
         self.bridge, self.state = bridge, state
         # Bumped by Generate, forks and model changes: late results of an older job are ignored.
-        self._generation = self._fork_generation = 0
+        # One chain and one fork at a time: a newer one supersedes the older (studio/requests.py).
+        self._chains = ViewRequests(
+            on_value=self._on_frames_received,
+            on_done=self._on_chain_done,
+            on_error=lambda message: self._on_chain_ended(f"The chain failed: {message}", error=True),
+            on_cancelled=lambda: self._on_chain_ended(
+                f"Stopped: {self._frames.received} frames kept for scrubbing and forking."
+            ),
+        )
+        self._forks = ViewRequests(
+            on_value=self._on_fork_progress, on_done=self._on_fork_done, on_error=self._on_fork_failed
+        )
+        self._chain_asked: tuple[int, int] = (0, 0)  # (n, seed) of the chain in flight
+        self._fork_asked: tuple[int, int, int] = (0, 0, 0)  # (image index, t, forks) of the fork in flight
         self._shown: dict[ImageGrid, tuple] = {}  # grid -> (images, captions) it shows
         self._clear_frames()
         self._build()
@@ -272,52 +292,36 @@ class TrajectoryPanel(QWidget):
 
     def _clear_fork(self) -> None:
         """No fork shown; a fork still running is ignored when it ends."""
-        self._fork_generation += 1
+        self._forks.drop()
         self._fork_held = self._fork_completions = self._fork_stage = None
         self._show(self.fork_grid, None)
         self.fork_title.setText(f"Forks from {X_T}")
         self.fork_stage_label.setText("")
 
     async def _generate(self) -> None:
-        self._generation += 1
-        generation = self._generation
         n, seed, model = self.n_spin.value(), self.seed_spin.value(), self.bridge.model
         self._clear_frames()
         self._clear_fork()
-        self._metadata = {
-            "seed": seed,
-            "n": n,
-            **getattr(model, "provenance", {}),
-        }
+        self._metadata = {"seed": seed, "n": n, **getattr(model, "provenance", {})}
         self.scrubber.reset(getattr(model, "num_timesteps", 0))
         self.stop_button.setEnabled(True)
         self._update_fork_button()
         self._set_status(f"Starting a chain of {n} samples from seed {seed}…", 0, 0)
+        self._chain_asked = (n, seed)
+        await self._chains.ask(lambda on_value: self.bridge.trajectory(n, seed, on_frames=on_value))
 
-        def on_frames(frames: TrajectoryFrames) -> None:
-            if generation == self._generation:
-                self._on_frames_received(frames)
+    def _on_chain_ended(self, status: str | None = None, error: bool = False) -> None:
+        """The chain in flight ended (done, failed or stopped): no more frames will come."""
+        self.stop_button.setEnabled(False)
+        if self._frames.received:  # playing stops at the last frame
+            self.scrubber.set_floor(self._frames.front, more_coming=False)
+        self._update_fork_button()
+        if status is not None:
+            self._set_status(status, error=error)
 
-        try:
-            result = await self.bridge.trajectory(n, seed, on_frames=on_frames)
-        except asyncio.CancelledError:  # stopped, or superseded by a newer Generate
-            if generation == self._generation:
-                self._set_status(f"Stopped: {self._frames.received} frames kept for scrubbing and forking.")
-            return
-        except EngineError as e:
-            if generation == self._generation:
-                self._set_status(f"The chain failed: {e}", error=True)
-            return
-        finally:
-            if generation == self._generation:
-                self.stop_button.setEnabled(False)
-                if self._frames.received:  # no more frames will come: playing stops at the last one
-                    self.scrubber.set_floor(self._frames.front, more_coming=False)
-                self._update_fork_button()
-        if generation != self._generation:
-            return
-        self._on_frames_received(result)
-        chain, T = self._frames, self._frames.num_timesteps
+    def _on_chain_done(self, result: TrajectoryFrames) -> None:
+        self._on_chain_ended()
+        (n, seed), chain, T = self._chain_asked, self._frames, self._frames.num_timesteps
         self._metadata.update(trajectory_id=result.trajectory_id, num_timesteps=T)
         if result.model is not None:  # named by the model that computed the chain, not by a remembered copy
             self._metadata.update(identity_provenance(result.model))
@@ -443,7 +447,6 @@ class TrajectoryPanel(QWidget):
     async def _fork(self) -> None:
         self.scrubber.pause()
         self._clear_fork()
-        generation = self._fork_generation
         index, t = self.xt_grid.selected, self._shown_t
         forks, seed = self.forks_spin.value(), self.fork_seed_spin.value()
         self._fork_held = self._frames.frame(t)[0][index].copy()
@@ -452,23 +455,16 @@ class TrajectoryPanel(QWidget):
         self.fork_grid.set_selected(0)
         self.fork_stage_label.setText("Computing the direct prediction…")
         self._set_status(f"Forking image #{index + 1} at t = {t} into {forks} completions…", 0, 0)
+        self._fork_asked, trajectory = (index, t, forks), self._trajectory_id
+        await self._forks.ask(lambda on_value: self.bridge.fork(trajectory, index, t, forks, seed, on_refined=on_value))
 
-        def on_refined(value) -> None:
-            if generation == self._fork_generation:
-                self._on_fork_progress(value)
+    def _on_fork_done(self, result) -> None:
+        index, t, forks = self._fork_asked
+        self._set_status(f"{forks} completions of image #{index + 1} from t = {t} (exact chain of {t} steps).")
 
-        try:
-            result = await self.bridge.fork(self._trajectory_id, index, t, forks, seed, on_refined=on_refined)
-        except asyncio.CancelledError:
-            return
-        except EngineError as e:
-            if generation == self._fork_generation:
-                self.fork_stage_label.setText("Failed.")
-                self._set_status(f"Forking failed: {e}", error=True)
-            return
-        if generation == self._fork_generation:
-            self._on_fork_progress(result)
-            self._set_status(f"{forks} completions of image #{index + 1} from t = {t} (exact chain of {t} steps).")
+    def _on_fork_failed(self, message: str) -> None:
+        self.fork_stage_label.setText("Failed.")
+        self._set_status(f"Forking failed: {message}", error=True)
 
     def _on_fork_progress(self, value) -> None:
         if isinstance(value, ChainProgress):
@@ -485,7 +481,7 @@ class TrajectoryPanel(QWidget):
         images = np.concatenate([self._fork_held[None], value.images])
         captions = ["held x_t"] + [str(j + 1) for j in range(len(value.images))]
         self._show(self.fork_grid, images, captions)
-        self.fork_stage_label.setText(f"Stage: {STAGES.get(value.stage, value.stage)}{NEXT_STAGE.get(value.stage, '')}")
+        self.fork_stage_label.setText(f"Stage: {stage_text(value)}")
         self.forks_shown.emit(value.stage)
 
     # ---- model changes and status ----
@@ -493,7 +489,7 @@ class TrajectoryPanel(QWidget):
     def _on_model_changed(self, info) -> None:
         """A new model: the stored chain (and its forks) belong to the old one."""
         had_chain = self._frames.received > 0
-        self._generation += 1
+        self._chains.drop()
         self._clear_frames()
         self._clear_fork()
         self.scrubber.reset(getattr(info, "num_timesteps", 0))
