@@ -294,132 +294,68 @@ def _load(args: argparse.Namespace):
     return load_model(args.run, Weights.RAW if getattr(args, "raw", False) else Weights.EMA, args.device)
 
 
-def _provenance(loaded, **settings) -> dict[str, str]:
-    from .loading import provenance
+def _progress(label: str):
+    """A progress bar for a figure's `on_step(done, total)`; call the result with no arguments to close it."""
+    bar: list[Progress] = []
 
-    return {**provenance(loaded), **{k: str(v) for k, v in settings.items()}}
+    def on_step(done: int | None = None, total: int | None = None) -> None:
+        if done is None:
+            if bar:
+                bar[0].close()
+            return
+        if not bar:
+            bar.append(Progress(total, label))
+        bar[0].update(done)
+
+    return on_step
 
 
-def _drain(steps, total: int, label: str, keep=None):
-    """Run a step stream with a progress bar; `keep(step)` picks the steps to remember. Returns (last, kept)."""
-    progress = Progress(total, label)
-    kept, last, done = [], None, 0
-    for step in steps:
-        last, done = step, done + 1
-        if keep is not None and keep(step):
-            kept.append(step)
-        progress.update(done)
-    progress.close()
-    return last, kept
+def _save(args: argparse.Namespace, figure, label: str) -> int:
+    from .images import save_png, upscale
+
+    save_png(args.out, upscale(figure.picture, args.scale), figure.metadata)
+    print(args.out)
+    return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import torch
-
-    from .images import make_grid, save_png, to_uint8, upscale
-    from .sampling import generate
+    from . import figures
 
     loaded = _load(args)
-    c = loaded.unet_config
-    T = loaded.diffusion.num_timesteps
-    L.REVERSE_STEPS.check("--steps", args.steps, high=T)
-    steps = generate(
-        loaded.denoiser(cfg.Precision(args.precision)),
-        loaded.diffusion,
-        (args.n, c.in_channels, *c.image_size),
-        torch.Generator().manual_seed(args.seed),
-        num_steps=args.steps,
-        eta=args.eta,
+    L.REVERSE_STEPS.check("--steps", args.steps, high=loaded.diffusion.num_timesteps)
+    progress = _progress("sample")
+    figure = figures.sample_grid(
+        loaded, args.n, args.seed, args.steps, args.eta, args.nrow, cfg.Precision(args.precision), progress
     )
-    last, _ = _drain(steps, min(args.steps or T, T), "sample")
-    picture = upscale(make_grid(to_uint8(last.x_t), nrow=args.nrow), args.scale)
-    sampler = "ancestral" if (args.steps or T) >= T else f"strided (eta={args.eta})"
-    save_png(
-        args.out, picture, _provenance(loaded, sampler=sampler, steps=min(args.steps or T, T), seed=args.seed, n=args.n)
-    )
-    print(args.out)
-    return 0
+    progress()
+    return _save(args, figure, "sample")
 
 
 def cmd_trajectory(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-
-    from .images import make_grid, save_gif, save_png, to_uint8, upscale
-    from .sampling import generate
+    from . import figures
+    from .images import save_gif, upscale
 
     loaded = _load(args)
-    c, T = loaded.unet_config, loaded.diffusion.num_timesteps
+    T = loaded.diffusion.num_timesteps
     L.FRAMES.check("--frames", args.frames, high=min(L.FRAMES.high, T + 1), why="at most the model's T + 1")
-    shown = set(np.linspace(T, 0, args.frames).round().astype(int).tolist())
-    steps = generate(
-        loaded.denoiser(),
-        loaded.diffusion,
-        (args.n, c.in_channels, *c.image_size),
-        torch.Generator().manual_seed(args.seed),
-    )
-    _, kept = _drain(steps, T + 1, "trajectory", keep=lambda s: s.t in shown)
-    # Fig. 6: for each image, a row of x_t (top) and x^0 (bottom) from t = T to 0.
-    rows = []
-    for i in range(args.n):
-        rows.append(np.stack([to_uint8(s.x_t[i : i + 1])[0] for s in kept]))
-        rows.append(np.stack([to_uint8(s.pred_x0[i : i + 1])[0] for s in kept]))
-    picture = upscale(make_grid(np.concatenate(rows), nrow=len(kept)), args.scale)
-    meta = _provenance(
-        loaded,
-        sampler="ancestral",
-        steps=T,
-        seed=args.seed,
-        n=args.n,
-        frames=",".join(str(s.t) for s in kept),
-        layout="rows: x_t then x0_pred per image",
-    )
-    save_png(args.out, picture, meta)
+    progress = _progress("trajectory")
+    figure = figures.trajectory(loaded, args.n, args.seed, args.frames, progress)
+    progress()
     if args.gif:
-        frames = [upscale(make_grid(to_uint8(s.pred_x0 if args.gif_pred else s.x_t)), args.scale) for s in kept]
-        save_gif(args.gif, frames)
-    print(args.out)
-    return 0
+        frames = figure.frames["pred_x0" if args.gif_pred else "x_t"]
+        save_gif(args.gif, [upscale(frame, args.scale) for frame in frames])
+    return _save(args, figure, "trajectory")
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-
-    from .images import make_grid, save_png, to_uint8, upscale
-    from .sampling import fork, generate
+    from . import figures
 
     loaded = _load(args)
     L.TIMESTEP.check("--t", args.t, high=loaded.diffusion.num_timesteps)
-    c = loaded.unet_config
-    denoiser = loaded.denoiser()
-    g = torch.Generator().manual_seed(args.seed)
-    held = None
-    for step in generate(denoiser, loaded.diffusion, (args.n, c.in_channels, *c.image_size), g):
-        if step.t == args.t:
-            held = step.x_t
-            break
-    last, _ = _drain(fork(denoiser, loaded.diffusion, held, args.t, args.forks, g), args.t + 1, "fork")
-    # Fig. 7: each row is one held x_t followed by its forks.
-    rows = [
-        np.concatenate([to_uint8(held[i : i + 1]), to_uint8(last.x_t[i * args.forks : (i + 1) * args.forks])])
-        for i in range(args.n)
-    ]
-    picture = upscale(make_grid(np.concatenate(rows), nrow=args.forks + 1), args.scale)
-    save_png(
-        args.out,
-        picture,
-        _provenance(
-            loaded,
-            sampler="ancestral",
-            t=args.t,
-            forks=args.forks,
-            seed=args.seed,
-            layout="rows: held x_t then its forks",
-        ),
-    )
-    print(args.out)
-    return 0
+    progress = _progress("fork")
+    figure = figures.forks_figure(loaded, args.n, args.t, args.forks, args.seed, progress)
+    progress()
+    return _save(args, figure, "fork")
 
 
 def _source_image(flag: str, text: str, loaded, data_spec: str):
@@ -450,11 +386,9 @@ def _source_image(flag: str, text: str, loaded, data_spec: str):
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
 
-    from .images import make_grid, save_png, to_uint8, upscale
+    from . import figures
     from .runs import Run
-    from .sampling import interpolate
 
     loaded = _load(args)
     L.TIMESTEP.check("--t", args.t, high=loaded.diffusion.num_timesteps)
@@ -464,35 +398,10 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     a = _source_image("--a", args.a, loaded, data_spec).to(device)
     b = _source_image("--b", args.b, loaded, data_spec).to(device)
     lambdas = np.linspace(0, 1, args.lambdas).tolist()
-    steps = interpolate(
-        loaded.denoiser(),
-        loaded.diffusion,
-        a,
-        b,
-        args.t,
-        lambdas,
-        torch.Generator().manual_seed(args.seed),
-        num_steps=args.steps,
-    )
-    last, _ = _drain(steps, min(args.steps or args.t, args.t) + 1, "interpolate")
-    row = np.concatenate([to_uint8(a), to_uint8(last.x_t), to_uint8(b)])  # source A, lambda = 0..1, source B
-    picture = upscale(make_grid(row, nrow=len(row)), args.scale)
-    save_png(
-        args.out,
-        picture,
-        _provenance(
-            loaded,
-            a=args.a,
-            b=args.b,
-            t=args.t,
-            lambdas=json.dumps(lambdas),
-            seed=args.seed,
-            steps=args.steps or args.t,
-            layout="source A, lambda = 0 .. 1, source B",
-        ),
-    )
-    print(args.out)
-    return 0
+    progress = _progress("interpolate")
+    figure = figures.interpolation(loaded, a, b, args.t, lambdas, args.seed, args.steps, (args.a, args.b), progress)
+    progress()
+    return _save(args, figure, "interpolate")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -500,8 +409,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     import torch
 
+    from . import figures
     from .data import Split, load_dataset, parse_data_spec
-    from .likelihood import evaluate_bound
     from .runs import Run
 
     loaded = _load(args)
@@ -510,32 +419,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     dataset = load_dataset(spec)
     n = min(args.n, len(dataset))
     x0 = (torch.stack([dataset[i] for i in range(n)]).float() / 127.5 - 1).to(loaded.diffusion.device)
-    T = loaded.diffusion.num_timesteps
-    progress = Progress(T, "bound")
-    result = evaluate_bound(
-        loaded.denoiser(),
-        loaded.diffusion,
-        x0,
-        torch.Generator().manual_seed(args.seed),
-        on_term=lambda term: progress.update(T - term.t + 1),
-    )
-    progress.close()
-    rate, distortion = result.rate_distortion()
-    summary = {
-        "bits_per_dim": float(result.total_bpd.mean()),
-        "stderr": float(result.total_bpd.std() / n**0.5) if n > 1 else None,  # one image has no spread
-        "prior_bpd": float(result.prior_bpd.mean()),
-        "decoder_bpd": float(result.terms_bpd[:, 0].mean()),
-        "images": n,
-        "split": args.split,
-        "step": loaded.step,
-        "weights": loaded.weights.value,
-    }
+    progress = _progress("bound")
+    summary = figures.bound_summary(loaded, x0, args.seed, args.split, progress)
+    progress()
+    curves = {key: summary.pop(key) for key in ("rate_bpd", "distortion_rmse")}
     print(json.dumps(summary, indent=2))
     if args.out:
-        Path(args.out).write_text(
-            json.dumps({**summary, "rate_bpd": rate.tolist(), "distortion_rmse": distortion.tolist()})
-        )
+        Path(args.out).write_text(json.dumps({**summary, **curves}))
     return 0
 
 

@@ -109,6 +109,54 @@ def read_run_record(root: str | Path) -> dict[str, Any]:
     return record
 
 
+def read_metric_lines(path: Path, offset: int = 0, limit: int = MAX_JSON_BYTES) -> tuple[list[dict[str, Any]], int]:
+    """The whole lines of a metrics.jsonl from byte `offset` (at most `limit` bytes), as records with an integer
+    step, and the offset after them. A last line without its newline is still being written and waits; a damaged
+    line is skipped, as is one longer than `limit`; a FIFO or a device is not read at all."""
+    try:
+        if not os.path.isfile(path):
+            return [], offset
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(limit)
+    except FileNotFoundError:
+        return [], offset
+    records, consumed = [], 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            if consumed == 0 and len(data) == limit:
+                consumed = len(line)  # one line longer than the limit: damaged, skip it
+            break  # a line still being written
+        consumed += len(line)
+        try:
+            record = parse_json(line)
+        except UntrustedFileError:
+            continue  # a damaged line (e.g. a crash mid-write in an older run) is skipped, not fatal
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+    return records, offset + consumed
+
+
+class MetricsFollower:
+    """Follows the growing metrics.jsonl of a run another process trains: each `read()` returns the records
+    appended since the last one, and whether the file was rewritten (a resumed run drops the steps it replays), in
+    which case the records start over from the beginning."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.offset = 0
+
+    def read(self) -> tuple[list[dict[str, Any]], bool]:
+        try:
+            restarted = os.stat(self.path).st_size < self.offset
+        except FileNotFoundError:
+            return [], False
+        if restarted:
+            self.offset = 0
+        records, self.offset = read_metric_lines(self.path, self.offset)
+        return [r for r in records if "loss" in r], restarted
+
+
 class Run:
     """One run directory. `Run.create` makes a new one; `Run.open` reads an existing one."""
 
@@ -201,29 +249,7 @@ class Run:
     def read_metrics(self, offset: int = 0, limit: int = MAX_JSON_BYTES) -> tuple[list[dict[str, Any]], int]:
         """Records appended since byte `offset` (at most `limit` bytes of them), and the offset to pass next time:
         call again until it stops moving to read a long file; a live run is followed the same way."""
-        try:
-            if not os.path.isfile(self.metrics_path):
-                return [], offset  # missing, or a FIFO or a device: not a metrics file
-            with open(self.metrics_path, "rb") as f:
-                f.seek(offset)
-                data = f.read(limit)
-        except FileNotFoundError:
-            return [], offset
-        records = []
-        consumed = 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                if consumed == 0 and len(data) == limit:
-                    consumed = len(line)  # one line longer than the limit: damaged, skip it
-                break  # a line still being written
-            consumed += len(line)
-            try:
-                record = parse_json(line)
-            except UntrustedFileError:
-                continue  # a damaged line (e.g. a crash mid-write in an older run) is skipped, not fatal
-            if isinstance(record, dict) and isinstance(record.get("step"), int):
-                records.append(record)
-        return records, offset + consumed
+        return read_metric_lines(self.metrics_path, offset, limit)
 
     def read_all_metrics(self) -> list[dict[str, Any]]:
         """Every record of the metrics file, read in bounded slices."""

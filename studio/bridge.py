@@ -18,9 +18,10 @@ from PySide6.QtCore import QObject, Qt, Signal
 from engine import jobs, limits, refine
 from engine.config import PRESETS, DiffusionConfig, Precision, Preset, TrainConfig, UNetConfig, to_jsonable
 from engine.data.report import human_bytes
+from engine.figures import strip_layout, trajectory_layout
 from engine.images import make_grid, read_png_metadata, save_gif, save_png, strip, upscale
 from engine.loading import BUNDLED_RUN, identity_provenance, run_name
-from engine.runs import RunError, RunSpec, read_run_record
+from engine.runs import MetricsFollower, RunError, RunSpec, read_run_record
 from engine.train import (
     CheckpointSaved,
     RolledBack,
@@ -62,6 +63,7 @@ __all__ = [
     "DiffusionConfig",
     "RunSpec",
     "RunError",
+    "MetricsFollower",
     "read_run_record",
     "to_jsonable",
     "save_png",
@@ -69,6 +71,8 @@ __all__ = [
     "make_grid",
     "upscale",
     "strip",
+    "strip_layout",
+    "trajectory_layout",
     "read_png_metadata",
     "BUNDLED_RUN",
     "run_name",

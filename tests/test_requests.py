@@ -1,6 +1,6 @@
-"""ViewRequests, without a window: supersession, stage order, progress, cancel and errors."""
+"""ViewRequests, without a window: supersession, stage order, progress, cancel and errors. (The session's asyncio
+loop is the studio's qasync loop, so these run on it too, through qtbot; no widget is made.)"""
 
-import asyncio
 from dataclasses import dataclass
 
 import pytest
@@ -15,10 +15,16 @@ class Stage:  # the shape of a progressive stage (engine.refine.Refined)
 
 
 @pytest.fixture
-def loop():
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
+def loop(event_loop_qt):
+    return event_loop_qt
+
+
+@pytest.fixture
+def finish(qtbot):
+    def wait(*tasks):
+        qtbot.waitUntil(lambda: all(task.done() for task in tasks), timeout=5_000)
+
+    return wait
 
 
 class Recorder:
@@ -44,7 +50,7 @@ def _job(loop):
     return start, box
 
 
-def test_stages_arrive_in_order_and_the_result_ends_the_request(loop):
+def test_stages_arrive_in_order_and_the_result_ends_the_request(loop, finish):
     r = Recorder()
     start, job = _job(loop)
     task = r.requests.ask(start)
@@ -53,7 +59,7 @@ def test_stages_arrive_in_order_and_the_result_ends_the_request(loop):
     job["on_value"]("progress 10/25")
     job["on_value"](Stage("settled"))
     job["future"].set_result(Stage("exact"))
-    loop.run_until_complete(task)
+    finish(task)
     assert r.events == [
         ("value", "direct"),
         ("value", "progress 10/25"),
@@ -65,7 +71,7 @@ def test_stages_arrive_in_order_and_the_result_ends_the_request(loop):
     assert r.requests.elapsed >= 0
 
 
-def test_a_newer_request_silences_the_older_one(loop):
+def test_a_newer_request_silences_the_older_one(loop, finish):
     """Late progress, stages and the result of a superseded request are never shown; its cancellation is quiet."""
     r = Recorder()
     start_old, old = _job(loop)
@@ -76,29 +82,29 @@ def test_a_newer_request_silences_the_older_one(loop):
     old["future"].cancel()  # the bridge cancels a superseded job
     new["on_value"](Stage("direct"))
     new["future"].set_result(Stage("exact"))
-    loop.run_until_complete(asyncio.gather(old_task, new_task))
+    finish(old_task, new_task)
     assert r.events == [("value", "direct"), ("value", "exact"), ("done", "exact")]
 
 
-def test_cancel_and_error_end_the_current_request_once(loop):
+def test_cancel_and_error_end_the_current_request_once(loop, finish):
     r = Recorder()
     start, job = _job(loop)
     task = r.requests.ask(start)
     job["future"].cancel()
-    loop.run_until_complete(task)
+    finish(task)
     start, job = _job(loop)
     task = r.requests.ask(start)
     job["future"].set_exception(RuntimeError("no model is loaded yet"))
-    loop.run_until_complete(task)
+    finish(task)
     assert r.events == [("cancelled",), ("error", "no model is loaded yet")] and not r.requests.running
 
 
-def test_drop_ignores_what_is_in_flight(loop):
+def test_drop_ignores_what_is_in_flight(loop, finish):
     r = Recorder()
     start, job = _job(loop)
     task = r.requests.ask(start)
     r.requests.drop()  # e.g. the model changed
     job["on_value"](Stage("direct"))
     job["future"].set_result(Stage("exact"))
-    loop.run_until_complete(task)
+    finish(task)
     assert r.events == [] and not r.requests.running

@@ -34,7 +34,9 @@ from ..bridge import (
     save_gif,
     save_png,
     spin_range,
+    strip_layout,
     to_jsonable,
+    trajectory_layout,
     upscale,
 )
 from ..requests import ViewRequests
@@ -257,10 +259,9 @@ class ExportPanel(QWidget):
         """Fig. 6: per image, a row of x_t and a row of x̂0 at evenly spaced t from T to 0."""
         t_values, xs = self._strip_frames("x_t")
         _, preds = self._strip_frames("pred_x0")
-        rows = [np.concatenate([xs[:, i], preds[:, i]]) for i in range(xs.shape[1])]
         picture = upscale(
-            make_grid(np.concatenate(rows), nrow=len(t_values), padding=self.padding.value()), self.scale.value()
-        )
+            trajectory_layout(xs, preds, self.padding.value()), self.scale.value()
+        )  # as `ddpm trajectory`
         meta = self.state.get("trajectory")["metadata"]
         return self._save(
             path,
@@ -285,9 +286,7 @@ class ExportPanel(QWidget):
 
     def export_sheet(self, path: str) -> str:
         sheet = self.state.get("interpolation")
-        picture = upscale(
-            make_grid(sheet["images"], nrow=len(sheet["images"]), padding=self.padding.value()), self.scale.value()
-        )
+        picture = upscale(strip_layout(sheet["images"], self.padding.value()), self.scale.value())  # Figs. 8-9
         return self._save(path, picture, {**sheet["metadata"], "layout": "lambda from 0 (A) to 1 (B)"})
 
     # ---- helpers ----

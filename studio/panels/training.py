@@ -36,6 +36,7 @@ from studio.bridge import (
     PRESETS,
     CheckpointSaved,
     EngineError,
+    MetricsFollower,
     RolledBack,
     RunSpec,
     SamplesReady,
@@ -49,7 +50,7 @@ from studio.bridge import (
     to_jsonable,
 )
 from studio.state import AppState
-from studio.widgets.plots import MetricsTail, TrainingCurves
+from studio.widgets.plots import TrainingCurves
 from studio.widgets.run_controls import BUSY_STATES, RunControls
 from studio.widgets.run_outputs import RunOutputs, steps_in
 from studio.widgets.train_settings import SETTINGS, PaperDifferences, TrainSettingsForm
@@ -91,7 +92,7 @@ class TrainingPanel(QWidget):
         self.training_state = "idle"
         self.run_dir = ""  # the run being trained or followed
         self._total_steps = self._batch_size = 0
-        self._tail: MetricsTail | None = None  # while following
+        self._tail: MetricsFollower | None = None  # while following
         self._progress_shown_at = 0.0
         self._hinted_step = 0  # the newest checkpoint of a followed run already offered in the status bar
         self.follow_timer = QTimer(self)
@@ -254,7 +255,7 @@ class TrainingPanel(QWidget):
         if resuming:  # show the run's history; the trainer drops any steps after its newest checkpoint
             self.curves.set_timesteps(_run_timesteps(Path(run_dir)))
             self.curves.show_records(
-                MetricsTail(Path(run_dir) / "metrics.jsonl").read()[0], self._total_steps, self._batch_size
+                MetricsFollower(Path(run_dir) / "metrics.jsonl").read()[0], self._total_steps, self._batch_size
             )
         self.state.set("run_dir", run_dir)
         self.status_label.setText(("Resuming " if resuming else "Starting ") + f"{run_dir} …")
@@ -395,7 +396,7 @@ class TrainingPanel(QWidget):
         self.run_controls.set_run_dir(str(root))
         self._reset_view(FOLLOWED_RAW_PLACEHOLDER)
         self.run_dir, self._total_steps, self._batch_size = str(root), total, batch
-        self._tail = MetricsTail(root / "metrics.jsonl")
+        self._tail = MetricsFollower(root / "metrics.jsonl")
         self._hinted_step = 0
         self.progress_bar.setRange(0, total)
         self.progress_bar.setValue(0)

@@ -6,16 +6,14 @@ Training panel shows: the raw L_simple per logged step (faint), its exponentiall
 by t-quartile (t in [1, T/4], ..., [3T/4, T]), which shows that the small-t terms are the hard ones
 (Ho et al. 2020, Sec. 3.4).
 `TrainingCurves` adds the quartile toggles and a line of the latest values; it is fed by the engine's StepLogged
-events or, for a run written elsewhere, by the records `MetricsTail` reads from the run's growing metrics.jsonl.
+events or, for a run written elsewhere, by the records `engine.runs.MetricsFollower` reads (through the bridge).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -318,41 +316,3 @@ class TrainingCurves(QWidget):
         self.loss_plot.clear_data()
         for label in self.stat_labels.values():
             label.setText("–")
-
-
-class MetricsTail:
-    """Follows a growing metrics.jsonl: each `read()` returns the records appended since the last one.
-
-    A last line without its newline is still being written and waits for the next read; a damaged line is skipped;
-    a file that shrank was rewritten (a resumed run drops the steps it replays) and is read again from the start.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.offset = 0
-
-    def read(self) -> tuple[list[dict[str, Any]], bool]:
-        """(new records, whether the file was rewritten and the records start over)."""
-        try:
-            with open(self.path, "rb") as f:
-                restarted = f.seek(0, 2) < self.offset
-                f.seek(0 if restarted else self.offset)
-                data = f.read(16 * 2**20)  # a slice per tick: a huge file is read over several
-        except FileNotFoundError:
-            return [], False
-        if restarted:
-            self.offset = 0
-        records = []
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                if len(line) == len(data) == 16 * 2**20:
-                    self.offset += len(line)  # one line longer than a slice: damaged, skip it
-                break
-            self.offset += len(line)
-            try:
-                record = json.loads(line)
-            except (ValueError, RecursionError):  # damaged, or nested deep enough to exhaust the parser
-                continue
-            if isinstance(record, dict) and "step" in record and "loss" in record:
-                records.append(record)
-        return records, restarted
