@@ -159,3 +159,22 @@ def test_a_model_change_while_hidden_waits_for_the_next_show(qtbot, bridge, pane
     assert "interpolate" not in started and "shown" in panel.status_label.text()
     stages = _exact_after(qtbot, panel, panel.show)
     assert "interpolate" in started and stages[-1] == "exact"
+
+
+def test_sources_fill_even_when_another_panels_dataset_load_supersedes_ours(qtbot, bridge, panel, state):
+    """At start-up the Dataset tab loads a dataset while this panel, with none yet, loads the built-in shapes for
+    its sources; the later load supersedes the earlier. Whichever wins, both sources fill (once Source A stayed empty
+    until "From dataset" was clicked)."""
+    import time
+
+    assert state.get("dataset") is None
+    bridge.submit("busy", lambda ctx: time.sleep(1.0))  # the engine is busy: our load waits in the queue ...
+    panel.show()  # ... when the panel asks for the built-in shapes (its defaults need a dataset)
+    qtbot.waitUntil(lambda: "loading the built-in shapes" in panel.status_label.text(), timeout=5_000)
+    other = bridge.load_dataset("builtin:shapes?size=8&count=32")  # the Dataset tab's own load supersedes ours
+
+    async def dataset_tab():
+        state.set("dataset", await other)
+
+    run_async(qtbot, dataset_tab())
+    qtbot.waitUntil(lambda: panel.source_a.image is not None and panel.source_b.image is not None, timeout=30_000)

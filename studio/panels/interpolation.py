@@ -285,14 +285,30 @@ class InterpolationPanel(QWidget):
     async def _dataset_image(self, index: int) -> np.ndarray:
         """Image `index` of the loaded dataset at the model's size; loads the built-in shapes if none is loaded."""
         info = self._bridge.model
-        if self._state.get("dataset") is None:
-            await self._load_builtin(info)
+        await self._ensure_dataset(info)
         image = (await self._bridge.dataset_images([index]))[0]
         if image.shape != (*info.image_size, info.channels):  # a dataset of another shape than the model's
             image = fit_image(
                 Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image), tuple(info.image_size), info.channels
             )
         return image
+
+    async def _ensure_dataset(self, info) -> None:
+        """A dataset to take sources from. Our load of the built-in shapes may be superseded by another panel's
+        dataset load (the Dataset tab loads one at start-up too): then wait for that one instead of giving up,
+        which once left Source A empty until "From dataset" was clicked."""
+        while self._state.get("dataset") is None:
+            try:
+                await self._load_builtin(info)
+                return
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we ourselves are being cancelled
+                for _ in range(600):  # superseded: the newer load sets the dataset (give it up to 2 minutes)
+                    if self._state.get("dataset") is not None:
+                        return
+                    await asyncio.sleep(0.2)
 
     async def _load_builtin(self, info) -> None:
         self.status_label.setText("No dataset loaded: loading the built-in shapes at the model's size…")
