@@ -21,7 +21,7 @@ from .likelihood import BoundResult, bound_terms
 from .loading import LoadedModel, ModelIdentity, Weights, load_model, provenance
 from .refine import ChainProgress, Refined, Stage, drain, refine
 from .report import TrainingCost, training_cost
-from .sampling import encode_pair, fork, generate, mix_latents, reverse_chain
+from .sampling import encode_pair, fork, generate, mix_latents, reverse_chain, shared_noise
 from .session import StoredChain
 from .unet import count_parameters
 from .worker import JobContext
@@ -196,7 +196,7 @@ def interpolate_job(a: np.ndarray, b: np.ndarray, t: int, lambdas: Sequence[floa
             t_,
             g_.set_state(after_encoding),
             num_steps=k,
-            noise_repeats=len(lam),
+            noise_fn=shared_noise(len(lam)),
         )
         return (yield from refine(ctx.state, loaded, mixed, t, seed, chain, key, exact))
 

@@ -12,7 +12,7 @@ called with the index t - 1 (see diffusion.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,14 +33,25 @@ def randn(shape: Sequence[int], generator: torch.Generator, device: torch.device
     return torch.randn(tuple(shape), generator=generator, device=generator.device).to(device)
 
 
-def _tiled_noise(like: Tensor, generator: torch.Generator, repeats: int) -> Tensor:
-    """Noise for a batch laid out as `repeats` copies of one group: drawn once per group, then tiled.
+# The reverse chain's noise z, injected as in the paper's code (`noise_fn`): (x_t, generator) -> z like x_t.
+NoiseFn = Callable[[Tensor, torch.Generator], Tensor]
 
-    Interpolation uses this so that every lambda shares the reverse chain's noise (Ho et al. 2020, Sec. 4.4).
-    """
-    assert like.shape[0] % repeats == 0, (like.shape, repeats)
-    group = randn((like.shape[0] // repeats, *like.shape[1:]), generator, like.device)
-    return group.repeat(repeats, *((1,) * (like.ndim - 1))) if repeats > 1 else group
+
+def standard_noise(like: Tensor, generator: torch.Generator) -> Tensor:
+    """z ~ N(0, I), one draw per element (Alg. 2)."""
+    return randn(like.shape, generator, like.device)
+
+
+def shared_noise(repeats: int) -> NoiseFn:
+    """Noise for a batch laid out as `repeats` copies of one group: drawn once per group, then tiled. Interpolation
+    uses it so that every lambda shares the reverse chain's noise (Ho et al. 2020, Sec. 4.4)."""
+
+    def noise(like: Tensor, generator: torch.Generator) -> Tensor:
+        assert like.shape[0] % repeats == 0, (like.shape, repeats)
+        group = randn((like.shape[0] // repeats, *like.shape[1:]), generator, like.device)
+        return group.repeat(repeats, *((1,) * (like.ndim - 1))) if repeats > 1 else group
+
+    return noise
 
 
 def ancestral(
@@ -51,7 +62,7 @@ def ancestral(
     generator: torch.Generator,
     *,
     clip_denoised: bool | None = None,
-    noise_repeats: int = 1,
+    noise_fn: NoiseFn = standard_noise,
 ) -> Iterator[SampleStep]:
     """Algorithm 2 of Ho et al. 2020 from x_t at the paper's step t (t = T: from pure noise) down to x_0.
 
@@ -62,7 +73,7 @@ def ancestral(
     for step in range(t, 0, -1):
         index = diffusion.step_indices(step, x_t.shape[0])
         eps = model(x_t, index)
-        noise = _tiled_noise(x_t, generator, noise_repeats) if step > 1 else None  # Alg. 2: z = 0 when t = 1
+        noise = noise_fn(x_t, generator) if step > 1 else None  # Alg. 2: z = 0 when t = 1
         x_prev, pred_x0 = diffusion.p_sample(eps, x_t, index, noise, clip)
         yield SampleStep(step, x_t, pred_x0)
         x_t = x_prev
@@ -87,7 +98,7 @@ def strided(
     *,
     eta: float = 1.0,
     clip_denoised: bool | None = None,
-    noise_repeats: int = 1,
+    noise_fn: NoiseFn = standard_noise,
 ) -> Iterator[SampleStep]:
     """The generalised sampler of Song et al. 2021 (DDIM, Eq. 12) over a decreasing subsequence of steps.
 
@@ -111,7 +122,7 @@ def strided(
         sigma = eta * math.sqrt((1.0 - a_s) / (1.0 - a_t)) * math.sqrt(max(0.0, 1.0 - a_t / a_s))
         x_s = math.sqrt(a_s) * pred_x0 + math.sqrt(max(0.0, 1.0 - a_s - sigma**2)) * eps
         if sigma > 0:
-            x_s = x_s + sigma * _tiled_noise(x_t, generator, noise_repeats)
+            x_s = x_s + sigma * noise_fn(x_t, generator)
         yield SampleStep(t, x_t, pred_x0)
         x_t = x_s
     yield SampleStep(0, x_t, x_t)
@@ -127,11 +138,11 @@ def reverse_chain(
     num_steps: int | None = None,
     eta: float = 1.0,
     clip_denoised: bool | None = None,
-    noise_repeats: int = 1,
+    noise_fn: NoiseFn = standard_noise,
 ) -> Iterator[SampleStep]:
     """The exact ancestral chain from step t when `num_steps` is None (or >= t), else a strided one of `num_steps`."""
     if num_steps is None or num_steps >= t:
-        return ancestral(model, diffusion, x_t, t, generator, clip_denoised=clip_denoised, noise_repeats=noise_repeats)
+        return ancestral(model, diffusion, x_t, t, generator, clip_denoised=clip_denoised, noise_fn=noise_fn)
     return strided(
         model,
         diffusion,
@@ -140,7 +151,7 @@ def reverse_chain(
         generator,
         eta=eta,
         clip_denoised=clip_denoised,
-        noise_repeats=noise_repeats,
+        noise_fn=noise_fn,
     )
 
 
@@ -244,7 +255,7 @@ def interpolate(
         num_steps=num_steps,
         eta=eta,
         clip_denoised=clip_denoised,
-        noise_repeats=len(lambdas),
+        noise_fn=shared_noise(len(lambdas)),
     )
 
 
