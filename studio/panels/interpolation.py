@@ -18,12 +18,10 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
-    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
-    QPushButton,
     QSlider,
     QSpinBox,
     QVBoxLayout,
@@ -40,6 +38,7 @@ from studio.bridge import (
 )
 from studio.requests import ViewRequests
 from studio.widgets.image_grid import ImageGrid
+from studio.widgets.source_box import SourceBox, fit_image, ranged
 
 LAMBDA_STEPS = 20  # the λ slider moves in steps of 1/20 = 0.05
 STAGE_NAMES = {"direct": "preview", "settled": "settled", "exact": "exact"}
@@ -64,70 +63,6 @@ EXPLANATION = (
 def lambda_text(lam: float) -> str:
     """λ as captions show it, the same way for every value: 0, 0.05, 0.125, 0.375, 0.333, 1."""
     return f"{lam:.3g}"
-
-
-def fit_image(picture: Image.Image, size: tuple[int, int], channels: int) -> np.ndarray:
-    """Any Pillow image -> [H, W, C] uint8 at `size` (height, width): scale the shorter side, cut out the centre."""
-    has_alpha = "A" in picture.getbands() or "transparency" in picture.info
-    picture = picture.convert("RGBA" if has_alpha else "RGB")
-    if has_alpha and channels != 4:  # like the data loader: transparency becomes white
-        white = Image.new("RGBA", picture.size, (255, 255, 255, 255))
-        picture = Image.alpha_composite(white, picture).convert("RGB")
-    picture = picture.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
-    h, w = size
-    scale = max(h / picture.height, w / picture.width)
-    new_w, new_h = max(w, round(picture.width * scale)), max(h, round(picture.height * scale))
-    picture = picture.resize((new_w, new_h), Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.NEAREST)
-    left, top = (new_w - w) // 2, (new_h - h) // 2
-    array = np.asarray(picture.crop((left, top, left + w, top + h)), dtype=np.uint8)
-    return np.ascontiguousarray(array[:, :, None] if array.ndim == 2 else array)
-
-
-def _ranged(control, tooltip: str, minimum: int, maximum: int, value: int):
-    """A slider or spin box with its range, starting value and tooltip."""
-    control.setRange(minimum, maximum)
-    control.setValue(value)
-    control.setToolTip(tooltip)
-    return control
-
-
-class SourceBox(QGroupBox):
-    """One source (A or B): its image and where it came from, with the three ways to pick one."""
-
-    def __init__(self, name: str, parent: QWidget | None = None):
-        super().__init__(f"Source {name}", parent)
-        self.name = name
-        self.image: np.ndarray | None = None  # [H, W, C] uint8
-        self.version = 0  # bumped on every new image, so a request knows which sources it used
-        self.grid = ImageGrid(max_zoom=12)
-        self.grid.setMinimumSize(110, 110)
-        self.grid.set_placeholder("no image yet")
-        self.origin_label = QLabel("—")
-        self.index_spin = _ranged(
-            QSpinBox(), "The dataset index for 'From dataset', the seed for 'Generate'.", 0, 999_999, 0
-        )
-        self.dataset_button = QPushButton("From dataset")
-        self.generate_button = QPushButton("Generate")
-        self.generate_button.setToolTip("A new sample from this seed (strided chain of 50 steps).")
-        self.file_button = QPushButton("Open file…")
-        layout = QGridLayout(self)
-        for widget, row, column, span in (
-            (self.grid, 0, 0, 2),
-            (QLabel("index / seed"), 2, 0, 1),
-            (self.index_spin, 2, 1, 1),
-            (self.dataset_button, 3, 0, 1),
-            (self.generate_button, 3, 1, 1),
-            (self.file_button, 4, 0, 2),
-        ):
-            layout.addWidget(widget, row, column, 1, span)
-        layout.addWidget(self.origin_label, 1, 0, 1, 2, Qt.AlignmentFlag.AlignHCenter)
-        layout.setRowStretch(0, 1)
-
-    def set_image(self, image: np.ndarray | None, origin: str = "—") -> None:
-        self.image = None if image is None else np.ascontiguousarray(image)
-        self.version += 1
-        self.grid.set_images(None if image is None else self.image[None])
-        self.origin_label.setText(origin)
 
 
 class InterpolationPanel(QWidget):
@@ -155,19 +90,19 @@ class InterpolationPanel(QWidget):
             box.file_button.clicked.connect(lambda _=False, b=box: self._open_file(b))
         self.source_b.index_spin.setValue(1)
 
-        self.t_slider = _ranged(QSlider(Qt.Orientation.Horizontal), T_TOOLTIP, 0, 1000, 500)
+        self.t_slider = ranged(QSlider(Qt.Orientation.Horizontal), T_TOOLTIP, 0, 1000, 500)
         self.t_slider.setInvertedAppearance(True)  # left is coarse (large t), right is fine (small t),
         self.t_slider.setInvertedControls(True)  # and the arrow keys move the handle the way they point
         self.t_label = QLabel(toolTip=T_TOOLTIP)
-        self.lambda_slider = _ranged(
+        self.lambda_slider = ranged(
             QSlider(Qt.Orientation.Horizontal), LAMBDA_TOOLTIP, 0, LAMBDA_STEPS, LAMBDA_STEPS // 2
         )
         self.lambda_slider.setTickPosition(QSlider.TickPosition.TicksBelow)
         self.lambda_label = QLabel(toolTip=LAMBDA_TOOLTIP)
-        self.columns_spin = _ranged(
+        self.columns_spin = ranged(
             QSpinBox(), "How many λ values the strip shows, evenly from 0 (A) to 1 (B).", *spin_range(limits.LAMBDAS), 9
         )
-        self.seed_spin = _ranged(
+        self.seed_spin = ranged(
             QSpinBox(),
             "Seed of the encoding noise and of the reverse chain's noise, shared by every λ:\n"
             "the same seed replays the same strip.",
