@@ -16,6 +16,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,16 @@ def read_metric_lines(path: Path, offset: int = 0, limit: int = MAX_JSON_BYTES) 
         if isinstance(record, dict) and isinstance(record.get("step"), int):
             records.append(record)
     return records, offset + consumed
+
+
+_STEP_FILE = re.compile(r"^step_(\d+)\.(json|png|safetensors)$")
+
+
+def step_files(folder: str | Path, suffix: str) -> list[tuple[int, Path]]:
+    """[(step, path)] of a run folder's step_XXXXXXX.<suffix> files (checkpoints/, samples/), oldest first."""
+    folder = Path(folder)
+    found = ((m, p) for p in folder.glob(f"step_*.{suffix}") if (m := _STEP_FILE.match(p.name)))
+    return sorted((int(m.group(1)), p) for m, p in found)
 
 
 class MetricsFollower:

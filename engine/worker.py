@@ -32,7 +32,7 @@ class Priority(IntEnum):
 
 
 class Cancelled(Exception):
-    """Raised inside a job (at `ctx.check()`) once it has been cancelled or superseded."""
+    """Thrown into a job's generator at its yield once it has been cancelled or superseded (its `finally` runs)."""
 
 
 @dataclass
@@ -46,10 +46,6 @@ class JobContext:
     @property
     def state(self) -> EngineSession:
         return self.worker.state
-
-    def check(self) -> None:
-        if self.cancelled.is_set():
-            raise Cancelled()
 
 
 JobFunction = Callable[[JobContext], Generator[Any, None, Any]]

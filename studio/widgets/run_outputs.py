@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +19,10 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QGridLayout, QLabel, QListWidget, QListWidgetItem, QWidget
 
+from studio.bridge import step_files
 from studio.widgets.image_grid import ImageGrid
 
-_STEP_FILE = re.compile(r"^step_(\d+)\.(json|png)$")
-
-
-def steps_in(folder: Path, suffix: str) -> list[tuple[int, Path]]:
-    """[(step, path)] of the folder's step_XXXXXXX.<suffix> files, oldest first."""
-    return sorted((int(m.group(1)), p) for p in folder.glob(f"step_*.{suffix}") if (m := _STEP_FILE.match(p.name)))
+steps_in = step_files  # the run's files, as the engine names them (engine.runs, through the bridge)
 
 
 def read_png(path: Path) -> np.ndarray | None:
