@@ -10,12 +10,10 @@ computed can be forked, while the rest of the chain still runs.
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 
 import numpy as np
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
-from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QApplication,
     QFormLayout,
@@ -40,48 +38,13 @@ from studio.bridge import (
 )
 from studio.requests import ViewRequests
 from studio.state import AppState
+from studio.widgets.chain_view import STAGES, X0_HAT, X_T, ForkControls, fill_grid, stage_text
 from studio.widgets.image_grid import ImageGrid
 from studio.widgets.scrubber import ChainFrames, TimestepScrubber
 from studio.widgets.shortcuts import bind_shortcut
 
 MAX_SEED = spin_range(limits.SEED)[1]
 GENERATE_KEYS, PLAY_KEYS, FORK_KEYS = "Ctrl+G", "Space", "F"
-# Rich text: upright DejaVu Sans (the usual Linux fallback) drops the combining hat of x̂; the italic keeps it.
-X_T, X0_HAT = "<i>x</i><sub>t</sub>", "<i>x̂</i><sub>0</sub>"
-STAGES = {
-    "direct": f"direct {X0_HAT} (one network evaluation, Eq. 15; the same for every fork)",
-    "settled": "quick preview (a short strided chain)",
-    "exact": "exact (the full ancestral chain, Alg. 2)",
-}
-
-
-def stage_text(value) -> str:
-    """A fork's stage and what the engine plans next (the exact chain draws its own completions, not refinements
-    of the quick preview's)."""
-    shown = STAGES.get(value.stage, str(value.stage))
-    if value.stage == "settled":
-        shown = f"quick preview (a strided chain of {value.total} steps)"
-    if value.next_stage == "settled":
-        return f"{shown} · next: a quick preview ({value.next_total} steps), then the exact chain"
-    if value.next_stage == "exact":
-        return f"{shown} · the exact chain of {value.next_total} steps follows: new completions, not refinements"
-    return shown
-
-
-def fill_grid(grid: ImageGrid, images: np.ndarray | None, captions: list[str], spacing: int = 4) -> None:
-    """Show [N, H, W, C] images in the column count that draws them largest in the grid's size (ties: fewer gaps)."""
-    if images is None:
-        grid.set_images(None)
-        return
-    n, h, w = images.shape[:3]
-    caption = grid.fontMetrics().height() + 2
-
-    def zoom(c: int) -> tuple[int, int]:
-        r = math.ceil(n / c)
-        fit = min((grid.width() - spacing * (c + 1)) // (c * w), (grid.height() - (spacing + caption) * r) // (r * h))
-        return fit, n - c * r
-
-    grid.set_images(images, captions, max(range(1, n + 1), key=zoom))
 
 
 class TrajectoryPanel(QWidget):
@@ -159,32 +122,14 @@ class TrajectoryPanel(QWidget):
         form.addRow("Seed", seed_row)
         form.addRow(buttons)
 
-        low, high = spin_range(limits.FORKS)
-        self.forks_spin = QSpinBox(
-            minimum=low,
-            maximum=high,
-            value=8,
-            toolTip="How many completions x_0 ~ p(x_0 | x_t) to draw from the held x_t",
-        )
-        self.fork_seed_spin = QSpinBox(maximum=MAX_SEED, toolTip="The seed of the completions' reverse-chain noise")
-        self.fork_button = QPushButton("Fork here", clicked=self._on_fork_clicked)
-        hint = QLabel(
-            f"Click an image in {X_T} or {X0_HAT} to pick it, then fork ({FORK_KEYS}, or double-click it). "
-            "The completions share what the chain has decided by step t: a large t keeps only the coarse "
-            "layout. Any step already computed can be forked while the chain runs.",
-            wordWrap=True,
-        )
-        hint.setForegroundRole(QPalette.ColorRole.PlaceholderText)  # secondary text
-        fork_box = QGroupBox("Fork (Fig. 7)")
-        form = QFormLayout(fork_box)
-        form.addRow("Forks", self.forks_spin)
-        form.addRow("Fork seed", self.fork_seed_spin)
-        form.addRow(self.fork_button)
-        form.addRow(hint)
+        self.fork_box_controls = ForkControls(self._on_fork_clicked, FORK_KEYS, MAX_SEED)
+        self.forks_spin = self.fork_box_controls.forks_spin
+        self.fork_seed_spin = self.fork_box_controls.fork_seed_spin
+        self.fork_button = self.fork_box_controls.fork_button
 
         controls = QVBoxLayout()
         controls.addWidget(chain_box)
-        controls.addWidget(fork_box)
+        controls.addWidget(self.fork_box_controls)
         controls.addStretch(1)
         controls.setContentsMargins(0, 0, 0, 0)
         controls_widget = QWidget()
