@@ -1,6 +1,8 @@
 """The whole studio as a user meets it: one window, every panel, the engine on its own thread."""
 
 import dataclasses
+import json
+import shutil
 
 import pytest
 from PySide6.QtCore import Qt
@@ -237,3 +239,42 @@ def test_a_damaged_run_is_refused_in_one_line_and_exploring_goes_on(qtbot, bridg
     assert "run.json" in deep_text and "nests deeper than 32 levels" in deep_text and "\n" not in deep_text
     assert "'/dev/zero', not its own" in zero_text and "Traceback" not in zero_text
     assert bridge.model.step == 6 and "step 6" in window.model_label.text()  # still exploring the first run
+
+
+def test_an_export_made_while_a_run_trains_records_the_step_it_was_computed_at(qtbot, bridge, micro_run, tmp_path):
+    """While a run trains, the user opens one of its checkpoints and exports a sample grid: the picture names that
+    checkpoint's step (and run), not the step the training has reached since, nor the model explored before."""
+    window = MainWindow(bridge=bridge, load_defaults=False)
+    qtbot.addWidget(window)
+    assert run_async(qtbot, window.open_run(str(micro_run)))
+    training = window.panels["Training"]
+    training.follow_button.click()
+    run_async(qtbot, window.panels["Dataset"].load(MICRO_DATA))
+    training.preset_combo.setCurrentText("micro")
+    training.steps_spin.setValue(400)
+    training.batch_spin.setValue(8)
+    training.checkpoint_every_spin.setValue(25)
+    training.sample_every_spin.setValue(1000)
+    run_dir = tmp_path / "live"
+    training.run_dir_edit.setText(str(run_dir))
+    task = training.start()
+    first = run_dir / "checkpoints" / "step_0000025.json"
+    qtbot.waitUntil(first.exists, timeout=60_000)
+    # The run keeps its newest three checkpoints: take this one as a user would copy it, before it is pruned.
+    kept = tmp_path / "kept" / "live" / "checkpoints"
+    kept.mkdir(parents=True)
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(first.with_suffix(suffix), kept / first.with_suffix(suffix).name)
+    checkpoint = kept / first.name
+    assert run_async(qtbot, window.open_run(str(checkpoint)))  # explore the run as it was at step 25
+    export = window.panels["Export"]
+    export.count.setValue(2)
+    export.steps.setCurrentIndex(3)
+    run_async(qtbot, export.generate())
+    meta = read_png_metadata(export.export_grid(str(tmp_path / "grid.png")))
+    training.stop()
+    qtbot.waitUntil(task.done, timeout=60_000)
+    newest = ckpt.latest_checkpoint(run_dir / "checkpoints")[0].step
+    assert newest > 25  # the run went on meanwhile
+    assert meta["run"] == "live" and meta["step"] == "25"
+    assert meta["checkpoint_sha256"] == json.loads(checkpoint.read_text())["sha256"]
