@@ -15,6 +15,15 @@ from tests.conftest import MICRO_DATA, run_async
 pytestmark = pytest.mark.usefixtures("settings_in")  # QSettings under tmp_path (conftest)
 
 
+def _mix_to_exact(qtbot, window, t: int) -> None:
+    """Show the Interpolation tab, wait for its strip, drag the mixing step to t and wait for the exact strip."""
+    interpolation = window.panels["Interpolation"]
+    window.tabs.setCurrentWidget(interpolation)
+    qtbot.waitUntil(lambda: interpolation.strip_grid.count > 0, timeout=60_000)
+    with qtbot.waitSignal(interpolation.strip_shown, timeout=60_000, check_params_cb=lambda stage: stage == "exact"):
+        interpolation.t_slider.setValue(t)
+
+
 def test_open_train_scrub_mix_and_export(qtbot, bridge, micro_run, tmp_path):
     """Open the main window on a run, train a few steps of a micro model, scrub the trajectory, drag the mixing
     slider, and export a grid: every step answers, and the window closes cleanly (leaving a loadable checkpoint)."""
@@ -59,11 +68,7 @@ def test_open_train_scrub_mix_and_export(qtbot, bridge, micro_run, tmp_path):
     assert shown.args == [40]
 
     # Drag the mixing slider: the strip follows, the exact chain arrives.
-    interpolation = window.panels["Interpolation"]
-    window.tabs.setCurrentWidget(interpolation)
-    qtbot.waitUntil(lambda: interpolation.strip_grid.count > 0, timeout=60_000)
-    with qtbot.waitSignal(interpolation.strip_shown, timeout=60_000, check_params_cb=lambda stage: stage == "exact"):
-        interpolation.t_slider.setValue(30)
+    _mix_to_exact(qtbot, window, 30)
 
     # Export a grid with its provenance.
     export = window.panels["Export"]
@@ -149,6 +154,21 @@ def test_opening_a_run_follows_it_in_the_training_tab(qtbot, bridge, micro_run, 
     window.close()
 
 
+def _set_up_micro_training(qtbot, window, run_dir, steps: int, checkpoint_every: int | None = None):
+    """Stop following the opened run, load the micro data and fill the Training tab for a micro run in `run_dir`."""
+    training = window.panels["Training"]
+    training.follow_button.click()
+    run_async(qtbot, window.panels["Dataset"].load(MICRO_DATA))
+    training.preset_combo.setCurrentText("micro")
+    training.steps_spin.setValue(steps)
+    training.batch_spin.setValue(8)
+    if checkpoint_every is not None:
+        training.checkpoint_every_spin.setValue(checkpoint_every)
+        training.sample_every_spin.setValue(1000)
+    training.run_dir_edit.setText(str(run_dir))
+    return training
+
+
 def test_starting_a_training_leaves_the_explored_model_and_its_chain_alone(qtbot, bridge, micro_run, tmp_path):
     """Exploring pins a model: a training run started meanwhile does not switch what the tabs explore, nor clear the
     chain being scrubbed; the status bar names both, the explored model and the run in training with its step."""
@@ -161,13 +181,7 @@ def test_starting_a_training_leaves_the_explored_model_and_its_chain_alone(qtbot
     qtbot.waitUntil(lambda: window.state.get("trajectory") is not None, timeout=60_000)
     chain = window.state.get("trajectory")
 
-    training = window.panels["Training"]
-    training.follow_button.click()
-    run_async(qtbot, window.panels["Dataset"].load(MICRO_DATA))
-    training.preset_combo.setCurrentText("micro")
-    training.steps_spin.setValue(3)
-    training.batch_spin.setValue(8)
-    training.run_dir_edit.setText(str(tmp_path / "second"))
+    training = _set_up_micro_training(qtbot, window, tmp_path / "second", steps=3)
     shown = []
     bridge.train_event.connect(lambda event: shown.append(window.training_label.text()))
     task = training.start()
@@ -190,11 +204,7 @@ def test_an_export_is_named_by_the_model_that_computed_it(qtbot, bridge, micro_r
     bridge.model = stale  # what the studio remembers no longer says what the engine computes with
     window.state.set("model", stale)
 
-    interpolation = window.panels["Interpolation"]
-    window.tabs.setCurrentWidget(interpolation)
-    qtbot.waitUntil(lambda: interpolation.strip_grid.count > 0, timeout=60_000)
-    with qtbot.waitSignal(interpolation.strip_shown, timeout=60_000, check_params_cb=lambda stage: stage == "exact"):
-        interpolation.t_slider.setValue(20)
+    _mix_to_exact(qtbot, window, 20)
     trajectory = window.panels["Trajectory"]
     trajectory.n_spin.setValue(2)
     trajectory.generate_button.click()
@@ -247,16 +257,8 @@ def test_an_export_made_while_a_run_trains_records_the_step_it_was_computed_at(q
     window = MainWindow(bridge=bridge, load_defaults=False)
     qtbot.addWidget(window)
     assert run_async(qtbot, window.open_run(str(micro_run)))
-    training = window.panels["Training"]
-    training.follow_button.click()
-    run_async(qtbot, window.panels["Dataset"].load(MICRO_DATA))
-    training.preset_combo.setCurrentText("micro")
-    training.steps_spin.setValue(400)
-    training.batch_spin.setValue(8)
-    training.checkpoint_every_spin.setValue(25)
-    training.sample_every_spin.setValue(1000)
     run_dir = tmp_path / "live"
-    training.run_dir_edit.setText(str(run_dir))
+    training = _set_up_micro_training(qtbot, window, run_dir, steps=400, checkpoint_every=25)
     task = training.start()
     first = run_dir / "checkpoints" / "step_0000025.json"
     qtbot.waitUntil(first.exists, timeout=60_000)
