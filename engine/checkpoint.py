@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from .atomic import atomic_write_bytes
-from .untrusted import MAX_WEIGHTS_BYTES, UntrustedFileError, read_bounded, read_json, sibling
+from .untrusted import MAX_WEIGHTS_BYTES, UntrustedFileError, read_bounded, read_record, sibling
 
 FORMAT = "ddpm-studio-checkpoint"
 FORMAT_VERSION = 2  # 2: U-Net downsampling pads like TensorFlow's SAME (see unet.Downsample); 1 padded every side
@@ -94,13 +94,11 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if path.suffix == ".safetensors":
         path = path.with_suffix(".json")
     try:
-        record = read_json(path)
+        record = read_record(path, FORMAT, "checkpoint")
     except FileNotFoundError:
         raise CheckpointError(f"{path.name}: no such checkpoint (its metadata file is missing)") from None
     except UntrustedFileError as e:
-        raise CheckpointError(f"{path.name}: the metadata {e}; the file is damaged") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise CheckpointError(f"{path.name}: not a DDPM Studio checkpoint")
+        raise CheckpointError(f"{path.name} {e}") from None  # "step_X.json is not valid JSON (...)"
     if record.get("version") != FORMAT_VERSION:
         why = _WHY_NOT.get(record.get("version"), f"this version reads {FORMAT_VERSION}")
         raise CheckpointError(

@@ -24,7 +24,7 @@ from typing import Any
 
 from .atomic import atomic_write_bytes
 from .config import DiffusionConfig, Preset, TrainConfig, UNetConfig, from_jsonable, to_jsonable
-from .untrusted import MAX_JSON_BYTES, UntrustedFileError, parse_json, read_json
+from .untrusted import MAX_JSON_BYTES, UntrustedFileError, parse_json, read_record
 
 RUN_FORMAT = "ddpm-studio-run"
 RUN_VERSION = 1
@@ -98,13 +98,11 @@ def read_run_record(root: str | Path) -> dict[str, Any]:
     """A run directory's run.json as written (bounded, format and version checked); RunError says what is wrong."""
     path = Path(root) / "run.json"
     try:
-        record = read_json(path)
+        record = read_record(path, RUN_FORMAT, "run")
     except FileNotFoundError:
         raise RunError(f"{root} is not a run directory (no run.json)") from None
     except UntrustedFileError as e:
-        raise RunError(f"{path}: {e}") from None
-    if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
-        raise RunError(f"{path} is not a DDPM Studio run")
+        raise RunError(f"{path} {e}") from None  # ".../run.json nests deeper than 32 levels"
     if record.get("version") != RUN_VERSION:
         raise RunError(f"{path}: run format version {record.get('version')} is not supported")
     return record

@@ -63,6 +63,15 @@ def read_json(path: str | Path, limit: int = MAX_JSON_BYTES, max_depth: int = MA
     return parse_json(read_bounded(path, limit), max_depth)
 
 
+def read_record(path: str | Path, file_format: str, what: str) -> dict[str, Any]:
+    """A JSON object of ours: bounded like `read_json`, and marked `"format": file_format` (else it "is not a DDPM
+    Studio {what}"). The callers check the version, which means something different for each kind of file."""
+    record = read_json(path)
+    if not isinstance(record, dict) or record.get("format") != file_format:
+        raise UntrustedFileError(f"is not a DDPM Studio {what}")
+    return record
+
+
 def _depth_exceeds(value: Any, max_depth: int) -> bool:
     stack = [(value, 1)]  # iterative: a hostile file must not exhaust the interpreter's stack
     while stack:
