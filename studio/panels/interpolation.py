@@ -9,14 +9,12 @@ Values seen before come back from the engine's cache at once.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -30,7 +28,6 @@ from PySide6.QtWidgets import (
 
 from studio.bridge import (
     ChainProgress,
-    EngineError,
     Refined,
     identity_provenance,
     limits,
@@ -38,7 +35,7 @@ from studio.bridge import (
 )
 from studio.requests import ViewRequests
 from studio.widgets.image_grid import ImageGrid
-from studio.widgets.source_box import SourceBox, fit_image, ranged
+from studio.widgets.source_box import SourceBox, SourceLoader, fit_image, ranged
 
 LAMBDA_STEPS = 20  # the λ slider moves in steps of 1/20 = 0.05
 STAGE_NAMES = {"direct": "preview", "settled": "settled", "exact": "exact"}
@@ -80,14 +77,14 @@ class InterpolationPanel(QWidget):
         self._lambdas: list[float] = []  # the λ values of the request in flight
         self._shown: tuple[list[float], np.ndarray, int, str] | None = None  # λ values, images [L, H, W, C], t, stage
         self._exact_strip: tuple | None = None  # the strip key of an exact strip on screen
-        self._defaults_loading = False
         self._out_of_date = False  # the model changed while hidden: recompute on the next show
 
         self.source_a, self.source_b = SourceBox("A"), SourceBox("B")
+        self.sources = SourceLoader(
+            bridge, state, self.set_source, self.load_source_file, lambda text: self.status_label.setText(text), self
+        )
         for box in (self.source_a, self.source_b):
-            box.dataset_button.clicked.connect(lambda _=False, b=box: asyncio.ensure_future(self._from_dataset(b)))
-            box.generate_button.clicked.connect(lambda _=False, b=box: asyncio.ensure_future(self._generate(b)))
-            box.file_button.clicked.connect(lambda _=False, b=box: self._open_file(b))
+            self.sources.connect(box)
         self.source_b.index_spin.setValue(1)
 
         self.t_slider = ranged(QSlider(Qt.Orientation.Horizontal), T_TOOLTIP, 0, 1000, 500)
@@ -195,93 +192,20 @@ class InterpolationPanel(QWidget):
 
     # ---- sources ----
 
+    def _ensure_sources(self) -> None:
+        """Defaults on first show: dataset images 0 and 1."""
+        if self._bridge.model is not None:
+            self.sources.fill_defaults((self.source_a, self.source_b), self._on_defaults_loaded)
+
+    def _on_defaults_loaded(self) -> None:
+        self._out_of_date = False  # the model changed while hidden: recompute on the next show
+
     def showEvent(self, event) -> None:
         super().showEvent(event)
         self._ensure_sources()
         if self._out_of_date:
             self._out_of_date = False
             self._refresh()
-
-    def _ensure_sources(self) -> None:
-        """Defaults on first show: dataset images 0 and 1 (one after the other: a second request would supersede)."""
-        if self._bridge.model is not None and not self._defaults_loading:
-            self._defaults_loading = True
-            asyncio.ensure_future(self._load_defaults())
-
-    async def _load_defaults(self) -> None:
-        try:
-            for box in (self.source_a, self.source_b):
-                if box.image is None:
-                    await self._from_dataset(box)
-        finally:
-            self._defaults_loading = False
-        self._out_of_date = False  # the model changed while hidden: recompute on the next show
-
-    async def _dataset_image(self, index: int) -> np.ndarray:
-        """Image `index` of the loaded dataset at the model's size; loads the built-in shapes if none is loaded."""
-        info = self._bridge.model
-        await self._ensure_dataset(info)
-        image = (await self._bridge.dataset_images([index]))[0]
-        if image.shape != (*info.image_size, info.channels):  # a dataset of another shape than the model's
-            image = fit_image(
-                Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image), tuple(info.image_size), info.channels
-            )
-        return image
-
-    async def _ensure_dataset(self, info) -> None:
-        """A dataset to take sources from. Our load of the built-in shapes may be superseded by another panel's
-        dataset load (the Dataset tab loads one at start-up too): then wait for that one instead of giving up,
-        which once left Source A empty until "From dataset" was clicked."""
-        while self._state.get("dataset") is None:
-            try:
-                await self._load_builtin(info)
-                return
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise  # we ourselves are being cancelled
-                for _ in range(600):  # superseded: the newer load sets the dataset (give it up to 2 minutes)
-                    if self._state.get("dataset") is not None:
-                        return
-                    await asyncio.sleep(0.2)
-
-    async def _load_builtin(self, info) -> None:
-        self.status_label.setText("No dataset loaded: loading the built-in shapes at the model's size…")
-        h, w = info.image_size
-        spec = f"builtin:shapes?size={h if h == w else f'{h}x{w}'}" + (
-            "" if info.channels == 3 else f"&channels={info.channels}"
-        )
-        self._state.set("dataset", await self._bridge.load_dataset(spec))
-
-    async def _from_dataset(self, box: SourceBox) -> None:
-        index = box.index_spin.value()
-        await self._fill(box, self._dataset_image(index), f"dataset #{index}")
-
-    async def _generate(self, box: SourceBox) -> None:
-        seed = box.index_spin.value()
-        self.status_label.setText(f"Generating source {box.name} (seed {seed}, 50 strided steps)…")
-        await self._fill(box, self._bridge.sample(n=1, seed=seed, num_steps=50), f"sample, seed {seed}")
-
-    async def _fill(self, box: SourceBox, image, origin: str) -> None:
-        """Await a source image (or a Refined sample) and show it; a superseded or failed request leaves it be."""
-        try:
-            image = await image
-        except asyncio.CancelledError:
-            return
-        except EngineError as e:
-            self.status_label.setText(f"Source {box.name}: {e}")
-            return
-        self.set_source(box.name, image.images[0] if isinstance(image, Refined) else image, origin)
-
-    def _open_file(self, box: SourceBox) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self,
-            f"Open source {box.name}",
-            "",
-            "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff);;All files (*)",
-        )
-        if path:
-            self.load_source_file(box.name, path)
 
     # ---- the interpolation job ----
 

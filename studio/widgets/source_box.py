@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 from PIL import Image
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QGridLayout, QGroupBox, QLabel, QPushButton, QSpinBox, QWidget
+from PySide6.QtWidgets import QFileDialog, QGridLayout, QGroupBox, QLabel, QPushButton, QSpinBox, QWidget
 
+from studio.bridge import EngineError, Refined
 from studio.widgets.image_grid import ImageGrid
 
 
@@ -73,3 +76,100 @@ class SourceBox(QGroupBox):
         self.version += 1
         self.grid.set_images(None if image is None else self.image[None])
         self.origin_label.setText(origin)
+
+
+class SourceLoader:
+    """Fills sources from the loaded dataset (the built-in shapes at the model's size when none is loaded), from a
+    generated sample, or from a file. `set_source(which, image, origin)` shows an image, `load_file(which, path)`
+    decodes a file, `say(text)` reports on the panel's status line."""
+
+    def __init__(self, bridge, state, set_source, load_file, say, parent: QWidget | None = None):
+        self._bridge, self._state, self._parent = bridge, state, parent
+        self._set_source, self._load_file, self._say = set_source, load_file, say
+        self._defaults_loading = False
+
+    def connect(self, box: SourceBox) -> None:
+        box.dataset_button.clicked.connect(lambda _=False: asyncio.ensure_future(self.from_dataset(box)))
+        box.generate_button.clicked.connect(lambda _=False: asyncio.ensure_future(self.generate(box)))
+        box.file_button.clicked.connect(lambda _=False: self.open_file(box))
+
+    def fill_defaults(self, boxes: tuple[SourceBox, ...], then) -> None:
+        """Dataset images at the boxes' indices for the empty ones, one after the other (a second request of the
+        dataset's images would supersede the first); `then()` when done. At most one such pass at a time."""
+        if not self._defaults_loading:
+            self._defaults_loading = True
+            asyncio.ensure_future(self._fill_defaults(boxes, then))
+
+    async def _fill_defaults(self, boxes, then) -> None:
+        try:
+            for box in boxes:
+                if box.image is None:
+                    await self.from_dataset(box)
+        finally:
+            self._defaults_loading = False
+        then()
+
+    async def from_dataset(self, box: SourceBox) -> None:
+        index = box.index_spin.value()
+        await self._fill(box, self._dataset_image(index), f"dataset #{index}")
+
+    async def generate(self, box: SourceBox) -> None:
+        seed = box.index_spin.value()
+        self._say(f"Generating source {box.name} (seed {seed}, 50 strided steps)…")
+        await self._fill(box, self._bridge.sample(n=1, seed=seed, num_steps=50), f"sample, seed {seed}")
+
+    def open_file(self, box: SourceBox) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self._parent,
+            f"Open source {box.name}",
+            "",
+            "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff);;All files (*)",
+        )
+        if path:
+            self._load_file(box.name, path)
+
+    async def _dataset_image(self, index: int) -> np.ndarray:
+        """Image `index` of the loaded dataset at the model's size."""
+        info = self._bridge.model
+        await self._ensure_dataset(info)
+        image = (await self._bridge.dataset_images([index]))[0]
+        if image.shape != (*info.image_size, info.channels):  # a dataset of another shape than the model's
+            picture = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+            image = fit_image(picture, tuple(info.image_size), info.channels)
+        return image
+
+    async def _ensure_dataset(self, info) -> None:
+        """A dataset to take sources from. Our load of the built-in shapes may be superseded by another panel's
+        dataset load (the Dataset tab loads one at start-up too): then wait for that one instead of giving up,
+        which once left Source A empty until "From dataset" was clicked."""
+        while self._state.get("dataset") is None:
+            try:
+                await self._load_builtin(info)
+                return
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we ourselves are being cancelled
+                for _ in range(600):  # superseded: the newer load sets the dataset (give it up to 2 minutes)
+                    if self._state.get("dataset") is not None:
+                        return
+                    await asyncio.sleep(0.2)
+
+    async def _load_builtin(self, info) -> None:
+        self._say("No dataset loaded: loading the built-in shapes at the model's size…")
+        h, w = info.image_size
+        spec = f"builtin:shapes?size={h if h == w else f'{h}x{w}'}" + (
+            "" if info.channels == 3 else f"&channels={info.channels}"
+        )
+        self._state.set("dataset", await self._bridge.load_dataset(spec))
+
+    async def _fill(self, box: SourceBox, image, origin: str) -> None:
+        """Await a source image (or a Refined sample) and show it; a superseded or failed request leaves it be."""
+        try:
+            image = await image
+        except asyncio.CancelledError:
+            return
+        except EngineError as e:
+            self._say(f"Source {box.name}: {e}")
+            return
+        self._set_source(box.name, image.images[0] if isinstance(image, Refined) else image, origin)
