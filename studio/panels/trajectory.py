@@ -10,19 +10,14 @@ computed can be forked, while the rest of the chain still runs.
 from __future__ import annotations
 
 import asyncio
-import random
 
 import numpy as np
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtWidgets import (
     QApplication,
-    QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
-    QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -38,7 +33,17 @@ from studio.bridge import (
 )
 from studio.requests import ViewRequests
 from studio.state import AppState
-from studio.widgets.chain_view import STAGES, X0_HAT, X_T, ForkControls, fill_grid, stage_text
+from studio.widgets.chain_view import (
+    STAGES,
+    X_T,
+    ChainControls,
+    ForkControls,
+    fill_grid,
+    fork_blocker,
+    fork_results_box,
+    frame_boxes,
+    stage_text,
+)
 from studio.widgets.image_grid import ImageGrid
 from studio.widgets.scrubber import ChainFrames, TimestepScrubber
 from studio.widgets.shortcuts import bind_shortcut
@@ -89,38 +94,10 @@ class TrajectoryPanel(QWidget):
     # ---- layout ----
 
     def _build(self) -> None:
-        low, high = spin_range(limits.TRAJECTORY_IMAGES)
-        self.n_spin = QSpinBox(minimum=low, maximum=high, value=8, toolTip="How many samples run through the chain")
-        self.seed_spin = QSpinBox(
-            maximum=MAX_SEED, toolTip="The seed of x_T and of every step's noise: the same seed replays the same chain"
-        )
-        self.random_seed_button = QPushButton(
-            "⚄ Random",
-            toolTip="Pick a random seed (then Generate)",
-            clicked=lambda: self.seed_spin.setValue(random.randrange(MAX_SEED)),
-        )
-        self.generate_button = QPushButton(
-            "Generate",
-            clicked=self._on_generate_clicked,
-            toolTip="Run the exact reverse chain (Alg. 2) from x_T and keep every step (Ctrl+G)",
-        )
-        self.stop_button = QPushButton(
-            "Stop",
-            enabled=False,
-            clicked=lambda: self.bridge.cancel("trajectory"),
-            toolTip="Stop the chain; the frames received so far stay scrubbable",
-        )
-        seed_row = QHBoxLayout()
-        seed_row.addWidget(self.seed_spin, 1)
-        seed_row.addWidget(self.random_seed_button)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.generate_button, 1)
-        buttons.addWidget(self.stop_button)
-        chain_box = QGroupBox("Chain (Fig. 6)")
-        form = QFormLayout(chain_box)
-        form.addRow("Images N", self.n_spin)
-        form.addRow("Seed", seed_row)
-        form.addRow(buttons)
+        chain_box = ChainControls(self._on_generate_clicked, lambda: self.bridge.cancel("trajectory"), MAX_SEED)
+        self.n_spin, self.seed_spin = chain_box.n_spin, chain_box.seed_spin
+        self.random_seed_button = chain_box.random_seed_button
+        self.generate_button, self.stop_button = chain_box.generate_button, chain_box.stop_button
 
         self.fork_box_controls = ForkControls(self._on_fork_clicked, FORK_KEYS, MAX_SEED)
         self.forks_spin = self.fork_box_controls.forks_spin
@@ -141,28 +118,11 @@ class TrajectoryPanel(QWidget):
         self.scrubber.t_changed.connect(self._on_t_changed)
         self.scrubber.playing_changed.connect(lambda _: self._update_fork_button())
 
-        self.xt_grid, xt_box, _ = self._grid_box(
-            X_T, f"{X_T}: the chain's state at step t, from pure noise (t = T) to the sample (t = 0)"
-        )
-        self.pred_grid, pred_box, _ = self._grid_box(
-            f"{X0_HAT} (prediction, Eq. 15)",
-            f"{X0_HAT} = ({X_T} − √(1 − ᾱ<sub>t</sub>) ε<sub>θ</sub>({X_T}, t)) / "
-            f"√ᾱ<sub>t</sub>: the network's one-shot guess of the final image from {X_T} (Eq. 15)",
-        )
+        (self.xt_grid, xt_box), (self.pred_grid, pred_box) = frame_boxes(self)
         for grid in (self.xt_grid, self.pred_grid):
             grid.image_clicked.connect(self._on_image_clicked)
             grid.image_double_clicked.connect(self._on_image_double_clicked)
-        self.xt_grid.set_placeholder("Press Generate (Ctrl+G) to run a chain; every step is kept so you can scrub it")
-        self.pred_grid.set_placeholder("The network's prediction of the final image from x_t, at every step")
-        self.fork_grid, self.fork_box, self.fork_title = self._grid_box(
-            f"Forks from {X_T}",
-            f"The held {X_T} (first, framed) and its completions x<sub>0</sub> ~ p(x<sub>0</sub> | {X_T})",
-        )
-        self.fork_grid.set_placeholder(
-            "Pick an image and a step t, then Fork here: several completions of the same x_t (Fig. 7)"
-        )
-        self.fork_stage_label = QLabel("", wordWrap=True, textFormat=Qt.TextFormat.RichText)
-        self.fork_box.layout().addWidget(self.fork_stage_label)
+        self.fork_grid, self.fork_box, self.fork_title, self.fork_stage_label = fork_results_box(self)
         frames = QHBoxLayout()
         frames.addWidget(xt_box)
         frames.addWidget(pred_box)
@@ -186,16 +146,6 @@ class TrajectoryPanel(QWidget):
         bind_shortcut(self, GENERATE_KEYS, "generate a chain", self._on_generate_clicked)
         bind_shortcut(self, PLAY_KEYS, "play / pause the chain", self.scrubber.toggle_play)
         bind_shortcut(self, FORK_KEYS, "fork the picked image at the current t", self._on_fork_clicked)
-
-    def _grid_box(self, title: str, tooltip: str) -> tuple[ImageGrid, QGroupBox, QLabel]:
-        """A frame with a rich-text heading (QGroupBox titles are plain text) over an ImageGrid."""
-        grid, box, heading = ImageGrid(), QGroupBox(toolTip=tooltip), QLabel(title, textFormat=Qt.TextFormat.RichText)
-        grid.installEventFilter(self)  # resizes re-layout its columns
-        heading.setStyleSheet("font-size: 11pt;")
-        layout = QVBoxLayout(box)
-        layout.addWidget(heading)
-        layout.addWidget(grid, 1)
-        return grid, box, heading
 
     # ---- public view of what is shown ----
 
@@ -349,25 +299,10 @@ class TrajectoryPanel(QWidget):
 
     def _fork_blocker(self) -> str | None:
         """Why forking is impossible now (for the tooltip), or None."""
-        if self._trajectory_id is None or self._shown_t is None:
-            return (
-                "The chain has not computed its first step yet: forking holds an x_t the chain has reached."
-                if self.stop_button.isEnabled()
-                else f"Generate a chain first ({GENERATE_KEYS})."
-            )
-        if self._shown_t < self._frames.front:
-            return (
-                f"Step t = {self._shown_t} has not been computed yet (the chain is at t = {self._frames.front}): "
-                "fork it once the chain gets there."
-            )
-        if self.xt_grid.selected is None:
-            return f"Click an image in {X_T} or {X0_HAT} to choose which one to fork."
-        if self._shown_t == 0:
-            return (
-                "At t = 0, x_t is already the finished sample: there is no reverse chain left to fork. "
-                "Move the slider towards T (noise)."
-            )
-        return None
+        chain_started = self._trajectory_id is not None and self._shown_t is not None
+        return fork_blocker(
+            chain_started, self.stop_button.isEnabled(), self._shown_t, self._frames.front, self.xt_grid.selected
+        )
 
     def _update_fork_button(self) -> None:
         blocker = self._fork_blocker()

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
+from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel, QPushButton, QSpinBox
+from PySide6.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout
 
 from studio.bridge import limits, spin_range
 from studio.widgets.image_grid import ImageGrid
@@ -72,3 +74,107 @@ class ForkControls(QGroupBox):
         form.addRow("Fork seed", self.fork_seed_spin)
         form.addRow(self.fork_button)
         form.addRow(hint)
+
+
+def grid_box(resize_watcher: QObject, title: str, tooltip: str) -> tuple[ImageGrid, QGroupBox, QLabel]:
+    """A frame with a rich-text heading (QGroupBox titles are plain text) over an ImageGrid, whose resizes
+    `resize_watcher` hears (it re-lays the grid's columns)."""
+    grid, box, heading = ImageGrid(), QGroupBox(toolTip=tooltip), QLabel(title, textFormat=Qt.TextFormat.RichText)
+    grid.installEventFilter(resize_watcher)
+    heading.setStyleSheet("font-size: 11pt;")
+    layout = QVBoxLayout(box)
+    layout.addWidget(heading)
+    layout.addWidget(grid, 1)
+    return grid, box, heading
+
+
+class ChainControls(QGroupBox):
+    """Chain (Fig. 6): how many images, the seed (or a random one), Generate and Stop."""
+
+    def __init__(self, on_generate, on_stop, max_seed: int):
+        super().__init__("Chain (Fig. 6)")
+        low, high = spin_range(limits.TRAJECTORY_IMAGES)
+        self.n_spin = QSpinBox(minimum=low, maximum=high, value=8, toolTip="How many samples run through the chain")
+        self.seed_spin = QSpinBox(
+            maximum=max_seed, toolTip="The seed of x_T and of every step's noise: the same seed replays the same chain"
+        )
+        self.random_seed_button = QPushButton(
+            "⚄ Random",
+            toolTip="Pick a random seed (then Generate)",
+            clicked=lambda: self.seed_spin.setValue(random.randrange(max_seed)),
+        )
+        self.generate_button = QPushButton(
+            "Generate",
+            clicked=on_generate,
+            toolTip="Run the exact reverse chain (Alg. 2) from x_T and keep every step (Ctrl+G)",
+        )
+        self.stop_button = QPushButton(
+            "Stop",
+            enabled=False,
+            clicked=on_stop,
+            toolTip="Stop the chain; the frames received so far stay scrubbable",
+        )
+        seed_row = QHBoxLayout()
+        seed_row.addWidget(self.seed_spin, 1)
+        seed_row.addWidget(self.random_seed_button)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.generate_button, 1)
+        buttons.addWidget(self.stop_button)
+        form = QFormLayout(self)
+        form.addRow("Images N", self.n_spin)
+        form.addRow("Seed", seed_row)
+        form.addRow(buttons)
+
+
+def frame_boxes(resize_watcher: QObject) -> tuple[tuple[ImageGrid, QGroupBox], tuple[ImageGrid, QGroupBox]]:
+    """The x_t grid and the x̂0 grid of the scrubbed step, each in its headed frame."""
+    xt_grid, xt_box, _ = grid_box(
+        resize_watcher, X_T, f"{X_T}: the chain's state at step t, from pure noise (t = T) to the sample (t = 0)"
+    )
+    pred_grid, pred_box, _ = grid_box(
+        resize_watcher,
+        f"{X0_HAT} (prediction, Eq. 15)",
+        f"{X0_HAT} = ({X_T} − √(1 − ᾱ<sub>t</sub>) ε<sub>θ</sub>({X_T}, t)) / "
+        f"√ᾱ<sub>t</sub>: the network's one-shot guess of the final image from {X_T} (Eq. 15)",
+    )
+    xt_grid.set_placeholder("Press Generate (Ctrl+G) to run a chain; every step is kept so you can scrub it")
+    pred_grid.set_placeholder("The network's prediction of the final image from x_t, at every step")
+    return (xt_grid, xt_box), (pred_grid, pred_box)
+
+
+def fork_results_box(resize_watcher: QObject) -> tuple[ImageGrid, QGroupBox, QLabel, QLabel]:
+    """Forks from x_t (Fig. 7): the grid of the held x_t and its completions, its heading, and the stage line."""
+    grid, box, title = grid_box(
+        resize_watcher,
+        f"Forks from {X_T}",
+        f"The held {X_T} (first, framed) and its completions x<sub>0</sub> ~ p(x<sub>0</sub> | {X_T})",
+    )
+    grid.set_placeholder("Pick an image and a step t, then Fork here: several completions of the same x_t (Fig. 7)")
+    stage_label = QLabel("", wordWrap=True, textFormat=Qt.TextFormat.RichText)
+    box.layout().addWidget(stage_label)
+    return grid, box, title, stage_label
+
+
+def fork_blocker(
+    chain_started: bool, chain_running: bool, t: int | None, front: int, selected: int | None
+) -> str | None:
+    """Why the picked image cannot be forked at step t (the scrubbed step) now, or None: the chain has reached step
+    `front` so far, `selected` is the picked image's index."""
+    if not chain_started:
+        return (
+            "The chain has not computed its first step yet: forking holds an x_t the chain has reached."
+            if chain_running
+            else "Generate a chain first (Ctrl+G)."
+        )
+    if t < front:
+        return (
+            f"Step t = {t} has not been computed yet (the chain is at t = {front}): fork it once the chain gets there."
+        )
+    if selected is None:
+        return f"Click an image in {X_T} or {X0_HAT} to choose which one to fork."
+    if t == 0:
+        return (
+            "At t = 0, x_t is already the finished sample: there is no reverse chain left to fork. "
+            "Move the slider towards T (noise)."
+        )
+    return None
