@@ -370,6 +370,59 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from .convert import import_run
+
+    run = import_run(args.src, args.run, args.data)
+    imported = run.record["imported"]
+    print(
+        f"{run.root}: imported {imported['file']} (sha256 {imported['sha256'][:12]}...), "
+        f"{run.spec.unet.image_size[0]}x{run.spec.unet.image_size[1]}x{run.spec.unet.in_channels}, "
+        f"T={run.spec.diffusion.num_timesteps}",
+        file=sys.stderr,
+    )
+    print(run.root)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .convert import write_diffusers
+    from .loading import provenance
+
+    loaded = _load(args)
+    card = _model_card(loaded, provenance(loaded))
+    out = write_diffusers(args.out, loaded.unet_config, loaded.diffusion.config, loaded.model.state_dict(), card)
+    print(out)
+    return 0
+
+
+def _model_card(loaded, meta: dict[str, str]) -> str:
+    from .runs import Run
+
+    try:
+        run = Run.open(Path(loaded.source).parent.parent)
+        data, train, imported = run.spec.data, cfg.to_jsonable(run.spec.train), run.record.get("imported")
+    except ValueError:
+        data, train, imported = "unknown", {}, None
+    if imported is not None:  # not trained here: say where it came from instead of our default recipe
+        train = {"imported from": imported}
+    return f"""# {meta["run"]}: a DDPM (Ho, Jain & Abbeel 2020), written by DDPM Studio
+
+- training data: `{data}`
+- weights: {"EMA" if meta["weights"] == "ema" else "raw (live)"} at training step {meta["step"]}
+- checkpoint SHA-256 (DDPM Studio's weights file): `{meta["checkpoint_sha256"]}`
+- U-Net: `{meta["config"]}`
+- diffusion: `{meta["diffusion"]}`
+- training settings: `{json.dumps(train, sort_keys=True)}`
+
+```python
+from diffusers import DDPMPipeline
+pipeline = DDPMPipeline.from_pretrained("THIS_FOLDER")
+images = pipeline(batch_size=4, num_inference_steps={loaded.diffusion.num_timesteps}).images
+```
+"""
+
+
 COMMANDS = {
     "presets": cmd_presets,
     "inspect": cmd_inspect,
@@ -379,6 +432,8 @@ COMMANDS = {
     "fork": cmd_fork,
     "interpolate": cmd_interpolate,
     "eval": cmd_eval,
+    "import": cmd_import,
+    "export": cmd_export,
 }
 
 

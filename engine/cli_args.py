@@ -236,4 +236,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the curve as JSON here")
     p.add_argument("--raw", action="store_true", help="use the live weights instead of their EMA")
     p.add_argument("--device", default=None)
+
+    p = command(
+        "import",
+        "make a run directory from a diffusers model (the paper's google/ddpm-* models)",
+        "Read a diffusers UNet2DModel folder (config.json and diffusion_pytorch_model.safetensors or .bin, with "
+        "scheduler_config.json beside it or in ../scheduler), or a DDPMPipeline folder (unet/ and scheduler/), "
+        "and write a run directory to explore: trajectory, fork, interpolate, eval, the studio. Nothing is "
+        "downloaded: bring the folder. A config this engine cannot represent exactly is refused with the field.",
+    )
+    p.add_argument("src", help="the model folder (or its weights file)")
+    p.add_argument("--run", required=True, help="the run directory to create")
+    p.add_argument("--data", default=None, help="the data to explore with (default: built-in shapes at its size)")
+
+    p = command(
+        "export",
+        "write a run's model as a diffusers DDPMPipeline folder",
+        "Write unet/ (config.json, diffusion_pytorch_model.safetensors), scheduler/ and a model card README.md, "
+        "loadable by diffusers' UNet2DModel.from_pretrained(DIR / 'unet'), DDPMScheduler.from_pretrained(DIR / "
+        "'scheduler') and DDPMPipeline.from_pretrained(DIR). EMA weights unless --raw.",
+    )
+    p.add_argument("--run", required=True, help="a run directory (its newest checkpoint) or a checkpoint file")
+    p.add_argument("--format", choices=["diffusers"], default="diffusers")
+    p.add_argument("--out", required=True, help="the folder to write")
+    p.add_argument("--raw", action="store_true", help="the live training weights instead of their EMA")
+    p.add_argument("--device", default="cpu")
     return parser

@@ -191,7 +191,7 @@ class Run:
         return self.root / "metrics.jsonl"
 
     @classmethod
-    def create(cls, root: str | Path, spec: RunSpec) -> Run:
+    def create(cls, root: str | Path, spec: RunSpec, extra: dict[str, Any] | None = None) -> Run:
         root = Path(root)
         if (root / "run.json").exists():
             raise RunError(f"{root} already holds a run; open it to resume, or choose another folder")
@@ -201,6 +201,7 @@ class Run:
             "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "versions": software_versions(),
             **spec.to_json(),
+            **(extra or {}),  # e.g. `imported`: where the weights of an imported model came from
         }
         atomic_write_bytes(root / "run.json", json.dumps(record, indent=2).encode("utf-8"))
         (root / "checkpoints").mkdir(exist_ok=True)

@@ -40,7 +40,7 @@ from .data import BatchPosition, ImageDataset, batches, load_dataset
 from .device import Denoiser, autocast, pick_device, resolve_precision
 from .diffusion import GaussianDiffusion
 from .images import make_grid, save_png, to_uint8, upscale
-from .runs import Run
+from .runs import Run, RunError
 from .sampling import generate, sample
 from .unet import UNet, count_parameters
 
@@ -174,6 +174,8 @@ class Trainer:
 
     def __init__(self, run: Run, device: torch.device | str | None = None, dataset: ImageDataset | None = None):
         self.run_dir = run
+        if "imported" in run.record:  # its checkpoint has weights only: no optimiser, data position or history
+            raise RunError(f"{run.root} holds an imported model: explore it, or train a new run")
         spec = run.spec
         self.config = spec.train
         self.device = distributed.rank_device(pick_device(str(device) if device is not None else None))
