@@ -324,6 +324,43 @@ def import_run(src: str | Path, root: str | Path, data: str | None = None):
     return Run.open(root)
 
 
+def is_diffusers_folder(path: str | Path) -> bool:
+    """A UNet2DModel folder, or a pipeline folder with unet/ (what `read_diffusers` takes)."""
+    path = Path(path)
+    folder = path.parent if path.is_file() else path
+    for config in (folder / "config.json", folder / "unet" / "config.json"):
+        try:
+            if config.is_file() and read_json(config, MAX_JSON_BYTES).get("_class_name") == "UNet2DModel":
+                return True
+        except (UntrustedFileError, AttributeError):
+            return False
+    return False
+
+
+def imports_folder() -> Path:
+    """Where the studio keeps the runs it imported: $XDG_DATA_HOME/ddpm-studio/imports (~/.local/share/...)."""
+    import os
+
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ddpm-studio" / "imports"
+
+
+def imported_run_for(src: str | Path) -> Path:
+    """The run an opened diffusers folder explores: made once in `imports_folder()` (named after the folder and the
+    weights' SHA-256), reused when the same weights are opened again."""
+    folder, _ = _find(Path(src))
+    weights = next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None)
+    if weights is None:
+        raise ConvertError(f"{folder}: no {' or '.join(WEIGHT_FILES)}")
+    digest = hashlib.sha256(read_bounded(weights, MAX_WEIGHTS_BYTES)).hexdigest()
+    name = (folder.parent.name if folder.name == "unet" else folder.name) or "model"
+    root = imports_folder() / f"{name}-{digest[:12]}"
+    if not (root / "run.json").is_file():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        import_run(src, root)
+    return root
+
+
 @dataclass(frozen=True)
 class Imported:
     unet: UNetConfig

@@ -74,7 +74,11 @@ def model_info(loaded: LoadedModel) -> ModelInfo:
 
 def load_model_job(source: str, weights: str = "ema", device: str | None = None):
     def job(ctx: JobContext) -> ModelInfo:
-        loaded = load_model(source, Weights(weights), device)
+        from .convert import imported_run_for, is_diffusers_folder
+
+        # A diffusers model folder (the paper's google/ddpm-* models) is imported once, then explored as a run.
+        path = imported_run_for(source) if is_diffusers_folder(source) else source
+        loaded = load_model(path, Weights(weights), device)
         ctx.state.explore(loaded)
         return model_info(loaded)
 

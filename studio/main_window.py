@@ -46,6 +46,7 @@ class MainWindow(QMainWindow):
     def __init__(self, run_dir: str | None = None, bridge: Bridge | None = None, load_defaults: bool = True):
         super().__init__()
         self.setWindowTitle("DDPM Studio")
+        self.setAcceptDrops(True)  # a run folder, a checkpoint or a diffusers model folder: opened to explore
         self.settings = QSettings("DDPM Studio", "DDPM Studio")
         self.bridge = bridge or Bridge(self)
         self.state = AppState()
@@ -233,9 +234,21 @@ class MainWindow(QMainWindow):
 
     # ---- slots ----
 
+    def dragEnterEvent(self, event) -> None:
+        urls = event.mimeData().urls()
+        if urls and urls[0].isLocalFile():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        """Outside the Dataset tab (which takes image folders itself), a dropped folder or file opens as a model."""
+        event.acceptProposedAction()
+        asyncio.ensure_future(self.open_run(event.mimeData().urls()[0].toLocalFile()))
+
     def _on_open_run(self) -> None:
         start = self.state.get("run_dir") or self.settings.value("last_run", str(Path.cwd()))
-        path = QFileDialog.getExistingDirectory(self, "Open a run directory", str(start))
+        path = QFileDialog.getExistingDirectory(
+            self, "Open a run, or a diffusers model folder (imported once)", str(start)
+        )
         if path:
             asyncio.ensure_future(self.open_run(path))
 

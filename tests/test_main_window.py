@@ -280,3 +280,23 @@ def test_an_export_made_while_a_run_trains_records_the_step_it_was_computed_at(q
     assert newest > 25  # the run went on meanwhile
     assert meta["run"] == "live" and meta["step"] == "25"
     assert meta["checkpoint_sha256"] == json.loads(checkpoint.read_text())["sha256"]
+
+
+def test_a_diffusers_model_folder_opens_to_explore(qtbot, bridge, tmp_path, monkeypatch):
+    """File > Open (or a drop, or `./studio.sh PATH`) on a diffusers pipeline folder imports it once into the
+    studio's imports folder and explores it; opening it again reuses that run."""
+    from engine import convert
+    from engine.config import PRESETS
+    from engine.unet import UNet
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    model = UNet(PRESETS["micro"].unet)
+    convert.write_diffusers(tmp_path / "ddpm-micro", model.config, PRESETS["micro"].diffusion, model.state_dict(), "")
+    window = MainWindow(bridge=bridge, load_defaults=False)
+    qtbot.addWidget(window)
+    assert run_async(qtbot, window.open_run(str(tmp_path / "ddpm-micro")))
+    imported = list((tmp_path / "data" / "ddpm-studio" / "imports").iterdir())
+    assert len(imported) == 1 and imported[0].name.startswith("ddpm-micro-")
+    assert window.model_label.text().startswith(f"exploring {imported[0].name} · step 0 · 8x8x3")
+    assert run_async(qtbot, window.open_run(str(tmp_path / "ddpm-micro" / "unet")))  # again: the same run
+    assert len(list(imported[0].parent.iterdir())) == 1
