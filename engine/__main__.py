@@ -373,7 +373,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from .convert import import_run
 
-    run = import_run(args.src, args.run, args.data)
+    run = import_run(args.src, args.run, args.data, args.image_size)
     imported = run.record["imported"]
     print(
         f"{run.root}: imported {imported['file']} (sha256 {imported['sha256'][:12]}...), "

@@ -45,6 +45,7 @@ RANGES: dict[str, list[tuple[str, str, L.Limit]]] = {
     "fork": [*_EXPLORE, ("n", "--n", L.IMAGES), ("forks", "--forks", L.FORKS)],
     "interpolate": [*_EXPLORE, ("lambdas", "--lambdas", L.LAMBDAS)],
     "eval": [("seed", "--seed", L.SEED), ("n", "--n", L.EVAL_IMAGES)],
+    "import": [("image_size", "--image-size", L.IMAGE_SIDE)],
 }
 
 
@@ -241,13 +242,20 @@ def build_parser() -> argparse.ArgumentParser:
         "import",
         "make a run directory from a diffusers model (the paper's google/ddpm-* models)",
         "Read a diffusers UNet2DModel folder (config.json and diffusion_pytorch_model.safetensors or .bin, with "
-        "scheduler_config.json beside it or in ../scheduler), or a DDPMPipeline folder (unet/ and scheduler/), "
+        "scheduler_config.json beside it or in ../scheduler), a DDPMPipeline folder (unet/ and scheduler/), or a "
+        "checkpoint with the paper's original names (pesser/pytorch_diffusion's model-790000.ckpt etc.), "
         "and write a run directory to explore: trajectory, fork, interpolate, eval, the studio. Nothing is "
         "downloaded: bring the folder. A config this engine cannot represent exactly is refused with the field.",
     )
     p.add_argument("src", help="the model folder (or its weights file)")
     p.add_argument("--run", required=True, help="the run directory to create")
     p.add_argument("--data", default=None, help="the data to explore with (default: built-in shapes at its size)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="an original-name checkpoint's image size (default: read off its 16x16 attention level)",
+    )
 
     p = command(
         "export",

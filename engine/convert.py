@@ -194,72 +194,140 @@ def diffusion_config_to_scheduler(config: DiffusionConfig) -> dict[str, Any]:
 # ---- weights ----
 
 
-def _pairs(config: UNetConfig) -> list[tuple[str, str, str]]:
-    """(kind, our prefix, diffusers prefix) for every layer: kind is 'plain', 'res' or 'attn'."""
+def _pairs(config: UNetConfig, style: str = "diffusers") -> list[tuple[str, str, str]]:
+    """(kind, our prefix, their prefix) for every layer: kind is 'plain', 'res' or 'attn'; style 'diffusers'
+    (UNet2DModel) or 'original' (the paper's TF names as pesser/pytorch_diffusion converted them)."""
     height, width = config.image_size
     levels = len(config.channel_mults)
     attention = [min(height, width) // 2**i in config.attention_resolutions for i in range(levels)]
+    original = style == "original"
+    temb = ("temb.dense.0", "temb.dense.1") if original else ("time_embedding.linear_1", "time_embedding.linear_2")
     pairs = [
-        ("plain", "temb.0", "time_embedding.linear_1"),
-        ("plain", "temb.2", "time_embedding.linear_2"),
+        ("plain", "temb.0", temb[0]),
+        ("plain", "temb.2", temb[1]),
         ("plain", "conv_in", "conv_in"),
-        ("plain", "norm_out", "conv_norm_out"),
+        ("plain", "norm_out", "norm_out" if original else "conv_norm_out"),
         ("plain", "conv_out", "conv_out"),
     ]
+    down, resnets, attns = ("down", "block", "attn") if original else ("down_blocks", "resnets", "attentions")
     for i in range(levels):
         for j in range(config.num_res_blocks):
-            pairs.append(("res", f"down.{i}.blocks.{j}", f"down_blocks.{i}.resnets.{j}"))
+            pairs.append(("res", f"down.{i}.blocks.{j}", f"{down}.{i}.{resnets}.{j}"))
             if attention[i]:
-                pairs.append(("attn", f"down.{i}.attns.{j}", f"down_blocks.{i}.attentions.{j}"))
+                pairs.append(("attn", f"down.{i}.attns.{j}", f"{down}.{i}.{attns}.{j}"))
         if i < levels - 1:
-            pairs.append(("plain", f"downsample.{i}.conv", f"down_blocks.{i}.downsamplers.0.conv"))
-    pairs += [
-        ("res", "mid_block1", "mid_block.resnets.0"),
-        ("attn", "mid_attn", "mid_block.attentions.0"),
-        ("res", "mid_block2", "mid_block.resnets.1"),
-    ]
-    for k in range(levels):  # both list the up levels from the lowest resolution
+            sampler = f"{down}.{i}.downsample.conv" if original else f"{down}.{i}.downsamplers.0.conv"
+            pairs.append(("plain", f"downsample.{i}.conv", sampler))
+    mid = (
+        ("mid.block_1", "mid.attn_1", "mid.block_2")
+        if original
+        else ("mid_block.resnets.0", "mid_block.attentions.0", "mid_block.resnets.1")
+    )
+    pairs += [("res", "mid_block1", mid[0]), ("attn", "mid_attn", mid[1]), ("res", "mid_block2", mid[2])]
+    up = "up" if original else "up_blocks"
+    for k in range(levels):  # ours and diffusers list the up levels from the lowest resolution; the original by level
+        theirs = levels - 1 - k if original else k
         for j in range(config.num_res_blocks + 1):
-            pairs.append(("res", f"up.{k}.blocks.{j}", f"up_blocks.{k}.resnets.{j}"))
+            pairs.append(("res", f"up.{k}.blocks.{j}", f"{up}.{theirs}.{resnets}.{j}"))
             if attention[levels - 1 - k]:
-                pairs.append(("attn", f"up.{k}.attns.{j}", f"up_blocks.{k}.attentions.{j}"))
+                pairs.append(("attn", f"up.{k}.attns.{j}", f"{up}.{theirs}.{attns}.{j}"))
         if k < levels - 1:
-            pairs.append(("plain", f"upsample.{k}.conv", f"up_blocks.{k}.upsamplers.0.conv"))
+            sampler = f"{up}.{theirs}.upsample.conv" if original else f"{up}.{theirs}.upsamplers.0.conv"
+            pairs.append(("plain", f"upsample.{k}.conv", sampler))
     return pairs
+
+
+ORIGINAL_NAMES = {"norm": "norm", "q": "q", "k": "k", "v": "v", "out": "proj_out"}
+ORIGINAL_RESBLOCK = {**RESBLOCK, "temb_proj": "temb_proj", "shortcut": "nin_shortcut"}
 
 
 def state_from_diffusers(state: dict[str, torch.Tensor], config: UNetConfig) -> dict[str, torch.Tensor]:
     """A UNet2DModel state dict (either attention naming) -> ours for `config`; ConvertError names a missing tensor."""
     naming = ATTENTION_NAMES["current" if any(".to_q." in k for k in state) else "legacy"]
+    return _state_from(state, config, "diffusers", naming, RESBLOCK)
+
+
+def state_from_original(state: dict[str, torch.Tensor], config: UNetConfig) -> dict[str, torch.Tensor]:
+    """A checkpoint with the paper's original names (pesser/pytorch_diffusion's conversion) -> ours."""
+    return _state_from(state, config, "original", ORIGINAL_NAMES, ORIGINAL_RESBLOCK)
+
+
+def _state_from(state, config, style, naming, resblock) -> dict[str, torch.Tensor]:
     ours: dict[str, torch.Tensor] = {}
     used: set[str] = set()
 
     def take(name: str) -> torch.Tensor:
         if name not in state:
-            raise ConvertError(f"the weights lack {name!r} (not a UNet2DModel of this config?)")
+            raise ConvertError(f"the weights lack {name!r} (not a model of this config?)")
         used.add(name)
         return state[name]
 
-    for kind, mine, theirs in _pairs(config):
+    for kind, mine, theirs in _pairs(config, style):
         for field in ("weight", "bias"):
             if kind == "plain":
                 ours[f"{mine}.{field}"] = take(f"{theirs}.{field}")
             elif kind == "res":
-                for our_name, their_name in RESBLOCK.items():
-                    if our_name == "shortcut" and f"{theirs}.conv_shortcut.{field}" not in state:
+                for our_name, their_name in resblock.items():
+                    if our_name == "shortcut" and f"{theirs}.{their_name}.{field}" not in state:
                         continue  # same channel count in and out: an identity shortcut
                     ours[f"{mine}.{our_name}.{field}"] = take(f"{theirs}.{their_name}.{field}")
             else:
                 ours[f"{mine}.norm.{field}"] = take(f"{theirs}.{naming['norm']}.{field}")
                 qkv = torch.cat([take(f"{theirs}.{naming[p]}.{field}") for p in "qkv"])
                 out = take(f"{theirs}.{naming['out']}.{field}")
-                if field == "weight":  # Linear [C_out, C_in] -> 1x1 conv [C_out, C_in, 1, 1]
+                if field == "weight":  # Linear [C_out, C_in] (diffusers) or 1x1 conv -> 1x1 conv [C_out, C_in, 1, 1]
                     qkv, out = qkv.reshape(*qkv.shape[:2], 1, 1), out.reshape(*out.shape[:2], 1, 1)
                 ours[f"{mine}.qkv.{field}"], ours[f"{mine}.proj_out.{field}"] = qkv, out
     unused = sorted(set(state) - used)
     if unused:
         raise ConvertError(f"the weights hold {len(unused)} tensors this config does not use (e.g. {unused[0]!r})")
     return ours
+
+
+def state_to_original(state: dict[str, torch.Tensor], config: UNetConfig) -> dict[str, torch.Tensor]:
+    """Ours -> the paper's original names (for tests, and for anyone who wants them)."""
+    theirs: dict[str, torch.Tensor] = {}
+    for kind, mine, their in _pairs(config, "original"):
+        for field in ("weight", "bias"):
+            if kind == "plain":
+                theirs[f"{their}.{field}"] = state[f"{mine}.{field}"]
+            elif kind == "res":
+                for our_name, their_name in ORIGINAL_RESBLOCK.items():
+                    if f"{mine}.{our_name}.{field}" in state:
+                        theirs[f"{their}.{their_name}.{field}"] = state[f"{mine}.{our_name}.{field}"]
+            else:
+                theirs[f"{their}.norm.{field}"] = state[f"{mine}.norm.{field}"]
+                for part, tensor in zip("qkv", state[f"{mine}.qkv.{field}"].chunk(3)):
+                    theirs[f"{their}.{part}.{field}"] = tensor.contiguous()
+                theirs[f"{their}.proj_out.{field}"] = state[f"{mine}.proj_out.{field}"]
+    return theirs
+
+
+def config_from_original(state: dict[str, torch.Tensor], image_size: int | None = None) -> UNetConfig:
+    """The U-Net an original-name checkpoint holds, read off its tensors' shapes. The image size is not in the
+    weights: the paper's models attend at 16x16, so it follows from the level with attention unless given."""
+    try:
+        ch, in_channels = state["conv_in.weight"].shape[:2]
+        levels = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("down."))
+        blocks = 1 + max(int(k.split(".")[3]) for k in state if k.startswith("down.0.block."))
+        mults = tuple(state[f"down.{i}.block.0.conv1.weight"].shape[0] // ch for i in range(levels))
+        attention = [any(k.startswith(f"down.{i}.attn.") for k in state) for i in range(levels)]
+    except (KeyError, ValueError, IndexError) as e:
+        raise ConvertError(f"not a checkpoint with the paper's original names ({e})") from None
+    if image_size is None:
+        if not any(attention):
+            raise ConvertError("the image size is not in the weights and no level has attention: give it")
+        image_size = 16 * 2 ** attention.index(True)
+    return UNetConfig(
+        in_channels=int(in_channels),
+        image_size=(image_size, image_size),
+        base_channels=int(ch),
+        channel_mults=mults,
+        num_res_blocks=blocks,
+        attention_resolutions=tuple(image_size // 2**i for i, a in enumerate(attention) if a),
+        dropout=0.0,
+        norm_groups=32,
+    )
 
 
 def state_to_diffusers(state: dict[str, torch.Tensor], config: UNetConfig) -> dict[str, torch.Tensor]:
@@ -289,7 +357,7 @@ def state_to_diffusers(state: dict[str, torch.Tensor], config: UNetConfig) -> di
 # ---- folders ----
 
 
-def import_run(src: str | Path, root: str | Path, data: str | None = None):
+def import_run(src: str | Path, root: str | Path, data: str | None = None, image_size: int | None = None):
     """Make a run directory from a diffusers folder: run.json (the configs, `imported` = where the weights came
     from, and the data spec to explore with) and one checkpoint whose model and EMA weights are the imported ones.
     Such a run explores like any other; it cannot be trained further here (the trainer refuses it). Written into
@@ -303,7 +371,7 @@ def import_run(src: str | Path, root: str | Path, data: str | None = None):
     root = Path(root)
     if root.exists():
         raise RunError(f"{root} exists already: import into a new folder")
-    imported = read_diffusers(src)
+    imported = read_model(src, image_size)
     h, w = imported.unet.image_size
     size = str(h) if h == w else f"{h}x{w}"
     channels = "" if imported.unet.in_channels == 3 else f"&channels={imported.unet.in_channels}"
@@ -322,6 +390,11 @@ def import_run(src: str | Path, root: str | Path, data: str | None = None):
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return Run.open(root)
+
+
+def is_importable(path: str | Path) -> bool:
+    """What the studio imports when it is opened: a diffusers folder or an original-name checkpoint file."""
+    return is_diffusers_folder(path) or is_original_checkpoint(path)
 
 
 def is_diffusers_folder(path: str | Path) -> bool:
@@ -348,12 +421,15 @@ def imports_folder() -> Path:
 def imported_run_for(src: str | Path) -> Path:
     """The run an opened diffusers folder explores: made once in `imports_folder()` (named after the folder and the
     weights' SHA-256), reused when the same weights are opened again."""
-    folder, _ = _find(Path(src))
-    weights = next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None)
-    if weights is None:
-        raise ConvertError(f"{folder}: no {' or '.join(WEIGHT_FILES)}")
+    if is_original_checkpoint(src):
+        weights, name = Path(src), Path(src).stem
+    else:
+        folder, _ = _find(Path(src))
+        weights = next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None)
+        if weights is None:
+            raise ConvertError(f"{folder}: no {' or '.join(WEIGHT_FILES)}")
+        name = (folder.parent.name if folder.name == "unet" else folder.name) or "model"
     digest = hashlib.sha256(read_bounded(weights, MAX_WEIGHTS_BYTES)).hexdigest()
-    name = (folder.parent.name if folder.name == "unet" else folder.name) or "model"
     root = imports_folder() / f"{name}-{digest[:12]}"
     if not (root / "run.json").is_file():
         root.parent.mkdir(parents=True, exist_ok=True)
@@ -381,6 +457,34 @@ def _find(src: Path) -> tuple[Path, Path | None]:
         if candidate.is_file():
             return folder, candidate
     return folder, None
+
+
+ORIGINAL_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
+
+
+def is_original_checkpoint(path: str | Path) -> bool:
+    """A weights file with no diffusers config.json beside it (the paper's models as pesser converted them)."""
+    path = Path(path)
+    return path.is_file() and path.suffix in ORIGINAL_SUFFIXES and not (path.parent / "config.json").is_file()
+
+
+def read_original(src: str | Path, image_size: int | None = None) -> Imported:
+    """A checkpoint with the paper's original names -> configs (the U-Net read off the tensors, the paper's diffusion
+    settings: T = 1000, linear betas 1e-4 to 0.02, sigma^2 = beta, x^0 clipped) and our state dict."""
+    path = Path(src)
+    try:
+        blob = read_bounded(path, MAX_WEIGHTS_BYTES)
+    except UntrustedFileError as e:
+        raise ConvertError(f"{path.name} {e}") from None
+    state = _load_weights(path, blob)
+    unet = config_from_original(state, image_size)
+    source = {"format": "original (the paper's names)", "file": path.name, "sha256": hashlib.sha256(blob).hexdigest()}
+    return Imported(unet, DiffusionConfig(), state_from_original(state, unet), source)
+
+
+def read_model(src: str | Path, image_size: int | None = None) -> Imported:
+    """Either kind: a diffusers folder, or an original-name checkpoint file."""
+    return read_original(src, image_size) if is_original_checkpoint(src) else read_diffusers(src)
 
 
 def read_diffusers(src: str | Path) -> Imported:

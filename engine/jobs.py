@@ -74,10 +74,11 @@ def model_info(loaded: LoadedModel) -> ModelInfo:
 
 def load_model_job(source: str, weights: str = "ema", device: str | None = None):
     def job(ctx: JobContext) -> ModelInfo:
-        from .convert import imported_run_for, is_diffusers_folder
+        from .convert import imported_run_for, is_importable
 
-        # A diffusers model folder (the paper's google/ddpm-* models) is imported once, then explored as a run.
-        path = imported_run_for(source) if is_diffusers_folder(source) else source
+        # A diffusers model folder or an original-name checkpoint (the paper's models) is imported once, then
+        # explored as a run.
+        path = imported_run_for(source) if is_importable(source) else source
         loaded = load_model(path, Weights(weights), device)
         ctx.state.explore(loaded)
         return model_info(loaded)

@@ -55,6 +55,7 @@ GRID_COLUMNS = Limit(1, 1024)
 SEED = Limit(0, 2**63 - 1)
 EVAL_IMAGES = Limit(1, 1_000_000)
 FORWARD_BATCH = Limit(1, 4096)  # `presets --time`
+IMAGE_SIDE = Limit(8, 1024)  # an imported model's image size
 
 # ---- training ----
 TRAIN_STEPS = Limit(1, 1_000_000_000)

@@ -196,3 +196,29 @@ def test_one_reverse_step_equals_the_imported_schedulers(variance):
         # diffusers builds its schedule in float32, ours in float64 (the paper's code does too): at t = 1 that
         # rounding shows as ~5e-5 in x_{t-1}
         assert (got - expected).abs().max() < 1e-4, (t, float((got - expected).abs().max()))
+
+
+def test_a_checkpoint_with_the_papers_original_names_imports(tmp_path, capsys):
+    """pesser/pytorch_diffusion's names (temb.dense, down.i.block.j, mid.block_1, up.i by level, q/k/v/proj_out as
+    1x1 convs) in a torch.save'd state dict: the U-Net is read off the tensors (the image size from the 16x16
+    attention level), the paper's diffusion settings apply, and the weights are ours tensor for tensor."""
+    from engine.__main__ import main
+    from engine.config import DiffusionConfig
+    from engine.loading import load_model
+
+    config = dataclasses.replace(PRESETS["tiny"].unet, attention_resolutions=(16,), dropout=0.0)  # 16x16 at level 0
+    torch.manual_seed(0)
+    model = UNet(config).eval()
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter, std=0.05)
+    torch.save(convert.state_to_original(model.state_dict(), config), tmp_path / "model-790000.ckpt")
+    read = convert.read_model(tmp_path / "model-790000.ckpt")
+    assert read.unet == config and read.diffusion == DiffusionConfig() and read.source["file"] == "model-790000.ckpt"
+    assert all(torch.equal(read.state[k], v) for k, v in model.state_dict().items())
+    assert main(["import", str(tmp_path / "model-790000.ckpt"), "--run", str(tmp_path / "paper")]) == 0
+    loaded = load_model(tmp_path / "paper")
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([5, 900])
+    assert torch.equal(_eps(loaded.model, x, t), _eps(model, x, t))
+    capsys.readouterr()
+    assert main(["import", str(tmp_path / "model-790000.ckpt"), "--run", str(tmp_path / "x"), "--image-size", "3"]) == 2
+    assert "--image-size must be in 8..1024" in capsys.readouterr().err
