@@ -37,7 +37,7 @@ def test_evaluating_the_micro_model_shows_finite_positive_bits_per_dim_and_the_c
     assert result.images == 16
     assert f"{result.bits_per_dim:.2f}" in panel.result_label.text()
     assert "bits/dim" in panel.result_label.text() and "16 test images" in panel.result_label.text()
-    assert "step 6" in panel.result_label.text()
+    assert "step 6" in panel.result_label.text() and "data builtin:shapes" in panel.result_label.text()
     T = bridge.model.num_timesteps
     rate_x, distortion_y = panel.rate_distortion_curve.getData()
     assert len(rate_x) == len(distortion_y) == T + 1 == len(result.rate)

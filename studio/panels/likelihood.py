@@ -100,7 +100,7 @@ class LikelihoodPanel(QWidget):
         self._requests = ViewRequests(  # one evaluation at a time (studio/requests.py)
             on_value=self._on_progress, on_done=self._on_scored, on_error=self._on_failed, on_cancelled=self._on_stopped
         )
-        self._asked_split = ""
+        self._asked_split, self._asked_spec = "", ""  # what the evaluation in flight scores
         self._evaluating = ""  # "Evaluating the bound on N test images", for the status line
         self._bound_started, self._bound_done_at_start = 0.0, 0  # the bound's first progress: time.monotonic(), done
         self.result: LikelihoodResult | None = None
@@ -245,7 +245,7 @@ class LikelihoodPanel(QWidget):
 
     async def _evaluate(self) -> None:
         spec, split = self.held_out_spec(), self.split_combo.currentText()
-        self._asked_split = split
+        self._asked_split, self._asked_spec = split, spec
         await self._requests.ask(lambda on_value: asyncio.ensure_future(self._read_and_score(spec, split, on_value)))
 
     async def _read_and_score(self, spec: str, split: str, on_value):
@@ -271,7 +271,7 @@ class LikelihoodPanel(QWidget):
     def _on_scored(self, result: LikelihoodResult) -> None:
         self._set_running(False)
         named = result.model.label() if result.model is not None else "model unknown"
-        self._show_result(result, self._asked_split, named)
+        self._show_result(result, self._asked_split, f"{named}; data {self._asked_spec}")
         self.evaluated.emit(result)
 
     def _set_running(self, running: bool) -> None:
