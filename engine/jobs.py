@@ -9,6 +9,7 @@ refine progressively (engine/refine.py).
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ class ModelInfo:
     parameters: int
     provenance: dict[str, str]  # what a picture made with this model records of it (loading.provenance)
     identity: ModelIdentity | None = None  # run name, step, weights, SHA-256
+    seconds_per_image_step: float | None = None  # measured when loaded: one image through one network evaluation
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,19 @@ class TrajectoryFrames:
 # ---- model ----
 
 
-def model_info(loaded: LoadedModel) -> ModelInfo:
+def time_one_step(loaded: LoadedModel, batch: int = 2) -> float:
+    """Seconds of one network evaluation per image, measured here (so a view can say what a chain will cost before
+    it starts: the paper's 256x256 models take seconds per step on a CPU)."""
+    c = loaded.unet_config
+    x = torch.zeros(batch, c.in_channels, *c.image_size, device=loaded.diffusion.device)
+    t = torch.full((batch,), loaded.diffusion.num_timesteps - 1, device=loaded.diffusion.device)
+    started = time.perf_counter()
+    with torch.no_grad():
+        loaded.denoiser()(x, t)
+    return (time.perf_counter() - started) / batch
+
+
+def model_info(loaded: LoadedModel, seconds_per_image_step: float | None = None) -> ModelInfo:
     return ModelInfo(
         loaded.source,
         loaded.step,
@@ -69,6 +83,7 @@ def model_info(loaded: LoadedModel) -> ModelInfo:
         count_parameters(loaded.model),
         provenance(loaded),
         loaded.identity,
+        seconds_per_image_step,
     )
 
 
@@ -81,7 +96,7 @@ def load_model_job(source: str, weights: str = "ema", device: str | None = None)
         path = imported_run_for(source) if is_importable(source) else source
         loaded = load_model(path, Weights(weights), device)
         ctx.state.explore(loaded)
-        return model_info(loaded)
+        return model_info(loaded, time_one_step(loaded))
 
     return job
 

@@ -302,3 +302,15 @@ def test_space_and_f_work_after_generating_from_the_spin_box(qtbot, panel):
     with qtbot.waitSignal(panel.forks_shown, timeout=30_000, check_params_cb=lambda stage: stage == "exact"):
         qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_F)
     assert "t = 25" in panel.fork_title.text() and "image #2" in panel.fork_title.text()
+
+
+def test_generate_says_what_the_chain_will_cost_before_it_runs(qtbot, panel, bridge):
+    """The model's time per image and step is measured when it loads; Generate's first status line turns it into
+    the chain's cost here (the paper's 256x256 models take minutes per chain on a CPU: say so up front)."""
+    assert bridge.model.seconds_per_image_step is not None and bridge.model.seconds_per_image_step > 0
+    shown = []
+    bridge.job_started.connect(lambda job, key: key == "trajectory" and shown.append(panel.status_label.text()))
+    panel.n_spin.setValue(2)
+    panel.generate_button.click()
+    qtbot.waitUntil(lambda: bool(shown), timeout=10_000)
+    assert "Starting a chain of 2 samples" in shown[0] and "101 steps, about" in shown[0] and "here" in shown[0]

@@ -38,6 +38,7 @@ from studio.widgets.chain_view import (
     X_T,
     ChainControls,
     ForkControls,
+    chain_cost,
     fill_grid,
     fork_blocker,
     fork_results_box,
@@ -201,7 +202,7 @@ class TrajectoryPanel(QWidget):
         self.scrubber.reset(getattr(model, "num_timesteps", 0))
         self.stop_button.setEnabled(True)
         self._update_fork_button()
-        self._set_status(f"Starting a chain of {n} samples from seed {seed}…", 0, 0)
+        self._set_status(f"Starting a chain of {n} samples from seed {seed}{chain_cost(model, n)}…", 0, 0)
         self._chain_asked = (n, seed)
         await self._chains.ask(lambda on_value: self.bridge.trajectory(n, seed, on_frames=on_value))
 

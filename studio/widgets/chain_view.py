@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPush
 
 from studio.bridge import limits, spin_range
 from studio.widgets.image_grid import ImageGrid
+from studio.widgets.plots import duration
 
 # Rich text: upright DejaVu Sans (the usual Linux fallback) drops the combining hat of x̂; the italic keeps it.
 X_T, X0_HAT = "<i>x</i><sub>t</sub>", "<i>x̂</i><sub>0</sub>"
@@ -178,3 +179,11 @@ def fork_blocker(
             "Move the slider towards T (noise)."
         )
     return None
+
+
+def chain_cost(model, n: int) -> str:
+    """What a chain of n images will cost here, from the model's measured time per image and step: " (1,001 steps,
+    about 4 min here)" (empty when not measured)."""
+    cost = getattr(model, "seconds_per_image_step", None)
+    steps = getattr(model, "num_timesteps", 0) + 1
+    return f" ({steps:,} steps, about {duration(cost * n * steps)} here)" if cost else ""
