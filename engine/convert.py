@@ -286,21 +286,7 @@ def _state_from(state, config, style, naming, resblock) -> dict[str, torch.Tenso
 
 def state_to_original(state: dict[str, torch.Tensor], config: UNetConfig) -> dict[str, torch.Tensor]:
     """Ours -> the paper's original names (for tests, and for anyone who wants them)."""
-    theirs: dict[str, torch.Tensor] = {}
-    for kind, mine, their in _pairs(config, "original"):
-        for field in ("weight", "bias"):
-            if kind == "plain":
-                theirs[f"{their}.{field}"] = state[f"{mine}.{field}"]
-            elif kind == "res":
-                for our_name, their_name in ORIGINAL_RESBLOCK.items():
-                    if f"{mine}.{our_name}.{field}" in state:
-                        theirs[f"{their}.{their_name}.{field}"] = state[f"{mine}.{our_name}.{field}"]
-            else:
-                theirs[f"{their}.norm.{field}"] = state[f"{mine}.norm.{field}"]
-                for part, tensor in zip("qkv", state[f"{mine}.qkv.{field}"].chunk(3)):
-                    theirs[f"{their}.{part}.{field}"] = tensor.contiguous()
-                theirs[f"{their}.proj_out.{field}"] = state[f"{mine}.proj_out.{field}"]
-    return theirs
+    return _state_to(state, config, "original", ORIGINAL_NAMES, ORIGINAL_RESBLOCK, linear_attention=False)
 
 
 def config_from_original(state: dict[str, torch.Tensor], image_size: int | None = None) -> UNetConfig:
@@ -332,21 +318,23 @@ def config_from_original(state: dict[str, torch.Tensor], image_size: int | None 
 
 def state_to_diffusers(state: dict[str, torch.Tensor], config: UNetConfig) -> dict[str, torch.Tensor]:
     """Our state dict -> a UNet2DModel's (current attention naming)."""
-    naming = ATTENTION_NAMES["current"]
+    return _state_to(state, config, "diffusers", ATTENTION_NAMES["current"], RESBLOCK, linear_attention=True)
+
+
+def _state_to(state, config, style, naming, resblock, linear_attention: bool) -> dict[str, torch.Tensor]:
     theirs: dict[str, torch.Tensor] = {}
-    for kind, mine, their in _pairs(config):
+    for kind, mine, their in _pairs(config, style):
         for field in ("weight", "bias"):
             if kind == "plain":
                 theirs[f"{their}.{field}"] = state[f"{mine}.{field}"]
             elif kind == "res":
-                for our_name, their_name in RESBLOCK.items():
+                for our_name, their_name in resblock.items():
                     if f"{mine}.{our_name}.{field}" in state:
                         theirs[f"{their}.{their_name}.{field}"] = state[f"{mine}.{our_name}.{field}"]
             else:
                 theirs[f"{their}.{naming['norm']}.{field}"] = state[f"{mine}.norm.{field}"]
-                qkv = state[f"{mine}.qkv.{field}"]
-                out = state[f"{mine}.proj_out.{field}"]
-                if field == "weight":
+                qkv, out = state[f"{mine}.qkv.{field}"], state[f"{mine}.proj_out.{field}"]
+                if field == "weight" and linear_attention:  # 1x1 conv [C_out, C_in, 1, 1] -> Linear [C_out, C_in]
                     qkv, out = qkv.flatten(1), out.flatten(1)
                 for part, tensor in zip("qkv", qkv.chunk(3)):
                     theirs[f"{their}.{naming[part]}.{field}"] = tensor.contiguous()
