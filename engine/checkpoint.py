@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
 from .atomic import atomic_write_bytes
 from .untrusted import MAX_WEIGHTS_BYTES, UntrustedFileError, read_bounded, read_record, sibling
@@ -136,7 +136,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
             f"{weights_path.name}: the weights do not match their checksum (truncated or altered; {len(blob):,} bytes)"
         )
     try:
-        tensors = load_file(str(weights_path), device=str(device))
+        # the bytes just verified, not a second read of the file (which could have changed in between)
+        tensors = {k: v.to(device) for k, v in load(blob).items()}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights_path.name}: not a readable safetensors file ({e})") from None
     return Checkpoint(path, int(record["step"]), tensors, record)

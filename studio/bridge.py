@@ -37,19 +37,16 @@ from engine.worker import EngineWorker, JobCancelled, JobFailed, JobFinished, Jo
 # Re-exported for panels, which must not import the engine's torch-backed modules themselves.
 Refined = refine.Refined
 ChainProgress = refine.ChainProgress
-Stage = refine.Stage
 TrajectoryFrames = jobs.TrajectoryFrames
 ModelInfo = jobs.ModelInfo
 DataPreview = jobs.DataPreview
 LikelihoodResult = jobs.LikelihoodResult
 TrainingCost = jobs.TrainingCost
-SETTLED_STEPS = refine.SETTLED_STEPS  # the longest strided chain a progressive view shows before the exact one
 __all__ = [
     "Bridge",
     "EngineError",
     "Refined",
     "ChainProgress",
-    "Stage",
     "TrajectoryFrames",
     "ModelInfo",
     "DataPreview",
@@ -79,7 +76,6 @@ __all__ = [
     "run_name",
     "identity_provenance",
     "human_bytes",
-    "SETTLED_STEPS",
     "limits",
     "spin_range",
     "TrainStarted",

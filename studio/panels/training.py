@@ -47,12 +47,13 @@ from studio.bridge import (
     TrainStarted,
     read_run_record,
     run_name,
+    step_files,
     to_jsonable,
 )
 from studio.state import AppState
 from studio.widgets.plots import TrainingCurves
 from studio.widgets.run_controls import BUSY_STATES, RunControls
-from studio.widgets.run_outputs import RunOutputs, steps_in
+from studio.widgets.run_outputs import RunOutputs
 from studio.widgets.train_settings import SETTINGS, PaperDifferences, TrainSettingsForm
 
 FOLLOW_INTERVAL_MS = 2000
@@ -434,7 +435,7 @@ class TrainingPanel(QWidget):
         """Say in the status bar when the followed run has saved a newer checkpoint than the loaded model of the same
         run (once per checkpoint). Never reload it on its own: that would clear whatever is being explored."""
         model, run = self.bridge.model, Path(self.run_dir)
-        checkpoints = steps_in(run / "checkpoints", "json")
+        checkpoints = step_files(run / "checkpoints", "json")
         if model is None or not checkpoints:
             return
         try:

@@ -22,8 +22,6 @@ from PySide6.QtWidgets import QGridLayout, QLabel, QListWidget, QListWidgetItem,
 from studio.bridge import step_files
 from studio.widgets.image_grid import ImageGrid
 
-steps_in = step_files  # the run's files, as the engine names them (engine.runs, through the bridge)
-
 
 def read_png(path: Path) -> np.ndarray | None:
     """A PNG as [1, H, W, 3] uint8 (for ImageGrid), or None if it cannot be read yet."""
@@ -103,7 +101,7 @@ class RunOutputs(QWidget):
 
     def show_newest_sample(self, run_dir: Path) -> None:
         """Show the run's newest samples/ grid (the EMA weights') if it is new and complete."""
-        samples = steps_in(run_dir / "samples", "png")
+        samples = step_files(run_dir / "samples", "png")
         if samples and samples[-1][1].name != self._shown_sample:
             step, path = samples[-1]
             picture = read_png(path)
@@ -115,7 +113,7 @@ class RunOutputs(QWidget):
     def list_checkpoints(self, run_dir: Path) -> None:
         """List the run's checkpoints, newest first (pruned ones disappear)."""
         self.checkpoint_list.clear()
-        for step, path in reversed(steps_in(run_dir / "checkpoints", "json")):
+        for step, path in reversed(step_files(run_dir / "checkpoints", "json")):
             try:
                 when = dt.datetime.fromtimestamp(path.stat().st_mtime)
             except OSError:
