@@ -60,16 +60,19 @@ class TrajectoryFrames:
 # ---- model ----
 
 
-def time_one_step(loaded: LoadedModel, batch: int = 2) -> float:
-    """Seconds of one network evaluation per image, measured here (so a view can say what a chain will cost before
-    it starts: the paper's 256x256 models take seconds per step on a CPU)."""
+def time_one_step(loaded: LoadedModel) -> float:
+    """Seconds of one network evaluation of one image, measured here after a warm-up evaluation, so a view can say
+    what a chain will cost before it starts (the paper's 256x256 models take seconds per step on a CPU). An upper
+    bound per image: a batch shares the per-call overhead, which dominates for small models."""
     c = loaded.unet_config
-    x = torch.zeros(batch, c.in_channels, *c.image_size, device=loaded.diffusion.device)
-    t = torch.full((batch,), loaded.diffusion.num_timesteps - 1, device=loaded.diffusion.device)
-    started = time.perf_counter()
+    x = torch.zeros(1, c.in_channels, *c.image_size, device=loaded.diffusion.device)
+    t = torch.full((1,), loaded.diffusion.num_timesteps - 1, device=loaded.diffusion.device)
+    denoiser = loaded.denoiser()
     with torch.no_grad():
-        loaded.denoiser()(x, t)
-    return (time.perf_counter() - started) / batch
+        denoiser(x, t)  # the first call pays one-time costs (kernel selection, allocations)
+        started = time.perf_counter()
+        denoiser(x, t)
+    return time.perf_counter() - started
 
 
 def model_info(loaded: LoadedModel, seconds_per_image_step: float | None = None) -> ModelInfo:

@@ -313,4 +313,4 @@ def test_generate_says_what_the_chain_will_cost_before_it_runs(qtbot, panel, bri
     panel.n_spin.setValue(2)
     panel.generate_button.click()
     qtbot.waitUntil(lambda: bool(shown), timeout=10_000)
-    assert "Starting a chain of 2 samples" in shown[0] and "101 steps, about" in shown[0] and "here" in shown[0]
+    assert "Starting a chain of 2 samples" in shown[0] and "101 steps, up to" in shown[0] and "here" in shown[0]

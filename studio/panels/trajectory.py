@@ -10,6 +10,7 @@ computed can be forked, while the rest of the chain still runs.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
@@ -44,6 +45,7 @@ from studio.widgets.chain_view import (
     fork_results_box,
     frame_boxes,
     stage_text,
+    time_left,
 )
 from studio.widgets.image_grid import ImageGrid
 from studio.widgets.scrubber import ChainFrames, TimestepScrubber
@@ -82,7 +84,7 @@ class TrajectoryPanel(QWidget):
         self._forks = ViewRequests(
             on_value=self._on_fork_progress, on_done=self._on_fork_done, on_error=self._on_fork_failed
         )
-        self._chain_asked: tuple[int, int] = (0, 0)  # (n, seed) of the chain in flight
+        self._chain_asked, self._started = (0, 0), 0.0  # (n, seed) of the chain in flight, and when it started
         self._fork_asked: tuple[int, int, int] = (0, 0, 0)  # (image index, t, forks) of the fork in flight
         self._shown: dict[ImageGrid, tuple] = {}  # grid -> (images, captions) it shows
         self._clear_frames()
@@ -202,6 +204,7 @@ class TrajectoryPanel(QWidget):
         self.scrubber.reset(getattr(model, "num_timesteps", 0))
         self.stop_button.setEnabled(True)
         self._update_fork_button()
+        self._started = time.monotonic()
         self._set_status(f"Starting a chain of {n} samples from seed {seed}{chain_cost(model, n)}…", 0, 0)
         self._chain_asked = (n, seed)
         await self._chains.ask(lambda on_value: self.bridge.trajectory(n, seed, on_frames=on_value))
@@ -252,7 +255,8 @@ class TrajectoryPanel(QWidget):
         if not chain.complete:
             self._set_status(
                 f"Computing the chain: at t = {chain.front} of {chain.num_timesteps} ({chain.received} / "
-                f"{frames.total} frames); scrub or fork what has arrived.",
+                f"{frames.total} frames{time_left(time.monotonic() - self._started, chain.received, frames.total)});"
+                " scrub or fork what has arrived.",
                 chain.received,
                 frames.total,
             )

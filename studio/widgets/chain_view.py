@@ -182,8 +182,15 @@ def fork_blocker(
 
 
 def chain_cost(model, n: int) -> str:
-    """What a chain of n images will cost here, from the model's measured time per image and step: " (1,001 steps,
-    about 4 min here)" (empty when not measured)."""
+    """What a chain of n images will cost here at most, from the model's measured time per image and step:
+    " (1,001 steps, up to 4 min here)" (empty when not measured)."""
     cost = getattr(model, "seconds_per_image_step", None)
     steps = getattr(model, "num_timesteps", 0) + 1
-    return f" ({steps:,} steps, about {duration(cost * n * steps)} here)" if cost else ""
+    return f" ({steps:,} steps, up to {duration(cost * n * steps)} here)" if cost else ""
+
+
+def time_left(elapsed: float, received: int, total: int) -> str:
+    """ ", about 40 s left" from the frames received so far (the first arrives at once: it is x_T), or ""."""
+    if received < 3:
+        return ""
+    return f", about {duration(elapsed / (received - 1) * (total - received))} left"
