@@ -351,18 +351,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from . import figures
-    from .data import Split, load_dataset, parse_data_spec
-    from .runs import Run
+    from .data import Split, held_out_notes, load_dataset, parse_data_spec
 
     loaded = _load(args)
-    run = Run.open(Path(loaded.source).parent.parent)
-    spec = dataclasses.replace(parse_data_spec(run.spec.data), split=Split(args.split))
+    data = args.data or loaded.trained_on or "builtin:shapes"
+    shape = {"image_size": loaded.unet_config.image_size, "channels": loaded.unet_config.in_channels}
+    spec = dataclasses.replace(parse_data_spec(data), split=Split(args.split), **shape)
     dataset = load_dataset(spec)
+    notes = held_out_notes(dataset.report, loaded.trained_on)
+    for warning in notes.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     n = min(args.n, len(dataset))
     x0 = (torch.stack([dataset[i] for i in range(n)]).float() / 127.5 - 1).to(loaded.diffusion.device)
     progress = _progress("bound")
     summary = figures.bound_summary(loaded, x0, args.seed, args.split, progress)
     progress()
+    summary |= {"data": notes.scored, "warnings": list(notes.warnings)}
     curves = {key: summary.pop(key) for key in ("rate_bpd", "distortion_rmse")}
     print(json.dumps(summary, indent=2))
     if args.out:

@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="a run directory or a checkpoint file")
     p.add_argument("--n", type=int, default=64, help="how many images (default 64)")
     p.add_argument("--split", choices=["test", "train"], default="test", help="which split (default test)")
+    p.add_argument(
+        "--data", default=None, help="a data spec to score instead of the run's own (brought to the model's size)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the curve as JSON here")
     p.add_argument("--raw", action="store_true", help="use the live weights instead of their EMA")

@@ -363,15 +363,15 @@ def import_run(src: str | Path, root: str | Path, data: str | None = None, image
     h, w = imported.unet.image_size
     size = str(h) if h == w else f"{h}x{w}"
     channels = "" if imported.unet.in_channels == 3 else f"&channels={imported.unet.in_channels}"
-    data = data or f"builtin:shapes?size={size}{channels}"
+    trained_on, data = data, data or f"builtin:shapes?size={size}{channels}"
     spec = RunSpec(imported.unet, imported.diffusion, TrainConfig(), data, "imported")
     partial = root.with_name(f".{root.name}.importing")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        run = Run.create(partial, spec, extra={"imported": imported.source})
+        run = Run.create(partial, spec, extra={"imported": imported.source, "trained_on": trained_on})
         tensors = {f"model.{k}": v for k, v in imported.state.items()}
         tensors |= {f"ema.{k}": v.clone() for k, v in imported.state.items()}  # the same weights, stored twice
-        metadata = {"run": root.name, **spec.to_json(), "imported": imported.source}
+        metadata = {"run": root.name, **spec.to_json(), "imported": imported.source, "trained_on": trained_on}
         ckpt.save_checkpoint(run.checkpoints_dir, 0, tensors, metadata)
         partial.rename(root)
     except BaseException:

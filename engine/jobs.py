@@ -42,6 +42,7 @@ class ModelInfo:
     provenance: dict[str, str]  # what a picture made with this model records of it (loading.provenance)
     identity: ModelIdentity | None = None  # run name, step, weights, SHA-256
     seconds_per_image_step: float | None = None  # measured when loaded: one image through one network evaluation
+    trained_on: str | None = None  # the data spec it was trained on; None where not recorded (imported)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ def model_info(loaded: LoadedModel, seconds_per_image_step: float | None = None)
         provenance(loaded),
         loaded.identity,
         seconds_per_image_step,
+        loaded.trained_on,
     )
 
 
@@ -337,12 +339,22 @@ def dataset_job(spec_text: str, preview: int = 64):
     return job
 
 
-def held_out_images_job(spec_text: str, n: int | None = None, chunk: int = 256):
-    """The first n images (all with None) of a data spec, [K, H, W, C] uint8, for evaluation: typically the test
-    split. Unlike `dataset_job` it leaves the loaded dataset alone, so training and the other panels keep theirs."""
+@dataclass(frozen=True)
+class HeldOutImages:
+    """Images to score, [K, H, W, C] uint8, with what they are in words and why their bound may mislead."""
 
-    def job(ctx: JobContext):
-        from .data import DataError, load_dataset, parse_data_spec
+    images: np.ndarray
+    scored: str  # "CIFAR-10 test split", "the folder pets (all of it: a folder has no held-out split)"
+    warnings: tuple[str, ...]  # other data than the model's, its own training images, resized, recoloured
+
+
+def held_out_images_job(spec_text: str, n: int | None = None, trained_on: str | None = None, chunk: int = 256):
+    """The first n images (all with None) of a data spec, for evaluating a model trained on the spec `trained_on`
+    (None: not recorded): typically the test split. Unlike `dataset_job` it leaves the loaded dataset alone, so
+    training and the other panels keep theirs."""
+
+    def job(ctx: JobContext) -> HeldOutImages:
+        from .data import DataError, held_out_notes, load_dataset, parse_data_spec
 
         spec = parse_data_spec(spec_text)
         if n is not None and (spec.count is None or spec.count > n):
@@ -360,7 +372,8 @@ def held_out_images_job(spec_text: str, n: int | None = None, chunk: int = 256):
             yield ChainProgress(Stage.READING, end, total)
         if not sum(len(part) for part in parts):
             raise RuntimeError(f"no usable images in {spec}")
-        return np.concatenate(parts)
+        notes = held_out_notes(dataset.report, trained_on)
+        return HeldOutImages(np.concatenate(parts), notes.scored, notes.warnings)
 
     return job
 

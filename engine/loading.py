@@ -53,6 +53,7 @@ class LoadedModel:
     weights: Weights
     source: str  # the checkpoint's path on this machine: for finding it again, never for a picture's provenance
     sha256: str | None  # of the checkpoint's weights file (names the exact weights); None for live training weights
+    trained_on: str | None = None  # the data spec of its training; None where not recorded (an imported model)
 
     def denoiser(self, precision: Precision = Precision.FP32) -> Denoiser:
         return Denoiser(self.model, precision)
@@ -110,7 +111,15 @@ def load_model(
         weights,
         str(found.path),
         str(found.metadata["sha256"]),  # checked against the file by load_checkpoint
+        training_data(found.metadata),
     )
+
+
+def training_data(metadata: dict) -> str | None:
+    """The data spec a checkpoint's model was trained on: its run's data, or for an imported model what the
+    importer was told (`ddpm import --data`), else None: the data an imported run explores with is only a default."""
+    value = metadata.get("trained_on") if "imported" in metadata else metadata.get("data")
+    return value if isinstance(value, str) else None
 
 
 def provenance(loaded: LoadedModel) -> dict[str, str]:

@@ -261,10 +261,16 @@ class Bridge(QObject):
         return self.submit("dataset-images", jobs.dataset_images_job(list(indices)), Priority.ONE_OFF, supersede=False)
 
     def held_out_images(
-        self, spec: str, n: int | None = None, on_progress: Callable[[Any], None] | None = None
+        self,
+        spec: str,
+        n: int | None = None,
+        trained_on: str | None = None,
+        on_progress: Callable[[Any], None] | None = None,
     ) -> asyncio.Future:
-        """The first n images (None: all) of a data spec, [K, H, W, C] uint8, without replacing the loaded dataset."""
-        return self.submit("held-out", jobs.held_out_images_job(spec, n), Priority.ONE_OFF, on_progress)
+        """HeldOutImages: the first n images (None: all) of a data spec, [K, H, W, C] uint8, what they are and why
+        a model trained on `trained_on` may score them misleadingly; the loaded dataset stays as it is."""
+        job = jobs.held_out_images_job(spec, n, trained_on)
+        return self.submit("held-out", job, Priority.ONE_OFF, on_progress)
 
     def training_cost(self, unet: UNetConfig) -> asyncio.Future:
         """TrainingCost (parameters, forward FLOPs, activation bytes per image) of a U-Net config; a newer request

@@ -117,6 +117,10 @@ def test_end_to_end_train_resume_sample_and_export(tmp_path, capsys):
     assert main(["eval", "--run", run, "--n", "4"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["images"] == 4 and summary["bits_per_dim"] > 0
+    assert summary["data"] == "builtin:shapes test split" and summary["warnings"] == []
+    assert main(["eval", "--run", run, "--n", "2", "--data", "builtin:shapes?seed=5"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["warnings"] and "warning: the model was trained on builtin:shapes" in err
 
 
 def test_bad_input_gives_a_message_not_a_traceback(tmp_path, capsys):

@@ -143,10 +143,11 @@ def test_import_explore_export_from_the_command_line(tmp_path, capsys):
     assert not (tmp_path / "refused").exists() and not list(tmp_path.glob(".refused*"))
 
 
-@pytest.mark.parametrize("name", ["tiny", "cifar10"])
+@pytest.mark.parametrize("name", ["tiny", "cifar10", "celebahq256"])
 def test_the_same_epsilon_as_diffusers_unet2dmodel(tmp_path, name):
     """diffusers' UNet2DModel with random weights, saved by diffusers, imported here: epsilon equal to 1e-4 at
-    several t; and our export loads back into diffusers as the same network."""
+    several t; and our export loads back into diffusers as the same network. For the paper's 256x256 config (114M
+    parameters, six levels, attention at 16x16) one image per t and no round trip keep it to half a minute."""
     diffusers = pytest.importorskip("diffusers", reason="diffusers (the bench extra) is the reference")
     config = convert.unet_config_to_diffusers(dataclasses.replace(PRESETS[name].unet, dropout=0.0))
     torch.manual_seed(1)
@@ -157,15 +158,19 @@ def test_the_same_epsilon_as_diffusers_unet2dmodel(tmp_path, name):
     imported = convert.read_diffusers(tmp_path / "unet")
     ours = UNet(imported.unet).eval()
     ours.load_state_dict(imported.state)
-    x = torch.randn(2, imported.unet.in_channels, *imported.unet.image_size, generator=torch.Generator().manual_seed(2))
+    n = 1 if imported.unet.image_size[0] > 64 else 2
+    shape = (n, imported.unet.in_channels, *imported.unet.image_size)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
     for t in ([0, 1], [250, 999]):
-        t = torch.tensor(t)
+        t = torch.tensor(t[:n])
         with torch.no_grad():
             expected = reference(x, t).sample
         assert (_eps(ours, x, t) - expected).abs().max() < 1e-4
+    if n == 1:
+        return  # the export's round trip is the same code for every config: proven on the smaller two
     convert.write_diffusers(tmp_path / "out", imported.unet, imported.diffusion, ours.state_dict(), "")
     back = diffusers.UNet2DModel.from_pretrained(tmp_path / "out" / "unet").eval()
-    t = torch.tensor([10, 500])
+    t = torch.tensor([10, 500][:n])
     with torch.no_grad():
         assert (back(x, t).sample - reference(x, t).sample).abs().max() < 1e-6
 

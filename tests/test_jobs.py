@@ -53,15 +53,63 @@ def test_held_out_images_reads_the_split_without_replacing_the_loaded_dataset():
     ctx = JobContext(_Worker(), 1)
     _run(dataset_job("builtin:shapes?size=8&count=16"), ctx)
     loaded = ctx.state.dataset
-    images = _run(held_out_images_job("builtin:shapes?size=8&split=test", 300, chunk=128), ctx)
+    held_out = _run(held_out_images_job("builtin:shapes?size=8&split=test", 300, "builtin:shapes", chunk=128), ctx)
+    images = held_out.images
+    assert held_out.scored == "builtin:shapes test split" and held_out.warnings == ()
     assert images.shape == (300, 8, 8, 3) and images.dtype == np.uint8
     test_split = load_dataset("builtin:shapes?size=8&split=test&count=300").images  # [N, C, H, W]
     np.testing.assert_array_equal(images, test_split.permute(0, 2, 3, 1).numpy())
     assert not np.array_equal(images[:16], loaded.images.permute(0, 2, 3, 1).numpy())  # test != train images
     assert ctx.state.dataset is loaded
 
-    everything = _run(held_out_images_job("builtin:shapes?size=8&split=test", None), ctx)
+    everything = _run(held_out_images_job("builtin:shapes?size=8&split=test", None), ctx).images
     assert len(everything) == 1000  # the built-in shapes' whole test split
+
+
+def test_held_out_notes_say_what_was_scored_and_warn_where_the_figure_misleads(tmp_path):
+    """The scored data in words (a folder has no held-out split), and one warning for each way the bound may not be
+    the model's own figure: other data than it trained on, its own training images, images stored at another size,
+    grayscale images in a colour model (or colour in a grayscale one), a training set not recorded (imported)."""
+    from PIL import Image
+
+    from engine.data import held_out_notes, load_dataset
+    from tests.data_fixtures import write_cifar_folder
+
+    folder = tmp_path / "pets"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((12, 12), 40 * i, np.uint8), "L").save(folder / f"{i}.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "small.png")
+    (folder / "notes.txt").write_text("not an image")
+    colour_model = load_dataset(f"{folder}?size=8&channels=3").report
+
+    notes = held_out_notes(colour_model, "builtin:shapes?size=8")
+    assert notes.scored == "the folder pets (all of it: a folder has no held-out split)"
+    assert [w.split(" ")[:4] for w in notes.warnings] == [
+        ["the", "model", "was", "trained"],  # on builtin:shapes, not on these images
+        ["6", "of", "7", "images"],  # stored at 12x12, the model works at 8x8
+    ]
+    assert "builtin:shapes?size=8" in notes.warnings[0] and "(most often 12x12)" in notes.warnings[1]
+
+    gray_only = load_dataset(f"{folder}?size=12&channels=3&count=6").report
+    notes = held_out_notes(gray_only, str(folder))
+    assert notes.warnings == (
+        "these are the images the model was trained on (a folder has no held-out split): a training-set figure, "
+        "lower than a held-out one would be",
+        "the images are grayscale and the model works in colour: each is scored as 3 equal channels",
+    )
+    colour_in_gray = held_out_notes(load_dataset("builtin:shapes?size=8&channels=1&split=test").report, None)
+    assert colour_in_gray.scored == "builtin:shapes test split"
+    assert colour_in_gray.warnings[0].startswith("the model's training data is not recorded (an imported model)")
+    assert colour_in_gray.warnings[1] == "1,000 colour images were converted to grayscale for this 1-channel model"
+
+    write_cifar_folder(tmp_path / "cifar-10-batches-py")
+    cifar = load_dataset(f"{tmp_path / 'cifar-10-batches-py'}?split=test").report
+    assert held_out_notes(cifar, "builtin:shapes").warnings[0].startswith("the model was trained on builtin:shapes")
+    same = held_out_notes(cifar, str(tmp_path / "cifar-10-batches-py"))
+    assert same.scored == "CIFAR-10 test split" and same.warnings == ()
+    other_seed = held_out_notes(load_dataset("builtin:shapes?size=8&split=test").report, "builtin:shapes?seed=3")
+    assert other_seed.warnings[0].startswith("the model was trained on builtin:shapes?seed=3")
 
 
 def test_held_out_images_of_an_unusable_source_fail_with_a_reason(tmp_path):

@@ -47,10 +47,14 @@ def _settled_pair(qtbot, bridge, panel, t):
 
 
 def test_defaults_on_first_show_fill_the_strip_with_reconstructions_at_the_ends(qtbot, panel, state):
-    """On first show the sources are dataset images 0 and 1, t = T/2 and the strip has 9 λ columns from 0 to 1."""
+    """On first show the sources are dataset images 0 and 1, t = T/2 and the strip has 9 λ columns from 0 to 1;
+    while the preview shows, the status says what the exact chain will cost here."""
     assert panel.t_slider.maximum() == 100 and panel.t_slider.value() == 50
     assert "t = 50 / 100" in panel.t_label.text()
+    previews = []
+    panel.strip_shown.connect(lambda stage: stage != "exact" and previews.append(panel.status_label.text()))
     stages = _exact_after(qtbot, panel, panel.show)
+    assert previews and "the exact chain follows (50 steps, up to" in previews[-1]
     assert stages[-1] == "exact" and stages[0] == "direct"  # preview first, the exact chain last
     assert panel.source_a.image is not None and panel.source_b.image is not None
     assert panel.strip_grid.count == 9

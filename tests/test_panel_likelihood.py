@@ -36,8 +36,10 @@ def test_evaluating_the_micro_model_shows_finite_positive_bits_per_dim_and_the_c
     assert math.isfinite(result.bits_per_dim) and result.bits_per_dim > 0
     assert result.images == 16
     assert f"{result.bits_per_dim:.2f}" in panel.result_label.text()
-    assert "bits/dim" in panel.result_label.text() and "16 test images" in panel.result_label.text()
-    assert "step 6" in panel.result_label.text() and "data builtin:shapes" in panel.result_label.text()
+    assert "bits/dim" in panel.result_label.text()
+    assert "16 images of builtin:shapes test split" in panel.scored_label.text()
+    assert "step 6" in panel.scored_label.text()
+    assert panel.warning_label.isHidden()  # the model's own data, its test split, at its size: nothing to warn of
     T = bridge.model.num_timesteps
     rate_x, distortion_y = panel.rate_distortion_curve.getData()
     assert len(rate_x) == len(distortion_y) == T + 1 == len(result.rate)
@@ -67,6 +69,31 @@ def test_the_held_out_split_follows_the_loaded_dataset_and_leaves_it_loaded(qtbo
     np.testing.assert_array_equal(run_async(qtbot, bridge.dataset_images([0, 1])), first)
 
 
+def test_scoring_other_data_names_it_and_warns_beside_the_figure(qtbot, bridge, state, panel, tmp_path):
+    """Scoring a plain folder of 12x12 grayscale pictures with the 8x8 colour model trained on shapes: the
+    headline names the folder (all of it, as a folder has no held-out split) and the model, and the warnings say
+    that these are not its training data, were resized and are grayscale; they clear on the next clean result."""
+    from PIL import Image
+
+    folder = tmp_path / "sketches"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((12, 12), 50 * i, np.uint8), "L").save(folder / f"{i}.png")
+    state.set("dataset", run_async(qtbot, bridge.load_dataset(f"{folder}?size=12")))
+    with qtbot.waitSignal(panel.evaluated, timeout=30_000):
+        qtbot.mouseClick(panel.evaluate_button, LEFT)
+    assert "5 images of the folder sketches (all of it: a folder has no held-out split)" in panel.scored_label.text()
+    assert "model micro · step 6" in panel.scored_label.text()
+    warnings = panel.warning_label.text()
+    assert panel.warning_label.isVisibleTo(panel) and warnings.count("⚠") == 3
+    assert "trained on builtin:shapes" in warnings and "12x12" in warnings and "grayscale" in warnings
+
+    state.set("dataset", None)  # back to the model's own data: its test split
+    with qtbot.waitSignal(panel.evaluated, timeout=30_000):
+        qtbot.mouseClick(panel.evaluate_button, LEFT)
+    assert "builtin:shapes test split" in panel.scored_label.text() and panel.warning_label.isHidden()
+
+
 def test_the_count_has_no_small_cap_and_all_reads_the_whole_split(qtbot, bridge, panel):
     """N goes past the old cap of 1024, and 'all' (0) asks for the whole held-out split: the spec has no count, all
     its images go to the bound, and the bound's progress (minibatch by minibatch) and share done reach the panel."""
@@ -78,7 +105,7 @@ def test_the_count_has_no_small_cap_and_all_reads_the_whole_split(qtbot, bridge,
     qtbot.mouseClick(panel.evaluate_button, LEFT)
     # The built-in shapes' test split holds 1,000 images: 4 minibatches of 256, each through T = 100 steps.
     qtbot.waitUntil(lambda: panel.progress.maximum() == 4 * 100 and panel.progress.value() > 0, timeout=60_000)
-    assert "Evaluating the bound on 1,000 test images" in panel.status_label.text()
+    assert "Evaluating the bound on 1,000 images of builtin:shapes test split" in panel.status_label.text()
     assert "%" in panel.status_label.text()
     with qtbot.waitSignal(bridge.job_cancelled, timeout=10_000):
         qtbot.mouseClick(panel.evaluate_button, LEFT)  # Stop: no need to wait for all of it

@@ -124,15 +124,18 @@ def test_fork_yields_completions_of_the_held_x_t(qtbot, panel):
     assert panel.pred_grid.selected == index and panel.fork_button.isEnabled()
     panel.forks_spin.setValue(forks)
     stages = []
-    panel.forks_shown.connect(lambda stage: stages.append((stage, panel.fork_images()[1].copy())))
+    panel.forks_shown.connect(
+        lambda stage: stages.append((stage, panel.fork_images()[1].copy(), panel.status_label.text()))
+    )
     frame_x, frame_pred = (a.copy() for a in panel.current_frame())
     with qtbot.waitSignal(panel.forks_shown, timeout=30_000, check_params_cb=lambda s: s == "exact"):
         qtbot.mouseClick(panel.fork_button, Qt.MouseButton.LeftButton)
+    assert f"into {forks} completions ({t} steps, up to" in stages[0][2]  # the cost, said up front
     held, completions = panel.fork_images()
     np.testing.assert_array_equal(held, frame_x[index])
     assert completions.shape == (forks, *held.shape)
     assert panel.fork_grid.count == forks + 1 and f"t = {t}" in panel.fork_title.text()
-    assert [s for s, _ in stages] == ["direct", "settled", "exact"]
+    assert [s for s, *_ in stages] == ["direct", "settled", "exact"]
     direct = stages[0][1].astype(int)
     assert (direct == direct[0]).all()  # one held x_t -> one prediction
     assert np.abs(direct[0] - frame_pred[index].astype(int)).max() <= 2

@@ -19,7 +19,7 @@ The modules, each importing only those above it:
   files.py      image files: finding, probing (header only), decoding with Pillow
   formats.py    detect_source; CIFAR-10 (restricted unpickler) and MNIST IDX
   sources.py    image i of any source, decoded on demand; decoding all of them on a thread pool
-  inspector.py  inspect_data
+  inspector.py  inspect_data; held_out_notes (what a likelihood figure was computed on)
   dataset.py    ImageDataset, load_dataset
   batches.py    batches: shuffled, flipped, exactly resumable; the uint8 <-> [-1, 1] tensor conversions
 Everything public is re-exported here: import from `engine.data`, not from its modules.
@@ -37,7 +37,7 @@ from .formats import (
     read_idx,
     read_mnist,
 )
-from .inspector import FEW_IMAGES, inspect_data
+from .inspector import FEW_IMAGES, HeldOutNotes, held_out_notes, inspect_data
 from .report import DataReport, SkippedFile, SkipReason
 from .shapes import SHAPES_COUNT, make_shapes, render_shape
 from .spec import (
@@ -85,6 +85,8 @@ __all__ = [
     "read_mnist",
     # inspector
     "FEW_IMAGES",
+    "HeldOutNotes",
+    "held_out_notes",
     "inspect_data",
     # dataset
     "ImageDataset",

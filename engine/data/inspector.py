@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from .shapes import SHAPES_COUNT
 from .sources import _ArraySource, _CallbackError, _decode_all, _FileSource, _report, _ShapesSource, _Source
 from .spec import DataError, DataSpec, LoadOptions, ProgressCallback, SourceKind, parse_data_spec
 
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})  # Pillow modes with one colour channel
 FEW_IMAGES = 1_000  # below this a diffusion model memorises its data: a warning, never a refusal
 
 
@@ -202,3 +204,69 @@ def _kind_or_none(spec: DataSpec) -> SourceKind | None:
 
 def _failed_report(spec: DataSpec, kind: SourceKind | None, error: str) -> DataReport:
     return DataReport(spec, kind, 0, spec.channels or 3, {}, {}, {}, (), {}, 0, False, False, (), error)
+
+
+@dataclass(frozen=True)
+class HeldOutNotes:
+    """What a likelihood figure was computed on, in words, and why it may not compare with the model's own."""
+
+    scored: str  # "CIFAR-10 test split", "the folder pets (all of it: a folder has no held-out split)"
+    warnings: tuple[str, ...]
+
+
+def held_out_notes(report: DataReport, trained_on: str | None) -> HeldOutNotes:
+    """Describe the images `report` read for scoring a model that works at report.spec's size and channels and
+    was trained on the data spec `trained_on` (None: not recorded, as for an imported model), and warn where the
+    bound is not what it seems: other data than the model's, its own training images, resized or recoloured."""
+    spec, warnings = report.spec, []
+    name = spec.source if report.kind is SourceKind.SHAPES else (Path(spec.source).name or spec.source)
+    folder = report.kind is SourceKind.FOLDER
+    if folder:
+        scored = f"the folder {name} (all of it: a folder has no held-out split)"
+    else:
+        label = {SourceKind.CIFAR10: "CIFAR-10", SourceKind.IDX: name}.get(report.kind, name)
+        scored = f"{label} {spec.split.value} split"
+    if trained_on is None:
+        warnings.append(
+            "the model's training data is not recorded (an imported model): the figure compares with "
+            "its paper's only on the data it was trained on"
+        )
+    else:
+        trained = parse_data_spec(trained_on)
+        if not _same_source(trained.source, spec.source, report.kind) or trained.seed != spec.seed:
+            warnings.append(
+                f"the model was trained on {trained_on}, not on these images: the figure says how it "
+                "models other data, not how well it learned its own"
+            )
+        elif folder:
+            warnings.append(
+                "these are the images the model was trained on (a folder has no held-out split): a "
+                "training-set figure, lower than a held-out one would be"
+            )
+    height, width = spec.image_size
+    other = {size: n for size, n in report.source_sizes.items() if tuple(size) != (height, width)}
+    if other:
+        (h, w), _ = max(other.items(), key=lambda kv: kv[1])
+        warnings.append(
+            f"{sum(other.values()):,} of {report.count:,} images are stored at another size than the "
+            f"model's {height}x{width} (most often {h}x{w}): the figure is of the resized images"
+        )
+    gray = sum(n for mode, n in report.modes.items() if mode in GRAYSCALE_MODES)
+    if report.channels == 1 and gray < report.count:
+        warnings.append(f"{report.count - gray:,} colour images were converted to grayscale for this 1-channel model")
+    elif report.channels > 1 and report.count and gray == report.count:
+        warnings.append(
+            f"the images are grayscale and the model works in colour: each is scored as "
+            f"{report.channels} equal channels"
+        )
+    return HeldOutNotes(scored, tuple(warnings))
+
+
+def _same_source(trained: str, scored: str, kind: SourceKind | None) -> bool:
+    """Whether two sources are the same data: the same text or file, or both CIFAR-10 (a .tar.gz or its folder)."""
+    try:
+        if trained == scored or Path(trained).expanduser().resolve() == Path(scored).expanduser().resolve():
+            return True
+        return kind is SourceKind.CIFAR10 and detect_source(trained) is SourceKind.CIFAR10
+    except (OSError, RuntimeError, DataError):
+        return False

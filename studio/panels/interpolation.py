@@ -34,6 +34,7 @@ from studio.bridge import (
     spin_range,
 )
 from studio.requests import ViewRequests
+from studio.widgets.chain_view import chain_cost
 from studio.widgets.image_grid import ImageGrid
 from studio.widgets.source_box import SourceBox, SourceLoader, fit_image, ranged
 
@@ -307,7 +308,8 @@ class InterpolationPanel(QWidget):
             )
             self._publish(value.images[:columns], t, value.model)
         else:
-            self.status_label.setText(f"t = {t}: {stage} after {elapsed:.2f} s; the exact chain of {t} steps follows")
+            cost = chain_cost(self._bridge.model, len(self._lambdas), t)
+            self.status_label.setText(f"t = {t}: {stage} after {elapsed:.2f} s; the exact chain follows{cost}")
 
     def _publish(self, images: np.ndarray, t: int, model) -> None:
         """Offer the exact strip to Export, named by the model that computed it (`model`, from the result)."""

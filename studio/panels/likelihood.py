@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.bridge import ChainProgress, LikelihoodResult, limits, read_run_record, spin_range
+from studio.bridge import ChainProgress, LikelihoodResult, limits, spin_range
 from studio.requests import ViewRequests
 from studio.widgets.plots import duration
 from studio.widgets.shortcuts import bind_shortcut
@@ -100,7 +100,7 @@ class LikelihoodPanel(QWidget):
         self._requests = ViewRequests(  # one evaluation at a time (studio/requests.py)
             on_value=self._on_progress, on_done=self._on_scored, on_error=self._on_failed, on_cancelled=self._on_stopped
         )
-        self._asked_split, self._asked_spec = "", ""  # what the evaluation in flight scores
+        self._scored, self._warnings = "", ()  # what the evaluation in flight scores, and why it may mislead
         self._evaluating = ""  # "Evaluating the bound on N test images", for the status line
         self._bound_started, self._bound_done_at_start = 0.0, 0  # the bound's first progress: time.monotonic(), done
         self.result: LikelihoodResult | None = None
@@ -150,11 +150,19 @@ class LikelihoodPanel(QWidget):
         font.setBold(True)
         self.result_label.setFont(font)
         self.result_label.setToolTip(BPD_TOOLTIP)
+        self.scored_label = QLabel()  # what was scored, by which model
+        self.scored_label.setWordWrap(True)
+        self.warning_label = QLabel()  # why the figure may not be what it seems (other data, resized, ...)
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setStyleSheet("color: #b35c00;")
+        self.warning_label.setVisible(False)
         self.prior_label, self.kl_label, self.decoder_label = QLabel("—"), QLabel("—"), QLabel("—")
         results = QGroupBox("Negative log-likelihood (upper bound)")
         results.setToolTip(BOUND_TOOLTIP)
         terms = QFormLayout(results)
         terms.addRow(self.result_label)
+        terms.addRow(self.scored_label)
+        terms.addRow(self.warning_label)
         terms.addRow("prior L_T", self.prior_label)
         terms.addRow("reverse steps Σ L_(t-1)", self.kl_label)
         terms.addRow("decoder L_0 (Eq. 13)", self.decoder_label)
@@ -203,7 +211,7 @@ class LikelihoodPanel(QWidget):
         if info is None:
             return None
         preview = self._state.get("dataset")
-        base = preview.spec if preview is not None else self._run_data_spec(info) or "builtin:shapes"
+        base = preview.spec if preview is not None else info.trained_on or "builtin:shapes"
         h, w = info.image_size
         split, wanted = self.split_combo.currentText(), self.images_spin.value() or None  # None: all
         trained_on = spec_options(base)[1].get("count", "")  # the training split is only this many images
@@ -211,16 +219,6 @@ class LikelihoodPanel(QWidget):
         if split == "train" and trained_on.isdigit():
             count = min(wanted or int(trained_on), int(trained_on))
         return with_options(base, size=h if h == w else f"{h}x{w}", channels=info.channels, split=split, count=count)
-
-    @staticmethod
-    def _run_data_spec(info) -> str | None:
-        """The data the model was trained on, from its run's run.json (the checkpoint lives in RUN/checkpoints)."""
-        for folder in (Path(info.source), *Path(info.source).parents[:2]):
-            try:
-                return str(read_run_record(folder)["data"])
-            except (ValueError, KeyError, TypeError):  # RunError is a ValueError
-                continue
-        return None
 
     def _show_data_spec(self) -> None:
         spec = self.held_out_spec()
@@ -244,21 +242,28 @@ class LikelihoodPanel(QWidget):
             asyncio.ensure_future(self._evaluate())
 
     async def _evaluate(self) -> None:
-        spec, split = self.held_out_spec(), self.split_combo.currentText()
-        self._asked_split, self._asked_spec = split, spec
-        await self._requests.ask(lambda on_value: asyncio.ensure_future(self._read_and_score(spec, split, on_value)))
+        spec, trained_on = self.held_out_spec(), self._bridge.model.trained_on
+        await self._requests.ask(
+            lambda on_value: asyncio.ensure_future(self._read_and_score(spec, trained_on, on_value))
+        )
 
-    async def _read_and_score(self, spec: str, split: str, on_value):
+    async def _read_and_score(self, spec: str, trained_on: str | None, on_value):
         """The held-out images, then the bound on them: one request (Stop cancels whichever job runs)."""
         self.status_label.setText(f"Reading {spec} …")
         self.progress.setFormat("reading: %v / %m images")
-        images = await self._bridge.held_out_images(spec, self.images_spin.value() or None, on_progress=on_value)
-        self._evaluating = f"Evaluating the bound on {len(images):,} {split} images"
+        held_out = await self._bridge.held_out_images(spec, self.images_spin.value() or None, trained_on, on_value)
+        self._scored, self._warnings = held_out.scored, held_out.warnings
+        self._show_warnings(held_out.warnings)
+        self._evaluating = f"Evaluating the bound on {len(held_out.images):,} images of {held_out.scored}"
         self.status_label.setText(f"{self._evaluating} …")
         self.progress.setRange(0, 0)  # busy until the first term arrives
         self.progress.setFormat("bound: %p%")
         self._bound_started = 0.0
-        return await self._bridge.likelihood(images, self.seed_spin.value(), on_progress=on_value)
+        return await self._bridge.likelihood(held_out.images, self.seed_spin.value(), on_progress=on_value)
+
+    def _show_warnings(self, warnings: tuple[str, ...]) -> None:
+        self.warning_label.setText("\n".join(f"⚠ {w[0].upper()}{w[1:]}." for w in warnings))
+        self.warning_label.setVisible(bool(warnings))
 
     def _on_stopped(self) -> None:
         self._set_running(False)
@@ -271,7 +276,7 @@ class LikelihoodPanel(QWidget):
     def _on_scored(self, result: LikelihoodResult) -> None:
         self._set_running(False)
         named = result.model.label() if result.model is not None else "model unknown"
-        self._show_result(result, self._asked_split, f"{named}; data {self._asked_spec}")
+        self._show_result(result, self._scored, named)
         self.evaluated.emit(result)
 
     def _set_running(self, running: bool) -> None:
@@ -300,14 +305,13 @@ class LikelihoodPanel(QWidget):
         left = f" · about {duration(elapsed / done * (value.total - value.done))} left" if done and elapsed > 2 else ""
         self.status_label.setText(f"{self._evaluating}: {100 * value.done / value.total:.0f}%{left}")
 
-    def _show_result(self, result: LikelihoodResult, split: str, model: str) -> None:
+    def _show_result(self, result: LikelihoodResult, scored: str, model: str) -> None:
         self.result = result
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         self.progress.setFormat("done")
-        self.result_label.setText(
-            f"{result.bits_per_dim:.2f} ± {result.stderr:.2f} bits/dim ({result.images:,} {split} images; {model})"
-        )
+        self.result_label.setText(f"{result.bits_per_dim:.2f} ± {result.stderr:.2f} bits/dim")
+        self.scored_label.setText(f"{result.images:,} images of {scored}\nmodel {model}")
         kl = result.bits_per_dim - result.prior_bpd - result.decoder_bpd
         for label, value in (
             (self.prior_label, result.prior_bpd),

@@ -339,7 +339,8 @@ class TrajectoryPanel(QWidget):
         self._show(self.fork_grid, self._fork_held[None], ["held x_t"])
         self.fork_grid.set_selected(0)
         self.fork_stage_label.setText("Computing the direct prediction…")
-        self._set_status(f"Forking image #{index + 1} at t = {t} into {forks} completions…", 0, 0)
+        cost = chain_cost(self.bridge.model, forks, t)
+        self._set_status(f"Forking image #{index + 1} at t = {t} into {forks} completions{cost}…", 0, 0)
         self._fork_asked, trajectory = (index, t, forks), self._trajectory_id
         await self._forks.ask(lambda on_value: self.bridge.fork(trajectory, index, t, forks, seed, on_refined=on_value))
 

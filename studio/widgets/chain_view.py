@@ -181,12 +181,13 @@ def fork_blocker(
     return None
 
 
-def chain_cost(model, n: int) -> str:
-    """What a chain of n images will cost here at most, from the model's measured time per image and step:
-    " (1,001 steps, up to 4 min here)" (empty when not measured)."""
+def chain_cost(model, n: int, steps: int | None = None) -> str:
+    """What a chain of n images through `steps` network evaluations (None: the whole chain, T + 1 frames) will
+    cost here at most, from the model's measured time per image and step: " (1,001 steps, up to 4 min here)";
+    only the steps where the time was not measured."""
+    steps = getattr(model, "num_timesteps", 0) + 1 if steps is None else steps
     cost = getattr(model, "seconds_per_image_step", None)
-    steps = getattr(model, "num_timesteps", 0) + 1
-    return f" ({steps:,} steps, up to {duration(cost * n * steps)} here)" if cost else ""
+    return f" ({steps:,} steps" + (f", up to {duration(cost * n * steps)} here)" if cost else ")")
 
 
 def time_left(elapsed: float, received: int, total: int) -> str:
