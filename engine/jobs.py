@@ -291,6 +291,8 @@ class DataPreview:
     skipped: tuple[tuple[str, str], ...]  # (path, reason)
     warnings: tuple[str, ...]
     images: np.ndarray  # [K, H, W, C] uint8: the first images as the model will see them
+    ignored: tuple[tuple[str, int], ...] = ()  # (file extension or "hidden folder", count) passed over unread
+    error: str | None = None  # why nothing could be loaded ("...: no such file or folder")
 
 
 def _skipped(report) -> tuple[tuple[str, str], ...]:
@@ -298,14 +300,15 @@ def _skipped(report) -> tuple[tuple[str, str], ...]:
 
 
 def dataset_job(spec_text: str, preview: int = 64):
-    """Inspect and load a dataset (a blocking one-off job); keeps it in the engine for training and sources."""
+    """Inspect and load a dataset (a blocking one-off job, reporting `LoadProgress` and stoppable between its
+    chunks); keeps it in the engine for training and sources."""
 
     def job(ctx: JobContext) -> DataPreview:
         from .data import DataError, inspect_data, load_dataset, parse_data_spec
 
         spec = parse_data_spec(spec_text)
         try:
-            dataset = load_dataset(spec)
+            dataset = load_dataset(spec, progress=ctx.report)
         except DataError:
             report = inspect_data(spec)
             return DataPreview(
@@ -319,6 +322,8 @@ def dataset_job(spec_text: str, preview: int = 64):
                 _skipped(report),
                 report.warnings,
                 np.zeros((0, *spec.image_size, 3), np.uint8),
+                tuple(report.ignored.items()),
+                report.error or "no usable images",
             )
         ctx.state.dataset = dataset
         report = dataset.report
@@ -334,6 +339,7 @@ def dataset_job(spec_text: str, preview: int = 64):
             _skipped(report),
             report.warnings,
             shown.permute(0, 2, 3, 1).contiguous().numpy(),
+            tuple(report.ignored.items()),
         )
 
     return job

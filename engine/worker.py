@@ -42,10 +42,19 @@ class JobContext:
     worker: EngineWorker
     job_id: int
     cancelled: threading.Event = field(default_factory=threading.Event)
+    key: str = ""
 
     @property
     def state(self) -> EngineSession:
         return self.worker.state
+
+    def report(self, value: Any) -> None:
+        """Progress from a plain (non-generator) job, sent as its generator's yield would be; raises Cancelled once
+        the job is cancelled, so a long blocking call that reports progress can also be stopped."""
+        self.worker.poll()  # a cancel or a superseding request sent meanwhile
+        if self.cancelled.is_set():
+            raise Cancelled()
+        self.worker.emit(JobProgress(self.job_id, self.key, value))
 
 
 JobFunction = Callable[[JobContext], Generator[Any, None, Any]]
@@ -140,6 +149,12 @@ class EngineWorker:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def poll(self) -> None:
+        """Take in the requests sent while a plain job blocks the engine thread (cancels, newer jobs that supersede
+        it); does nothing on any other thread."""
+        if threading.current_thread() is self._thread:
+            self._drain_inbox(block=False)
+
     # ---- the engine thread ----
 
     def _loop(self) -> None:
@@ -170,7 +185,7 @@ class EngineWorker:
                 for old in self._jobs:
                     if old.key == key:
                         old.ctx.cancelled.set()
-            self._jobs.append(_Job(job_id, key, priority, fn, JobContext(self, job_id), graceful))
+            self._jobs.append(_Job(job_id, key, priority, fn, JobContext(self, job_id, key=key), graceful))
         elif kind == "cancel":
             _, job_id, key = message
             for job in self._jobs:

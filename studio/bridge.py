@@ -254,8 +254,9 @@ class Bridge(QObject):
     ) -> asyncio.Future:
         return self.submit("likelihood", jobs.likelihood_job(images, seed), Priority.ONE_OFF, on_progress)
 
-    def load_dataset(self, spec: str) -> asyncio.Future:
-        return self.submit("dataset", jobs.dataset_job(spec), Priority.ONE_OFF)
+    def load_dataset(self, spec: str, on_progress: Callable[[Any], None] | None = None) -> asyncio.Future:
+        """DataPreview of a data spec, loaded into the engine; `on_progress` gets LoadProgress (stage, done, total)."""
+        return self.submit("dataset", jobs.dataset_job(spec), Priority.ONE_OFF, on_progress)
 
     def dataset_images(self, indices: Sequence[int]) -> asyncio.Future:
         return self.submit("dataset-images", jobs.dataset_images_job(list(indices)), Priority.ONE_OFF, supersede=False)

@@ -167,6 +167,49 @@ def test_unusable_source_shows_the_reason(qtbot, panel, tmp_path):
     assert not loaded.args[0].ok
     assert panel.preview_grid.count == 0 and panel.state.get("dataset") is None
     assert "no such file or folder" in panel.report_text.toPlainText()
+    assert "not yet decoded" not in panel.report_text.toPlainText()  # nothing was read: no counts, no sizes
+    assert panel.summary_label.text() == f"<b>Nothing loaded</b>: {tmp_path / 'nowhere'}: no such file or folder"
+    assert "no such file or folder" in panel.state.get("dataset_error")
+
+
+def test_a_failed_load_keeps_the_dataset_before_it_and_says_so(qtbot, panel, tmp_path):
+    """After a good load, a failed one leaves that dataset in place (training and the panels keep using it), says
+    which one in the status line, and records the failure for the Training tab; the next good load clears it."""
+    good = load(qtbot, panel, MICRO_DATA)
+    load(qtbot, panel, f"{tmp_path / 'nowhere'}?size=8")
+    assert panel.state.get("dataset") is good
+    assert f"Training still uses {good.spec}" in panel.status_label.text()
+    assert panel.state.get("dataset_error").startswith(f"{tmp_path / 'nowhere'}?size=8: ")
+    load(qtbot, panel, MICRO_DATA)
+    assert panel.state.get("dataset_error") is None
+
+
+def test_choosing_a_folder_loads_it_with_progress_and_counts_ignored_files(qtbot, panel, tmp_path, monkeypatch):
+    """Picking a folder in the dialog loads it at once (no Load press), with the engine's progress in a bar while it
+    reads; files that are not images (5 .txt notes) are counted in Skipped files, one row per kind."""
+    from PySide6.QtWidgets import QFileDialog
+
+    folder = tmp_path / "cats"
+    folder.mkdir()
+    for i in range(300):
+        Image.fromarray(np.full((10, 10, 3), i % 256, np.uint8)).save(folder / f"{i}.png")
+    for i in range(5):
+        (folder / f"note{i}.txt").write_text("not an image")
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args: str(folder))
+    formats = []
+    panel.progress.valueChanged.connect(lambda _value: formats.append(panel.progress.format()))
+    panel.source_combo.setCurrentIndex(1)  # Folder…
+    with qtbot.waitSignal(panel.dataset_loaded, timeout=30_000) as loaded:
+        qtbot.mouseClick(panel.browse_button, Qt.MouseButton.LeftButton)
+    assert loaded.args[0].count == 300 and panel.state.get("dataset") is loaded.args[0]
+    assert any(f.startswith("reading headers") for f in formats) and any(f.startswith("decoding") for f in formats)
+    assert formats[-1] == "decoding 300 / 300" and panel.progress.isHidden()
+    assert panel.details_tabs.tabText(0) == "Skipped files (5)"
+    assert (panel.skipped_table.item(0, 0).text(), panel.skipped_table.item(0, 1).text()) == (
+        "5 *.txt files",
+        "ignored: not an image type",
+    )
+    assert "5 other files ignored" in panel.summary_label.text()
 
 
 def test_estimate_uses_the_training_tabs_steps_for_the_same_preset(qtbot, panel):

@@ -148,3 +148,30 @@ def test_the_bridge_drops_the_progress_of_a_superseded_job(qtbot, bridge):
     assert run_async(qtbot, wait()) == "new"
     qtbot.wait(50)
     assert [who for who, _ in seen[asked_at:]] == ["new"]
+
+
+def test_a_plain_job_reports_progress_and_stops_at_its_next_report_once_cancelled():
+    """A blocking (non-generator) job sends progress through ctx.report, under its own key; cancelling it makes
+    the next report raise, so the job ends as cancelled instead of running to the end."""
+    events, emit = _collect()
+    worker = EngineWorker(emit)
+    reported = threading.Event()
+    finished_loops = []
+
+    def blocking(ctx):
+        for i in range(1000):
+            ctx.report(i)
+            reported.set()
+            time.sleep(0.005)
+        finished_loops.append(True)
+        return "done"
+
+    job_id = worker.submit("dataset", blocking)
+    reported.wait(5)
+    worker.cancel(job_id)
+    _wait(lambda: any(isinstance(e, JobCancelled) and e.job_id == job_id for e in events))
+    worker.shutdown()
+    progress = [e for e in events if isinstance(e, JobProgress)]
+    assert progress and all(e.key == "dataset" and e.job_id == job_id for e in progress)
+    assert [e.value for e in progress] == list(range(len(progress))) and len(progress) < 1000
+    assert not finished_loops and not any(isinstance(e, JobFinished) for e in events)

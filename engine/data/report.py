@@ -70,6 +70,8 @@ class DataReport:
         lines = [f"{self.spec.source} ({kind}, {self.spec.split.value} split)"]
         if self.error:
             lines.append(f"  error: {self.error}")
+        if self.error and not self.count:
+            return "\n".join(lines)  # nothing was read: a count, sizes or memory would only mislead
         lines.append(
             f"  {self.count:,} images -> {self.channels} x {height} x {width}, "
             f"{human_bytes(self.memory_bytes)} as uint8, "

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPlainTextEdit,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QSplitter,
@@ -46,6 +47,14 @@ from studio.widgets.training_estimate import TrainingEstimateBox
 BUILTIN, FOLDER, CIFAR10, MNIST = range(4)
 SOURCE_LABELS = ("Built-in shapes", "Folder…", "CIFAR-10 file…", "MNIST file…")
 PREVIEW_COUNT = 64
+
+
+def ignored_row(kind: str, count: int) -> tuple[str, str]:
+    """A row of the Skipped files table for files the inspector passed over unread: ("5 *.txt files", why)."""
+    if kind == "hidden folder":
+        return f"{count:,} hidden folder{'s' * (count != 1)}", "ignored: hidden"
+    files = f"*{kind} file" if kind.startswith(".") else f"file {kind}"
+    return f"{count:,} {files}{'s' * (count != 1)}", "ignored: not an image type"
 
 
 class DatasetPanel(QWidget):
@@ -162,6 +171,8 @@ class DatasetPanel(QWidget):
         self.details_tabs.addTab(self.report_text, "Inspector report")
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
+        self.progress = QProgressBar()  # reading headers, decoding: while a load runs
+        self.progress.setVisible(False)
 
         results = QSplitter(Qt.Orientation.Vertical)
         results.addWidget(self.preview_grid)
@@ -174,6 +185,7 @@ class DatasetPanel(QWidget):
         right.addWidget(self.summary_label)
         right.addWidget(self.warnings_label)
         right.addWidget(results, 1)
+        right.addWidget(self.progress)
         right.addWidget(self.status_label)
 
         layout = QHBoxLayout(self)
@@ -273,9 +285,10 @@ class DatasetPanel(QWidget):
                 else "MNIST images (*idx3-ubyte *idx3-ubyte.gz);;All files (*)"
             )
             path, _ = QFileDialog.getOpenFileName(self, SOURCE_LABELS[index].rstrip("…"), start, filters)
-        if path:
+        if path:  # chosen: load it at once (the shape controls apply)
             self.path_edit.setText(path)
             self._remember(path)
+            self.load(self.spec_text())
 
     @staticmethod
     def _remember(path: str) -> None:
@@ -343,27 +356,44 @@ class DatasetPanel(QWidget):
         return self._task
 
     async def _load(self, spec_text: str) -> None:
-        self.load_button.setEnabled(False)
         self.status_label.setStyleSheet("")
         self.status_label.setText(f"Inspecting {spec_text} …")
+        self.progress.setRange(0, 0)  # busy until the first count arrives
+        self.progress.setVisible(True)
         try:
-            preview = await self.bridge.load_dataset(spec_text)
+            preview = await self.bridge.load_dataset(spec_text, on_progress=self._on_progress)
         except asyncio.CancelledError:
-            return  # a newer load superseded this one
+            return  # a newer load superseded this one (its own progress goes on)
         except EngineError as e:
-            self.status_label.setStyleSheet("color: #c62828;")
-            self.status_label.setText(f"Could not load {spec_text}: {e}")
+            self.progress.setVisible(False)
+            self._failed(spec_text, str(e))
             return
-        finally:
-            self.load_button.setEnabled(True)
+        self.progress.setVisible(False)
         self._show_preview(preview)
         if preview.ok:
             self.state.set("dataset", preview)
+            self.state.set("dataset_error", None)
             self.status_label.setText(f"Loaded {preview.spec}: ready to train (Training panel).")
         else:
-            self.status_label.setStyleSheet("color: #c62828;")
-            self.status_label.setText("Nothing usable in this source: see the report below.")
+            self._failed(spec_text, preview.error or "no usable images: see the report below")
         self.dataset_loaded.emit(preview)
+
+    def _failed(self, spec_text: str, why: str) -> None:
+        """Say why nothing was loaded; the dataset loaded before stays the one training and the panels use."""
+        self.status_label.setStyleSheet("color: #c62828;")
+        kept = self.state.get("dataset")
+        self.status_label.setText(
+            f"Could not load {spec_text}: {why}." + (f" Training still uses {kept.spec}." if kept is not None else "")
+        )
+        self.state.set("dataset_error", f"{spec_text}: {why}")
+
+    def _on_progress(self, value) -> None:
+        """LoadProgress from the engine: "reading headers 1,024 / 5,000", "decoding ..."."""
+        stage, done, total = getattr(value, "stage", ""), getattr(value, "done", 0), getattr(value, "total", 0)
+        if total:
+            self.progress.setFormat(f"{stage} {done:,} / {total:,}")
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
 
     def _show_preview(self, preview: DataPreview) -> None:
         self.preview = preview
@@ -373,23 +403,30 @@ class DatasetPanel(QWidget):
             self.preview_grid.set_placeholder("No usable images.")
         height, width = preview.image_size
         channels = {1: "grayscale", 3: "RGB", 4: "RGBA"}.get(preview.channels, f"{preview.channels} channels")
-        self.summary_label.setText(
-            f"<b>{preview.count:,} images</b> · {width}×{height} px · {preview.channels} channels ({channels}) · "
-            f"{human_bytes(preview.memory_bytes)} as uint8 · {len(preview.skipped):,} skipped"
-            + (f" · showing the first {len(shown)}" if preview.count > len(shown) else "")
-        )
+        ignored = sum(count for _, count in preview.ignored)
+        passed_over = len(preview.skipped) + ignored
+        if preview.error and not preview.count:
+            self.summary_label.setText(f"<b>Nothing loaded</b>: {preview.error}")
+        else:
+            self.summary_label.setText(
+                f"<b>{preview.count:,} images</b> · {width}×{height} px · {preview.channels} channels ({channels}) · "
+                f"{human_bytes(preview.memory_bytes)} as uint8 · {len(preview.skipped):,} skipped"
+                + (f", {ignored:,} other files ignored" if ignored else "")
+                + (f" · showing the first {len(shown)}" if preview.count > len(shown) else "")
+            )
         # The inspector's text is written for the CLI, where the skipped files are printed above the warnings.
         self.warnings_label.setText(
             "\n".join(f"⚠ {w.replace('(listed above)', '(see Skipped files)')}" for w in preview.warnings)
         )
         self.warnings_label.setVisible(bool(preview.warnings))
-        self.skipped_table.setRowCount(len(preview.skipped))
-        for row, (path, reason) in enumerate(preview.skipped):
+        rows = list(preview.skipped) + [ignored_row(kind, count) for kind, count in preview.ignored]
+        self.skipped_table.setRowCount(len(rows))
+        for row, (path, reason) in enumerate(rows):
             item = QTableWidgetItem(path)
             item.setToolTip(path)
             self.skipped_table.setItem(row, 0, item)
             self.skipped_table.setItem(row, 1, QTableWidgetItem(reason))
-        self.details_tabs.setTabText(0, f"Skipped files ({len(preview.skipped)})")
+        self.details_tabs.setTabText(0, f"Skipped files ({passed_over:,})")
         self.report_text.setPlainText(preview.report_text)
-        self.details_tabs.setCurrentIndex(0 if preview.skipped else 1)
+        self.details_tabs.setCurrentIndex(0 if rows else 1)
         self._show_estimate()
