@@ -400,10 +400,9 @@ def is_diffusers_folder(path: str | Path) -> bool:
 
 def imports_folder() -> Path:
     """Where the studio keeps the runs it imported: $XDG_DATA_HOME/ddpm-studio/imports (~/.local/share/...)."""
-    import os
+    from .runs import user_data_folder
 
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "ddpm-studio" / "imports"
+    return user_data_folder() / "imports"
 
 
 def imported_run_for(src: str | Path) -> Path:

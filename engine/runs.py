@@ -34,6 +34,18 @@ class RunError(ValueError):
     """A folder that is not a usable run; the message says why."""
 
 
+def user_data_folder() -> Path:
+    """The per-user folder the studio keeps its runs and imports in: $XDG_DATA_HOME/ddpm-studio
+    (~/.local/share/ddpm-studio by default)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ddpm-studio"
+
+
+def default_runs_folder() -> Path:
+    """Where the studio puts new runs unless the user chose another folder: user_data_folder()/runs."""
+    return user_data_folder() / "runs"
+
+
 def package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 

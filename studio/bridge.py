@@ -21,7 +21,7 @@ from engine.data.report import human_bytes
 from engine.figures import strip_layout, trajectory_layout
 from engine.images import make_grid, read_png_metadata, save_gif, save_png, strip, upscale
 from engine.loading import BUNDLED_RUN, identity_provenance, run_name
-from engine.runs import MetricsFollower, RunError, RunSpec, read_run_record, step_files
+from engine.runs import MetricsFollower, RunError, RunSpec, default_runs_folder, read_run_record, step_files
 from engine.train import (
     CheckpointSaved,
     RolledBack,
@@ -63,6 +63,7 @@ __all__ = [
     "MetricsFollower",
     "step_files",
     "read_run_record",
+    "default_runs_folder",
     "to_jsonable",
     "save_png",
     "save_gif",

@@ -13,7 +13,16 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QTabWidget, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QTabWidget,
+    QWidget,
+)
 
 from .bridge import BUNDLED_RUN, Bridge, EngineError, StepLogged, TrainFinished, TrainStarted, run_name
 from .panels.dataset import DatasetPanel
@@ -40,6 +49,15 @@ JOB_NAMES = {
     "held-out": "reading the held-out images",
     "training-cost": "estimating the training cost",
 }
+
+
+NOTICE_ON_CLOSE_WHILE_TRAINING = True  # tests switch the modal notice off (tests/conftest.py)
+CLOSE_NOTICE_KEY = "told_close_saves_training"
+
+
+def ask(box: QMessageBox) -> int:
+    """The button a modal message box was answered with (a seam for tests)."""
+    return box.exec()
 
 
 class MainWindow(QMainWindow):
@@ -297,6 +315,30 @@ class MainWindow(QMainWindow):
     def _on_job_failed(self, job_id: int, key: str, message: str) -> None:
         self.state.set("status", f"{JOB_NAMES.get(key, key)} failed: {message}")
 
+    def _may_close_while_training(self) -> bool:
+        """Say, until the user asks not to be told again, that closing now stops training after this step with a
+        checkpoint saved (nothing is lost); False if they would rather keep training."""
+        if not NOTICE_ON_CLOSE_WHILE_TRAINING or self.settings.value(CLOSE_NOTICE_KEY, False, type=bool):
+            return True
+        box = QMessageBox(
+            QMessageBox.Icon.Information,
+            "Training is running",
+            "Closing stops training after the current step and saves a checkpoint: nothing is lost. "
+            "Continue the run later from the Training tab (Continue this run).",
+            QMessageBox.StandardButton.Ok | QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        box.button(QMessageBox.StandardButton.Ok).setText("Save and close")
+        box.button(QMessageBox.StandardButton.Cancel).setText("Keep training")
+        quiet = QCheckBox("Do not tell me again", box)
+        quiet.setChecked(True)
+        box.setCheckBox(quiet)
+        if ask(box) != QMessageBox.StandardButton.Ok:
+            return False
+        if quiet.isChecked():
+            self.settings.setValue(CLOSE_NOTICE_KEY, True)
+        return True
+
     def _on_about(self) -> None:
         QMessageBox.about(
             self,
@@ -306,6 +348,9 @@ class MainWindow(QMainWindow):
         )
 
     def closeEvent(self, event) -> None:
+        if self.bridge.training and not self._may_close_while_training():
+            event.ignore()
+            return
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("tab", self.tabs.currentIndex())
         if self.bridge.training:

@@ -26,6 +26,25 @@ def one_torch_thread():
 
 
 @pytest.fixture(autouse=True)
+def user_data_in_tmp(tmp_path, monkeypatch):
+    """The studio's per-user folders (new runs, imports) go under the test's tmp_path, never the user's own."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "user-data"))
+
+
+@pytest.fixture(autouse=True)
+def no_modal_close_notice(monkeypatch):
+    """Closing a window while it trains shows a modal notice, which would wait for a click no test gives; the test of
+    that notice switches it back on and answers it."""
+    try:
+        import studio.main_window
+    except ImportError:  # no Qt here: the GUI tests skip themselves
+        yield
+        return
+    monkeypatch.setattr(studio.main_window, "NOTICE_ON_CLOSE_WHILE_TRAINING", False)
+    yield
+
+
+@pytest.fixture(autouse=True)
 def collect_garbage_after_each_test():
     """Tear down a test's widgets on the GUI thread now, not whenever the engine thread next triggers the collector."""
     yield

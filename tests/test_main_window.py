@@ -3,9 +3,11 @@
 import dataclasses
 import json
 import shutil
+import warnings
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
 
 from engine import checkpoint as ckpt
 from engine.images import read_png_metadata
@@ -103,7 +105,7 @@ def test_keyboard_shortcuts_are_listed_and_work_in_their_tab(qtbot, bridge, micr
         ("Ctrl+G", "generate a chain"),
         ("Space", "play / pause the chain"),
         ("F", "fork the picked image at the current t"),
-        ("Ctrl+Return", "start training (or resume the run folder)"),
+        ("Ctrl+Return", "start training (or continue the run folder)"),
         ("Ctrl+P", "pause / resume training"),
         ("Ctrl+Return", "evaluate the bound / stop"),
         ("Ctrl+Return", "generate a sample grid"),
@@ -112,14 +114,21 @@ def test_keyboard_shortcuts_are_listed_and_work_in_their_tab(qtbot, bridge, micr
         ("Ctrl+3", "View > Trajectory"),
     ):
         assert (keys, what) in listed
+    training, export = window.panels["Training"], window.panels["Export"]
+    window.state.set("dataset", run_async(qtbot, bridge.load_dataset(MICRO_DATA)))
     dialog.close()
 
-    training, export = window.panels["Training"], window.panels["Export"]
     window.tabs.setCurrentWidget(training)
     training.follow_button.click()  # opening the run followed it; Start works once following stops
     training.run_dir_edit.setText(str(micro_run.parent / "not-yet-a-run"))
-    qtbot.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
-    assert "Load a dataset" in training.status_label.text()  # Start ran (and explained: no dataset yet)
+    with warnings.catch_warnings():  # deprecated, but offscreen the closed dialog stays the active window otherwise
+        warnings.simplefilter("ignore", DeprecationWarning)
+        QApplication.setActiveWindow(window)
+    with qtbot.waitSignal(bridge.job_started, timeout=10_000, check_params_cb=lambda job, key: key == "train"):
+        qtbot.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+
+    training.stop()
+    qtbot.waitUntil(lambda: training.training_state == "stopped", timeout=60_000)
     window.tabs.setCurrentWidget(export)
     with qtbot.waitSignal(bridge.job_started, timeout=10_000, check_params_cb=lambda job, key: key == "sample"):
         qtbot.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
@@ -300,3 +309,30 @@ def test_a_diffusers_model_folder_opens_to_explore(qtbot, bridge, tmp_path, monk
     assert window.model_label.text().startswith(f"exploring {imported[0].name} · step 0 · 8x8x3")
     assert run_async(qtbot, window.open_run(str(tmp_path / "ddpm-micro" / "unet")))  # again: the same run
     assert len(list(imported[0].parent.iterdir())) == 1
+
+
+def test_closing_while_training_says_a_checkpoint_is_saved_until_told_not_to(
+    qtbot, bridge, micro_run, monkeypatch, settings_in
+):
+    """Closing the window while it trains first says that training stops after this step with a checkpoint saved;
+    Keep training leaves the window open and training on; Save and close (with "do not tell me again", checked by
+    default) closes, and the next time it just closes."""
+    from PySide6.QtWidgets import QMessageBox
+
+    import studio.main_window as main_window
+
+    monkeypatch.setattr(main_window, "NOTICE_ON_CLOSE_WHILE_TRAINING", True)
+    answers, shown = [QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Ok], []
+
+    def answer(box):
+        shown.append((box.text(), box.checkBox().isChecked()))
+        return answers.pop(0)
+
+    monkeypatch.setattr(main_window, "ask", answer)
+    window = MainWindow(bridge=bridge, load_defaults=False)
+    qtbot.addWidget(window)
+    monkeypatch.setattr(bridge, "_train_job", 1)  # as if a run were training
+    assert not window.close() and len(shown) == 1  # Keep training
+    assert "saves a checkpoint" in shown[0][0] and shown[0][1]
+    assert window._may_close_while_training() and len(shown) == 2  # Save and close, do not tell again
+    assert window._may_close_while_training() and len(shown) == 2  # told once: no notice now

@@ -48,7 +48,9 @@ def wait_state(qtbot, panel, name, timeout=60_000):
 
 def test_start_then_stop_leaves_a_loadable_checkpoint(qtbot, panel, tmp_path):
     """Start trains in the engine: the loss curve receives points, the EMA and raw grids show samples labelled with
-    their step; Stop ends at a step, saves a checkpoint that engine.checkpoint loads, and lists it."""
+    their step, each new grid on the timeline; Stop ends at a step, saves a checkpoint that engine.checkpoint loads,
+    and lists it; the folder stays, so Start reads "Continue this run" (the likely next step, in bold) beside New
+    run."""
     from engine.checkpoint import load_checkpoint
 
     panel.steps_spin.setValue(10_000)
@@ -60,15 +62,21 @@ def test_start_then_stop_leaves_a_loadable_checkpoint(qtbot, panel, tmp_path):
     assert panel.raw_grid.count == 4 and "step" in panel.ema_title.text()
     steps, losses = panel.loss_plot.series("loss")
     assert np.all(np.diff(steps) > 0) and np.all(losses > 0)
+    qtbot.waitUntil(lambda: len(panel.outputs.steps) >= 2, timeout=60_000)
+    assert panel.outputs.shown_step() == panel.outputs.steps[-1]  # the newest grid, as it arrives
     qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
-    wait_state(qtbot, panel, "finished")
+    wait_state(qtbot, panel, "stopped")
     saved = sorted((tmp_path / "run" / "checkpoints").glob("step_*.json"))
     assert saved, "no checkpoint was written"
     checkpoint = load_checkpoint(saved[-1])
     assert 0 < checkpoint.step < 10_000 and checkpoint.step >= steps[-1]
     assert checkpoint.group("ema") and checkpoint.metadata["preset"] == "micro"
     assert panel.checkpoint_list.count() >= 1 and f"step {checkpoint.step:,}" in panel.checkpoint_list.item(0).text()
-    assert panel.start_button.isEnabled() and panel.run_dir_edit.text() != str(tmp_path / "run")  # a new run next
+    assert panel.run_dir_edit.text() == str(tmp_path / "run") and "Continue this run" in panel.status_label.text()
+    assert panel.start_button.isEnabled() and panel.start_button.text() == "Continue this run"
+    assert "bold" in panel.start_button.styleSheet() and panel.new_run_button.isEnabled()
+    assert "bold" not in panel.new_run_button.styleSheet()
+    assert "this run's own data" in panel.data_label.text()
 
 
 def test_pause_then_resume_continues_exactly(qtbot, panel, tmp_path):
@@ -85,6 +93,7 @@ def test_pause_then_resume_continues_exactly(qtbot, panel, tmp_path):
     qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
     wait_state(qtbot, panel, "finished")
     assert "Finished at step 15" in panel.status_label.text()
+    assert "bold" in panel.new_run_button.styleSheet() and "bold" not in panel.start_button.styleSheet()
     logged = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert logged == sorted(set(logged)) and logged[-1] == 15
     assert list(panel.loss_plot.series("loss")[0]) == logged
@@ -113,12 +122,42 @@ def test_settings_show_what_differs_from_the_paper(qtbot, bridge):
     assert panel.differs_list.item(0).text() == "nothing: this is the paper's recipe"
 
 
-def test_start_without_a_dataset_explains_what_to_do(qtbot, bridge, tmp_path):
-    """Start with no dataset and a new run folder does not train; the status line says to load a dataset."""
+def test_start_is_off_without_a_dataset_and_the_data_line_names_what_start_uses(qtbot, bridge, micro_run, tmp_path):
+    """With no dataset and a new run folder, Start and New run are off and the data line says to load one; a folder
+    that holds a run turns Start into Continue this run, on that run's own data; once a dataset loads, the line
+    names it (spec, count, shape), and after a failed load it says that Start still uses that one."""
     panel = make_panel(qtbot, bridge)
     panel.run_dir_edit.setText(str(tmp_path / "new"))
-    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
-    assert panel.training_state == "idle" and "Load a dataset" in panel.status_label.text()
+    assert not panel.start_button.isEnabled() and not panel.new_run_button.isEnabled()
+    assert "No dataset loaded" in panel.data_label.text()
+    panel.run_dir_edit.setText(str(micro_run))
+    assert panel.start_button.isEnabled() and panel.start_button.text() == "Continue this run"
+    assert f"{MICRO_DATA} (this run's own data)" in panel.data_label.text()
+    panel.run_dir_edit.setText(str(tmp_path / "new"))
+    panel.state.set("dataset", run_async(qtbot, bridge.load_dataset("builtin:shapes?size=8&count=40")))
+    assert panel.start_button.isEnabled() and panel.start_button.text() == "Start"
+    assert panel.data_label.text() == "builtin:shapes?size=8&count=40 · 40 images · 8×8×3"
+    panel.state.set("dataset_error", "~/nowhere?size=8: no such file or folder")
+    assert "The newest load failed (~/nowhere?size=8: no such file or folder): Start uses this one" in (
+        panel.data_label.text()
+    )
+
+
+def test_new_runs_go_to_the_runs_folder_which_can_be_changed(qtbot, bridge, tmp_path, monkeypatch, settings_in):
+    """A new run's folder is a fresh name in the per-user runs folder ($XDG_DATA_HOME/ddpm-studio/runs), never the
+    working directory; choosing another runs folder is remembered and moves the fresh name along."""
+    from PySide6.QtWidgets import QFileDialog
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    panel = make_panel(qtbot, bridge)
+    panel.preset_combo.setCurrentText("micro")
+    first = Path(panel.run_dir_edit.text())
+    assert first.parent == tmp_path / "data" / "ddpm-studio" / "runs" and first.name.startswith("micro-")
+    assert panel.run_controls.runs_label.text() == str(tmp_path / "data" / "ddpm-studio" / "runs")
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args: str(tmp_path / "mine"))
+    panel.run_controls.runs_folder_button.click()
+    assert Path(panel.run_dir_edit.text()) == tmp_path / "mine" / first.name
+    assert make_panel(qtbot, bridge).run_controls.runs_label.text() == str(tmp_path / "mine")  # remembered
 
 
 def test_follows_a_run_written_by_the_cli(qtbot, bridge, tmp_path):
@@ -283,7 +322,7 @@ def test_the_loss_legend_names_every_shown_quartile_with_the_runs_T(qtbot, bridg
     t it holds for the run's T, as the toggles are."""
     panel = make_panel(qtbot, bridge)
     curves = panel.curves
-    assert curves.loss_plot.legend_names() == ["loss", "smoothed (0.9)"]
+    assert curves.loss_plot.legend_names() == ["loss", "smoothed"]
     assert panel.follow(str(micro_run))
     T = json.loads((micro_run / "run.json").read_text())["diffusion"]["num_timesteps"]
     first = f"t ∈ [1, {-(-T // 4):,}]"
@@ -291,9 +330,9 @@ def test_the_loss_legend_names_every_shown_quartile_with_the_runs_T(qtbot, bridg
     curves.quartile_checks[3].setChecked(True)
     curves.quartile_checks[0].setChecked(True)
     names = curves.loss_plot.legend_names()
-    assert names == ["loss", "smoothed (0.9)", first, curves.quartile_checks[3].text()]
+    assert names == ["loss", "smoothed", first, curves.quartile_checks[3].text()]
     curves.quartile_checks[3].setChecked(False)
-    assert curves.loss_plot.legend_names() == ["loss", "smoothed (0.9)", first]
+    assert curves.loss_plot.legend_names() == ["loss", "smoothed", first]
 
 
 def test_quartile_names_split_t_as_the_engine_does():
@@ -306,3 +345,65 @@ def test_quartile_names_split_t_as_the_engine_does():
         held = [t0 + 1 for t0 in range(T) if 4 * t0 // T == q]
         assert name == f"t ∈ [{held[0]}, {held[-1]}]"
     assert quartile_names(None) == QUARTILE_NAMES
+
+
+def test_the_smoothed_loss_follows_a_falling_loss_and_its_weight_is_a_slider(qtbot):
+    """The smoothed curve is a debiased EMA of log L (TensorBoard's, on the log axis): for a loss falling from 1 to
+    0.04 over the first 10 logged points and flat after, one point later it is within 1.5x of the raw value (the
+    former EMA of L with weight 0.9 showed 5x there, 4x two points later); its first point is the first loss; the
+    slider re-smooths the whole curve (0: the raw loss); one point gets axes a decade around it rather than
+    pyqtgraph's empty span."""
+    from studio.widgets.plots import TrainingCurves, debiased_ema
+
+    curves = TrainingCurves()
+    qtbot.addWidget(curves)
+    plot = curves.loss_plot
+    plot.add_point(10, 0.5)
+    (x0, x1), (y0, y1) = plot.getPlotItem().vb.viewRange()
+    assert x0 <= 10 <= x1 and y0 < np.log10(0.5) < y1 and y1 - y0 <= 1.5  # log10 on a log axis
+    plot.clear_data()
+    losses = np.concatenate([np.geomspace(1.0, 0.04, 10), np.full(20, 0.04)])
+    for step, loss in enumerate(losses, start=1):
+        plot.add_point(step * 10, float(loss))
+    _, smoothed = plot.series("smoothed")
+    assert smoothed[0] == pytest.approx(1.0) and smoothed[10] < 1.5 * 0.04 and smoothed[-1] < 1.01 * 0.04
+    assert debiased_ema(losses, 0.9, log=False)[10] > 5 * 0.04  # what the old smoothing showed
+    np.testing.assert_allclose(smoothed, debiased_ema(losses, curves.loss_plot.smoothing), rtol=1e-9)
+    curves.smoothing_slider.setValue(0)
+    np.testing.assert_allclose(plot.series("smoothed")[1], losses, rtol=1e-9)
+    curves.smoothing_slider.setValue(95)
+    assert curves.smoothing_label.text() == "0.95" and plot.smoothing == pytest.approx(0.95)
+    np.testing.assert_allclose(plot.series("smoothed")[1], debiased_ema(losses, 0.95), rtol=1e-9)
+    plot.add_point(1010, 0.04)  # a new point continues from the recomputed curve
+    np.testing.assert_allclose(plot.series("smoothed")[1][-1], debiased_ema([*losses, 0.04], 0.95)[-1], rtol=1e-9)
+
+
+def test_the_sample_timeline_scrubs_every_saved_grid_and_keeps_a_scrubbed_back_view(qtbot, tmp_path):
+    """A run's samples/ grids (the same noise at every step) go on the timeline: it shows the newest, scrubbing to
+    the first shows that step's grid, and a grid arriving while scrubbed back is added without moving the view;
+    at the end of the timeline a new grid is shown as it arrives. Raw grids exist only for this session's steps."""
+    from engine.images import make_grid
+    from studio.widgets.run_outputs import RunOutputs
+
+    (tmp_path / "samples").mkdir()
+    grids = {}
+    for step in (100, 200, 300):
+        images = np.full((4, 8, 8, 3), step // 2, np.uint8)
+        grids[step] = images
+        Image.fromarray(make_grid(images, nrow=2)).save(tmp_path / "samples" / f"step_{step:07d}.png")
+    outputs = RunOutputs()
+    qtbot.addWidget(outputs)
+    outputs.resize(600, 500)
+    outputs.show_run_samples(tmp_path)
+    assert outputs.steps == [100, 200, 300] and outputs.shown_step() == 300
+    assert outputs.timeline.isEnabled() and outputs.timeline_label.text() == "step 300 · 3 of 3"
+    outputs.timeline.setValue(0)
+    assert outputs.shown_step() == 100 and "step 100" in outputs.ema_title.text() and outputs.ema_grid.count == 1
+    assert "No raw-weight grid of step 100" in outputs.raw_grid.placeholder
+    live = np.full((4, 8, 8, 3), 7, np.uint8)
+    outputs.show_samples(400, live, live)
+    assert outputs.steps[-1] == 400 and outputs.shown_step() == 100  # scrubbed back: the view stays
+    outputs.timeline.setValue(outputs.timeline.maximum())
+    assert outputs.ema_grid.count == 4 and outputs.raw_grid.count == 4 and "step 400" in outputs.raw_title.text()
+    outputs.show_samples(500, live, live)
+    assert outputs.shown_step() == 500  # at the end: follows the newest

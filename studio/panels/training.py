@@ -52,15 +52,17 @@ from studio.bridge import (
 )
 from studio.state import AppState
 from studio.widgets.plots import TrainingCurves
-from studio.widgets.run_controls import BUSY_STATES, RunControls
-from studio.widgets.run_outputs import RunOutputs
+from studio.widgets.run_controls import BUSY_STATES, RunControls, runs_folder
+from studio.widgets.run_outputs import CheckpointList, RunOutputs
 from studio.widgets.train_settings import SETTINGS, PaperDifferences, TrainSettingsForm
 
 FOLLOW_INTERVAL_MS = 2000
 FOLLOWED_RAW_PLACEHOLDER = (
     "Raw-weight grids appear while the studio trains;\na run written elsewhere saves EMA grids only."
 )
-IDLE_PROMPT = "Load a dataset in the Dataset panel, then press Start."
+IDLE_PROMPT = (
+    "Press Start (Ctrl+Return) to train the preset on the data named above, or Follow a run… written elsewhere."
+)
 
 
 def _run_timesteps(run_dir: Path) -> int | None:
@@ -82,7 +84,7 @@ class StepProgressBar(QProgressBar):
 
 class TrainingPanel(QWidget):
     """Train a preset on the loaded dataset, or follow a run written elsewhere. `training_state_changed` says which
-    state it is in: idle, running, pausing, paused, stopping, finished, failed or following."""
+    state it is in: idle, running, pausing, paused, stopping, stopped, finished, failed or following."""
 
     title = "Training"
     training_state_changed = Signal(str)
@@ -113,8 +115,9 @@ class TrainingPanel(QWidget):
         self.differs_list = PaperDifferences()
         self.run_controls = RunControls()
         self.run_dir_edit, self.choose_dir_button = self.run_controls.run_dir_edit, self.run_controls.choose_dir_button
-        self.start_button, self.pause_button = self.run_controls.start_button, self.run_controls.pause_button
-        self.stop_button, self.follow_button = self.run_controls.stop_button, self.run_controls.follow_button
+        self.start_button, self.new_run_button = self.run_controls.start_button, self.run_controls.new_run_button
+        self.pause_button, self.stop_button = self.run_controls.pause_button, self.run_controls.stop_button
+        self.follow_button, self.data_label = self.run_controls.follow_button, self.run_controls.data_label
         self.run_controls.bind_shortcuts(self)
         preset_box, differs_box = QGroupBox("Preset"), QGroupBox("Differs from the paper (CIFAR-10)")
         for box, widgets in ((preset_box, (self.preset_combo, self.preset_label)), (differs_box, (self.differs_list,))):
@@ -124,7 +127,7 @@ class TrainingPanel(QWidget):
         controls = QWidget()
         left = QVBoxLayout(controls)
         left.setContentsMargins(0, 0, 0, 0)
-        for widget, stretch in ((preset_box, 0), (self.settings_form, 0), (differs_box, 1), (self.run_controls, 0)):
+        for widget, stretch in ((preset_box, 0), (self.settings_form, 0), (differs_box, 1)):
             left.addWidget(widget, stretch)
         # In a short window the settings scroll rather than squash their editors until the text is clipped.
         controls_scroll = QScrollArea()
@@ -132,7 +135,8 @@ class TrainingPanel(QWidget):
         controls_scroll.setWidgetResizable(True)
         controls_scroll.setFrameShape(QFrame.Shape.NoFrame)
         controls_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        controls_scroll.setMaximumWidth(360)
+        controls_scroll.setMinimumWidth(260)
+        controls_scroll.setMaximumWidth(340)
 
         # ---- the run, live ----
         self.status_label = QLabel(IDLE_PROMPT)
@@ -146,13 +150,28 @@ class TrainingPanel(QWidget):
         self.outputs = RunOutputs()
         self.ema_grid, self.raw_grid = self.outputs.ema_grid, self.outputs.raw_grid
         self.ema_title, self.raw_title = self.outputs.ema_title, self.outputs.raw_title
-        self.checkpoint_list = self.outputs.checkpoint_list
-        splitter = QSplitter(Qt.Orientation.Vertical)
-        splitter.addWidget(self.curves)
-        splitter.addWidget(self.outputs)
-        splitter.setSizes([400, 250])
+        self.checkpoint_list = CheckpointList()
+        checkpoints = QWidget()
+        checkpoints_column = QVBoxLayout(checkpoints)
+        checkpoints_column.setContentsMargins(0, 0, 0, 0)
+        checkpoints_column.addWidget(QLabel("<b>Checkpoints</b> (double-click one to explore it)"))
+        checkpoints_column.addWidget(self.checkpoint_list, 1)
+        curves_and_checkpoints = QSplitter(Qt.Orientation.Vertical)
+        curves_and_checkpoints.addWidget(self.curves)
+        curves_and_checkpoints.addWidget(checkpoints)
+        curves_and_checkpoints.setSizes([500, 120])
+        live = QSplitter(Qt.Orientation.Horizontal)  # the curves beside the samples, each as tall as the window allows
+        live.addWidget(curves_and_checkpoints)
+        live.addWidget(self.outputs)
+        live.setSizes([520, 480])
         right = QVBoxLayout()
-        for widget, stretch in ((self.status_label, 0), (self.progress_bar, 0), (self.warning_label, 0), (splitter, 1)):
+        for widget, stretch in (
+            (self.run_controls, 0),
+            (self.status_label, 0),
+            (self.progress_bar, 0),
+            (self.warning_label, 0),
+            (live, 1),
+        ):
             right.addWidget(widget, stretch)
         layout = QHBoxLayout(self)
         layout.setSpacing(12)
@@ -161,15 +180,18 @@ class TrainingPanel(QWidget):
 
         self.preset_combo.currentTextChanged.connect(self._on_preset_changed)
         self.start_button.clicked.connect(self.start)
+        self.new_run_button.clicked.connect(self.new_run)
         self.pause_button.clicked.connect(self._on_pause_clicked)
         self.stop_button.clicked.connect(self.stop)
         self.follow_button.clicked.connect(self._on_follow_clicked)
-        self.outputs.checkpoint_chosen.connect(self._on_checkpoint_chosen)
+        self.checkpoint_list.checkpoint_chosen.connect(self._on_checkpoint_chosen)
+        self.run_controls.run_dir_changed.connect(lambda _text: self._refresh_controls())
         self.bridge.train_event.connect(self._on_train_event)
         # AppState keeps its observers for good: a weak reference, so that no panel <-> state cycle is left for the
         # garbage collector, which may run on the engine thread and must not destroy widgets there.
         panel = weakref.ref(self)
         self.state.observe("dataset", lambda _: panel() is not None and panel()._on_dataset_changed())
+        self.state.observe("dataset_error", lambda _: panel() is not None and panel()._refresh_controls())
         self.preset_combo.setCurrentText("tiny")
         self._on_preset_changed("tiny")
         self._reset_view()
@@ -179,12 +201,30 @@ class TrainingPanel(QWidget):
 
     def _on_dataset_changed(self) -> None:
         self._show_differences()
-        dataset = self.state.get("dataset")
-        if dataset is not None and self.training_state == "idle" and self.status_label.text() == IDLE_PROMPT:
-            self.status_label.setText(
-                f"Dataset {dataset.spec} is loaded: press Start (Ctrl+Return) to train the "
-                "preset on it, or Follow a run… written elsewhere."
+        self._refresh_controls()
+
+    def _refresh_controls(self) -> None:
+        """The buttons for the state, the folder and the data; the data line names what Start will train on."""
+        self.run_controls.show_state(self.training_state, self.state.get("dataset") is not None)
+        self.data_label.setText(self._data_text())
+
+    def _data_text(self) -> str:
+        run_dir, dataset, failed = self.run_controls.run_dir, self.state.get("dataset"), self.state.get("dataset_error")
+        if self.training_state in BUSY_STATES or self.run_controls.resumable:
+            try:
+                whose = "the followed run's" if self.training_state == "following" else "this run's own data"
+                return f"{read_run_record(Path(self.run_dir or run_dir))['data']} ({whose})"
+            except (ValueError, KeyError, TypeError):
+                pass
+        if dataset is None:
+            return "<span style='color:#c62828'>No dataset loaded: load one in the Dataset tab.</span>" + (
+                f" The newest load failed ({failed})." if failed else ""
             )
+        h, w = dataset.image_size
+        text = f"{dataset.spec} · {dataset.count:,} images · {h}×{w}×{dataset.channels}"
+        if failed:
+            text += f"<br><span style='color:#b35c00'>⚠ The newest load failed ({failed}): Start uses this one.</span>"
+        return text
 
     def _on_preset_changed(self, name: str) -> None:
         if self.training_state in BUSY_STATES:
@@ -227,7 +267,7 @@ class TrainingPanel(QWidget):
 
     def _set_state(self, name: str) -> None:
         self.training_state = name
-        self.run_controls.show_state(name)
+        self._refresh_controls()
         for widget in (self.preset_combo, self.settings_form):
             widget.setEnabled(name not in BUSY_STATES)
         self.training_state_changed.emit(name)
@@ -235,11 +275,16 @@ class TrainingPanel(QWidget):
     def _error(self, message: str) -> None:
         self.status_label.setText(f"<span style='color:#c62828'>{message}</span>")
 
+    def new_run(self) -> asyncio.Future | None:
+        """Start a new run of the preset on the loaded dataset, in a fresh folder of the runs folder."""
+        self._new_run_dir()
+        return self.start()
+
     def start(self) -> asyncio.Future | None:
-        """Train the preset on the loaded dataset into the run folder (or resume the run the folder holds);
+        """Train the preset on the loaded dataset into the run folder (or continue the run the folder holds);
         returns the task that awaits the training job, None if it could not start."""
         run_dir = self.run_controls.run_dir
-        resuming = bool(run_dir) and (Path(run_dir) / "run.json").exists()
+        resuming = self.run_controls.resumable
         dataset = self.state.get("dataset")
         if not run_dir or (dataset is None and not resuming):
             return self._error(
@@ -258,8 +303,9 @@ class TrainingPanel(QWidget):
             self.curves.show_records(
                 MetricsFollower(Path(run_dir) / "metrics.jsonl").read()[0], self._total_steps, self._batch_size
             )
+            self.outputs.show_run_samples(Path(run_dir))
         self.state.set("run_dir", run_dir)
-        self.status_label.setText(("Resuming " if resuming else "Starting ") + f"{run_dir} …")
+        self.status_label.setText(("Continuing " if resuming else "Starting ") + f"{run_dir} …")
         return self._launch(spec)
 
     def _launch(self, spec) -> asyncio.Future:
@@ -276,8 +322,8 @@ class TrainingPanel(QWidget):
             self._error(f"Training failed: {e}")
             self._set_state("failed")
             return
-        self._set_state("paused" if self.training_state == "pausing" else "finished")
-        self.outputs.list_checkpoints(Path(self.run_dir))
+        self._set_state({"pausing": "paused", "stopping": "stopped"}.get(self.training_state, "finished"))
+        self.checkpoint_list.list_checkpoints(Path(self.run_dir))
 
     def _on_pause_clicked(self) -> None:
         if self.training_state == "paused":
@@ -288,17 +334,18 @@ class TrainingPanel(QWidget):
             self.status_label.setText("Pausing after this step (saving a checkpoint) …")
 
     def stop(self) -> None:
-        """Stop training (a checkpoint is saved) and mark the run finished; the next Start begins a new run."""
+        """Stop training (a checkpoint is saved); the folder stays, so Continue this run picks it up again and New
+        run begins another."""
         if self.training_state == "running":
             self.bridge.stop_training()
             self._set_state("stopping")
         elif self.training_state == "paused":
-            self._set_state("finished")
-        self._new_run_dir()
+            self._set_state("stopped")
 
     def _reset_view(self, raw_placeholder: str | None = None) -> None:
         self.curves.clear()
         self.outputs.clear(raw_placeholder)
+        self.checkpoint_list.clear()
         self.warning_label.setVisible(False)
 
     # ---- events of the engine's training loop ----
@@ -331,7 +378,7 @@ class TrainingPanel(QWidget):
             case SamplesReady():
                 self.outputs.show_samples(event.step, event.ema, event.raw)
             case CheckpointSaved():
-                self.outputs.list_checkpoints(Path(event.path).parent.parent)
+                self.checkpoint_list.list_checkpoints(Path(event.path).parent.parent)
             case StepSkipped() | RolledBack():
                 text = (
                     f"step {event.step:,} skipped: {event.reason}"
@@ -343,10 +390,12 @@ class TrainingPanel(QWidget):
             case TrainFinished():
                 self.progress_bar.setValue(event.step)
                 self.status_label.setText(
-                    f"Finished at step {event.step:,}: {self.run_dir}"
+                    f"Finished at step {event.step:,}: {self.run_dir}. Raise Steps and Continue this run to train "
+                    "it further, or begin a New run."
                     if event.reason == "done"
-                    else f"{'Paused' if self.training_state == 'pausing' else 'Stopped'} at step {event.step:,}; "
-                    "checkpoint saved."
+                    else f"Paused at step {event.step:,}; checkpoint saved."
+                    if self.training_state == "pausing"
+                    else f"Stopped at step {event.step:,}; checkpoint saved. Continue this run, or begin a New run."
                 )
 
     def _on_checkpoint_chosen(self, path: str) -> None:
@@ -368,7 +417,8 @@ class TrainingPanel(QWidget):
             return self.stop_following()
         current = self.state.get("run_dir") or self.run_dir  # the run opened or trained last
         start = next(
-            (p for p in (Path(current) if current else None, Path("runs")) if p is not None and p.is_dir()), Path.cwd()
+            (p for p in (Path(current) if current else None, runs_folder()) if p is not None and p.is_dir()),
+            Path.home(),
         )
         path = QFileDialog.getExistingDirectory(self, "Follow a run folder", str(start.resolve()))
         if path:
@@ -427,8 +477,8 @@ class TrainingPanel(QWidget):
         step = self.curves.show_records(records, self._total_steps, self._batch_size)
         if step is not None:
             self.progress_bar.setValue(min(step, self._total_steps))
-        self.outputs.show_newest_sample(Path(self.run_dir))
-        self.outputs.list_checkpoints(Path(self.run_dir))
+        self.outputs.show_run_samples(Path(self.run_dir))
+        self.checkpoint_list.list_checkpoints(Path(self.run_dir))
         self._hint_newer_checkpoint()
 
     def _hint_newer_checkpoint(self) -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
 QUARTILE_COLORS = ("#d62728", "#ff7f0e", "#2ca02c", "#9467bd")  # t small (hard) -> t large (easy)
 QUARTILE_NAMES = ("t ∈ [1, T/4]", "t ∈ (T/4, T/2]", "t ∈ (T/2, 3T/4]", "t ∈ (3T/4, T]")
@@ -167,16 +167,31 @@ class LivePlot(pg.PlotWidget):
             s.curve.setData([], [])
 
 
+def debiased_ema(values: Sequence[float], weight: float, log: bool = True) -> np.ndarray:
+    """The exponential moving average of `values` with `weight` on the past, divided by the weight the average
+    has gathered so far (TensorBoard's smoothing), so that the first points are not pulled towards zero; taken of
+    log(value) when `log`, so that on a log axis the curve follows a loss falling by decades without lagging."""
+    ys = np.log(np.asarray(values, dtype=float)) if log else np.asarray(values, dtype=float)
+    out, total, gathered = np.empty_like(ys), 0.0, 0.0
+    for i, y in enumerate(ys):
+        total = weight * total + (1 - weight) * y
+        gathered = weight * gathered + (1 - weight)
+        out[i] = total / gathered if gathered else y
+    return np.exp(out) if log else out
+
+
 class LossPlot(LivePlot):
     """The training loss on a log axis: raw per logged step, smoothed, and per t-quartile (toggled)."""
 
-    def __init__(self, parent: QWidget | None = None, smoothing: float = 0.9):
+    DEFAULT_SMOOTHING = 0.6  # TensorBoard's default weight
+
+    def __init__(self, parent: QWidget | None = None, smoothing: float = DEFAULT_SMOOTHING):
         super().__init__(parent, y_label="L_simple (log scale)", log_y=True)
         self.smoothing = smoothing  # weight of the past in the running average, as TensorBoard's slider
         self._smooth_sum = 0.0
         self._smooth_weight = 0.0
         self.add_series("loss", "#1f77b4", width=1, alpha=120, label="loss")
-        self.add_series("smoothed", "#1f77b4", width=2.5, label=f"smoothed ({smoothing:g})")
+        self.add_series("smoothed", "#1f77b4", width=2.5, label="smoothed")
         self.quartile_names = QUARTILE_NAMES
         for q, color in enumerate(QUARTILE_COLORS):
             self.add_series(f"q{q}", color, width=1.5, visible=False, label=None)  # in the legend while shown
@@ -189,12 +204,31 @@ class LossPlot(LivePlot):
         """One logged step: the window's mean loss and its mean per t-quartile (None where no t fell)."""
         if not self.append("loss", step, loss):
             return
-        # Bias-corrected exponential moving average, so the first points are not pulled towards zero.
-        self._smooth_sum = self.smoothing * self._smooth_sum + (1 - self.smoothing) * loss
+        # debiased_ema, one point at a time (of log L: the axis is logarithmic)
+        self._smooth_sum = self.smoothing * self._smooth_sum + (1 - self.smoothing) * math.log(loss)
         self._smooth_weight = self.smoothing * self._smooth_weight + (1 - self.smoothing)
-        self.append("smoothed", step, self._smooth_sum / self._smooth_weight)
+        smoothed = math.exp(self._smooth_sum / self._smooth_weight) if self._smooth_weight else loss
+        self.append("smoothed", step, smoothed)
         for q, value in enumerate(list(by_quartile)[:4]):
             self.append(f"q{q}", step, value)
+        if self.count == 1:  # pyqtgraph's auto range around a single point spans nothing useful: a decade around it
+            self.setXRange(0, max(1.0, 2.0 * step), padding=0)
+            self.setYRange(math.log10(loss) - 0.5, math.log10(loss) + 0.5, padding=0)
+        elif self.count == 2:
+            self.enableAutoRange()
+
+    def set_smoothing(self, weight: float) -> None:
+        """Smooth with another weight (0: none, towards 1: more); the whole curve is recomputed."""
+        self.smoothing = min(max(float(weight), 0.0), 0.999)
+        xs, ys = self.series("loss")
+        series = self._series["smoothed"]
+        series.xs, series.ys = list(xs), list(debiased_ema(ys, self.smoothing)) if len(ys) else []
+        logs = np.log(ys) if len(ys) else ys
+        self._smooth_sum = self._smooth_weight = 0.0
+        for y in logs:  # carry the running sums on from the recomputed curve
+            self._smooth_sum = self.smoothing * self._smooth_sum + (1 - self.smoothing) * y
+            self._smooth_weight = self.smoothing * self._smooth_weight + (1 - self.smoothing)
+        self._mark_stale(series)
 
     def set_quartile_visible(self, quartile: int, visible: bool) -> None:
         self.set_series_visible(f"q{quartile}", visible)
@@ -234,6 +268,19 @@ class TrainingCurves(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.loss_plot = LossPlot()
+        self.smoothing_slider = QSlider(Qt.Orientation.Horizontal)
+        self.smoothing_slider.setRange(0, 99)
+        self.smoothing_slider.setValue(round(100 * self.loss_plot.smoothing))
+        self.smoothing_slider.setMinimumWidth(70)
+        self.smoothing_slider.setMaximumWidth(140)
+        self.smoothing_slider.setToolTip(
+            "The weight of the past in the smoothed curve (TensorBoard's slider): 0 shows the raw loss,\n"
+            "0.99 a long average. It is debiased (the first points are not pulled towards zero) and taken\n"
+            "of log L, so that it follows the loss on the log axis."
+        )
+        self.smoothing_label = QLabel()
+        self.smoothing_slider.valueChanged.connect(self._on_smoothing_changed)
+        self._on_smoothing_changed(self.smoothing_slider.value())
         self.stat_labels = {name: QLabel("–") for name in ("loss", "lr", "grad norm", "images/s", "ETA")}
         self.stat_labels["grad norm"].setToolTip("The global gradient norm before clipping (the paper clips it at 1)")
         self.stat_labels["ETA"].setToolTip("Time to the last step at the current images/s")
@@ -243,9 +290,12 @@ class TrainingCurves(QWidget):
             stats.addWidget(label)
             stats.addSpacing(12)
         stats.addStretch(1)
+        stats.addWidget(QLabel("smoothing"))
+        stats.addWidget(self.smoothing_slider)
+        stats.addWidget(self.smoothing_label)
         self.quartile_checks: list[QCheckBox] = []
         quartiles = QHBoxLayout()
-        quartiles.addWidget(QLabel("Loss by t-quartile:"))
+        quartiles.addWidget(QLabel("Loss by t:"))
         for q, (color, name) in enumerate(zip(QUARTILE_COLORS, QUARTILE_NAMES)):
             check = QCheckBox(name)
             check.setStyleSheet(f"color: {color};")
@@ -259,6 +309,10 @@ class TrainingCurves(QWidget):
         layout.addLayout(stats)
         layout.addWidget(self.loss_plot, 1)
         layout.addLayout(quartiles)
+
+    def _on_smoothing_changed(self, value: int) -> None:
+        self.smoothing_label.setText(f"{value / 100:.2f}")
+        self.loss_plot.set_smoothing(value / 100)
 
     def set_timesteps(self, num_timesteps: int | None) -> None:
         """Name the t-quartiles (toggles and legend) by the t they hold for the run's T (None: symbolically)."""
