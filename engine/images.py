@@ -86,6 +86,20 @@ def strip(frames: Sequence[np.ndarray], padding: int = 2, pad_value: int = 255) 
     return make_grid(np.stack(frames), nrow=len(frames), padding=padding, pad_value=pad_value)
 
 
+def captioned(picture: np.ndarray, text: str, pad_value: int = 255) -> np.ndarray:
+    """[H, W, C] uint8 with a band above it holding `text` (Pillow's built-in font, black on `pad_value`), so that a
+    caption never covers the picture: a GIF frame's "t = 500"."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    left, top, right, bottom = font.getbbox(text)
+    band = np.full((bottom + 4, picture.shape[1], picture.shape[2]), pad_value, np.uint8)
+    canvas = _pil(np.concatenate([band, picture]))
+    ImageDraw.Draw(canvas).text((2 - left, 2 - top + 1), text, fill=(0,) * picture.shape[2], font=font)
+    out = np.asarray(canvas)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
 def save_gif(path: str | Path, frames: Sequence[np.ndarray], duration_ms: int = 40, hold_last_ms: int = 1000) -> Path:
     """An animated GIF of [H, W, C] uint8 frames that loops, holding the last frame a little longer."""
     path = Path(path)

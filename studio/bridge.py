@@ -19,7 +19,7 @@ from engine import jobs, limits, refine
 from engine.config import PRESETS, DiffusionConfig, Precision, Preset, TrainConfig, UNetConfig, to_jsonable
 from engine.data.report import human_bytes
 from engine.figures import strip_layout, trajectory_layout
-from engine.images import make_grid, read_png_metadata, save_gif, save_png, strip, upscale
+from engine.images import captioned, make_grid, read_png_metadata, save_gif, save_png, strip, upscale
 from engine.loading import BUNDLED_RUN, identity_provenance, run_name
 from engine.runs import MetricsFollower, RunError, RunSpec, default_runs_folder, read_run_record, step_files
 from engine.train import (
@@ -69,6 +69,7 @@ __all__ = [
     "save_gif",
     "make_grid",
     "upscale",
+    "captioned",
     "strip",
     "strip_layout",
     "trajectory_layout",

@@ -97,3 +97,68 @@ def test_the_preview_caption_gives_the_saved_zoom_padding_and_size(qtbot, bridge
     assert "zoom 3, padding 0 (96 × 24 px)" in panel.preview_caption.text()
     with Image.open(panel.export_grid(str(tmp_path / "grid.png"))) as image:
         assert image.size == panel.saved_grid_size() == (96, 24)
+
+
+def test_generating_shows_progress_and_a_second_press_stops_it(qtbot, bridge):
+    """While a grid samples, the button reads Stop and a bar counts the chain's frames (x_T, then one per step); pressing it again stops the
+    job, the bar goes and the previous grid (none here) stays. "Columns" at 0 reads "auto"."""
+    state = AppState()
+    state.set("model", bridge.model)
+    panel = ExportPanel(bridge, state)
+    qtbot.addWidget(panel)
+    assert panel.columns.value() == 0 and panel.columns.text() == "auto"
+    panel.count.setValue(1024)
+    panel.steps.setCurrentIndex(0)  # the exact chain: T = 100 steps of 1,024 images
+    panel.generate_button.click()
+    qtbot.waitUntil(lambda: panel.progress.maximum() == 101 and 0 < panel.progress.value(), timeout=30_000)
+    assert panel.generate_button.text() == "Stop" and panel.progress.isVisibleTo(panel)
+    assert panel.progress.format().endswith("frames (x_T, then one per step)")
+    with qtbot.waitSignal(bridge.job_cancelled, timeout=10_000):
+        panel.generate_button.click()
+    qtbot.waitUntil(lambda: panel.generate_button.text() == "Generate", timeout=5_000)
+    assert panel.progress.isHidden() and "stopped" in panel.message.text() and panel.grid.count == 0
+
+
+def test_the_save_dialog_opens_where_the_last_export_went(qtbot, bridge, tmp_path, monkeypatch, settings_in):
+    """The first Save dialog opens in the Pictures folder (or home), never the working directory; after a save, the
+    next one opens in the folder saved to."""
+    from PySide6.QtWidgets import QFileDialog
+
+    state = AppState()
+    state.set("interpolation", {"images": np.zeros((3, 8, 8, 3), np.uint8), "metadata": {}})
+    panel = ExportPanel(bridge, state)
+    qtbot.addWidget(panel)
+    offered = []
+
+    def dialog(parent, caption, start, filter):
+        offered.append(start)
+        return str(tmp_path / "mine" / "sheet.png"), filter
+
+    (tmp_path / "mine").mkdir()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", dialog)
+    monkeypatch.chdir(tmp_path)
+    panel.save_sheet_button.click()
+    assert (tmp_path / "mine" / "sheet.png").is_file()
+    panel.save_sheet_button.click()
+    assert not offered[0].startswith(str(tmp_path)) and offered[0].endswith("interpolation.png")
+    assert offered[1] == str(tmp_path / "mine" / "interpolation.png")
+
+
+def test_gif_frames_say_which_t_they_show(qtbot, bridge, tmp_path):
+    """With "label each frame with its t" (on by default) every GIF frame has a band above the picture with its t;
+    without it, the frames are the pictures alone."""
+    state = AppState()
+    panel = ExportPanel(bridge, state)
+    qtbot.addWidget(panel)
+    frames = np.full((11, 1, 8, 8, 3), 128, np.uint8)
+    state.set("trajectory", {"t_values": np.arange(10, -1, -1), "x_t": frames, "pred_x0": frames, "metadata": {}})
+    panel.scale.setValue(4)
+    panel.padding.setValue(0)
+    with Image.open(panel.export_gif(str(tmp_path / "labelled.gif"))) as labelled:
+        size, first = labelled.size, np.asarray(labelled.convert("RGB"))
+    assert size[0] == 32 and size[1] > 32  # the band sits above the 32x32 picture
+    band = first[: size[1] - 32]
+    assert (band < 100).any() and (band == 255).any()  # dark text on white
+    panel.gif_labels.setChecked(False)
+    with Image.open(panel.export_gif(str(tmp_path / "plain.gif"))) as plain:
+        assert plain.size == (32, 32)

@@ -11,15 +11,17 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QSettings, QStandardPaths, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -28,6 +30,7 @@ from PySide6.QtWidgets import (
 
 from ..bridge import (
     Bridge,
+    captioned,
     identity_provenance,
     limits,
     make_grid,
@@ -42,10 +45,12 @@ from ..bridge import (
 from ..requests import ViewRequests
 from ..state import AppState
 from ..widgets.image_grid import ImageGrid, to_qimage
+from ..widgets.plots import duration
 from ..widgets.shortcuts import bind_shortcut
 
 GENERATE_KEYS, SAVE_KEYS, COPY_KEYS = "Ctrl+Return", "Ctrl+S", "Ctrl+Shift+C"
 
+LAST_FOLDER_KEY = "last_export_folder"
 TRAJECTORY_NONE = "no trajectory yet: generate one in the Trajectory tab"
 SHEET_NONE = "no interpolation yet: make one in the Interpolation tab"
 
@@ -68,13 +73,15 @@ class ExportPanel(QWidget):
         self._samples = ViewRequests(  # one sample grid at a time (studio/requests.py)
             on_value=self._on_progress,
             on_done=self._on_sampled,
-            on_error=lambda message: self.message.setText(f"sampling failed: {message}"),
+            on_error=self._on_sampling_failed,
+            on_cancelled=self._on_sampling_stopped,
         )
         self._asked: tuple = ()
 
         # Sample grid
         self.count = _spin(*spin_range(limits.IMAGES), 16, "how many samples in the grid")
-        self.columns = _spin(0, spin_range(limits.GRID_COLUMNS)[1], 0, "images per row (0: as square as possible)")
+        self.columns = _spin(0, spin_range(limits.GRID_COLUMNS)[1], 0, "images per row; auto: as square as possible")
+        self.columns.setSpecialValueText("auto")
         self.padding = _spin(0, 16, 2, "pixels between images")
         self.scale = _spin(
             *spin_range(limits.SCALE),
@@ -92,7 +99,9 @@ class ExportPanel(QWidget):
             "the exact ancestral chain of the paper, or a strided chain (Song et al. 2021) that is faster"
         )
         self.generate_button = QPushButton("Generate")
-        self.generate_button.setToolTip(f"sample a new grid from the loaded model ({GENERATE_KEYS})")
+        self.generate_button.setToolTip(f"sample a new grid from the loaded model ({GENERATE_KEYS}; again to stop)")
+        self.progress = QProgressBar()  # the sampling chain: step k of its steps
+        self.progress.setVisible(False)
         self.save_grid_button = QPushButton("Save PNG…")
         self.save_grid_button.setToolTip(f"save the grid as a PNG with its provenance in text chunks ({SAVE_KEYS})")
         self.copy_button = QPushButton("Copy")
@@ -116,6 +125,7 @@ class ExportPanel(QWidget):
         for b in (self.generate_button, self.save_grid_button, self.copy_button):
             buttons.addWidget(b)
         grid_form.addRow(buttons)
+        grid_form.addRow(self.progress)
         grid_box = QGroupBox("Sample grid")
         grid_layout = QHBoxLayout(grid_box)
         grid_layout.addLayout(grid_form, 0)
@@ -135,6 +145,9 @@ class ExportPanel(QWidget):
         )
         self.gif_source = QComboBox()
         self.gif_source.addItems(["x_t (the noisy state)", "x̂0 (the prediction, Eq. 15)"])
+        self.gif_labels = QCheckBox("label each frame with its t")
+        self.gif_labels.setChecked(True)
+        self.gif_labels.setToolTip("a band above each GIF frame says which step t it shows")
         self.save_strip_button = QPushButton("Save strip…")
         self.save_gif_button = QPushButton("Save GIF…")
         self.save_sheet_button = QPushButton("Save interpolation sheet…")
@@ -144,6 +157,7 @@ class ExportPanel(QWidget):
         other.addRow("Trajectory", self.trajectory_label)
         other.addRow("Strip frames", self.frames)
         other.addRow("GIF shows", self.gif_source)
+        other.addRow("", self.gif_labels)
         row = QHBoxLayout()
         row.addWidget(self.save_strip_button)
         row.addWidget(self.save_gif_button)
@@ -160,7 +174,7 @@ class ExportPanel(QWidget):
         layout.addWidget(other_box, 0)
         layout.addWidget(self.message)
 
-        self.generate_button.clicked.connect(lambda: asyncio.ensure_future(self.generate()))
+        self.generate_button.clicked.connect(self._on_generate_clicked)
         self.save_grid_button.clicked.connect(lambda: self._ask_and(self.export_grid, "samples.png"))
         self.copy_button.clicked.connect(self.copy_grid)
         self.save_strip_button.clicked.connect(lambda: self._ask_and(self.export_strip, "trajectory.png"))
@@ -197,17 +211,45 @@ class ExportPanel(QWidget):
     def _num_steps(self) -> int | None:
         return [None, 100, 50, 20][self.steps.currentIndex()]
 
+    def _on_generate_clicked(self) -> None:
+        if self._samples.running:
+            self.bridge.cancel("sample")
+        else:
+            asyncio.ensure_future(self.generate())
+
     async def generate(self) -> None:
         model = self.state.get("model")
         if model is None:
             self.message.setText("no model is loaded")
             return
         n, seed, steps = self.count.value(), self.seed.value(), self._num_steps()
-        self.message.setText(f"sampling {n} images…")
+        cost = getattr(model, "seconds_per_image_step", None)
+        total = steps or model.num_timesteps
+        self.message.setText(
+            f"sampling {n} images through {total:,} steps"
+            + (f", up to {duration(cost * n * total)} here" if cost else "")
+            + "…"
+        )
         self._asked = (n, seed, steps, model.num_timesteps)
+        self._set_sampling(True)
         await self._samples.ask(lambda on_value: self.bridge.sample(n, seed, steps, on_progress=on_value))
 
+    def _set_sampling(self, sampling: bool) -> None:
+        self.generate_button.setText("Stop" if sampling else "Generate")
+        self.progress.setVisible(sampling)
+        if sampling:
+            self.progress.setRange(0, 0)  # busy until the first step arrives
+
+    def _on_sampling_failed(self, message: str) -> None:
+        self._set_sampling(False)
+        self.message.setText(f"sampling failed: {message}")
+
+    def _on_sampling_stopped(self) -> None:
+        self._set_sampling(False)
+        self.message.setText("sampling stopped; the grid shown is the previous one")
+
     def _on_sampled(self, result) -> None:
+        self._set_sampling(False)
         n, seed, steps, T = self._asked
         sampler = "ancestral (Alg. 2)" if steps is None else f"strided, eta=1, {steps} steps"
         named = identity_provenance(result.model) if result.model is not None else {}  # who computed it
@@ -230,8 +272,10 @@ class ExportPanel(QWidget):
         self._refresh_buttons()
 
     def _on_progress(self, value) -> None:
-        if hasattr(value, "done"):
-            self.message.setText(f"sampling… step {value.done} / {value.total}")
+        if hasattr(value, "done") and value.total:
+            self.progress.setRange(0, value.total)
+            self.progress.setValue(value.done)
+            self.progress.setFormat(f"{value.done:,} / {value.total:,} frames (x_T, then one per step)")
 
     def grid_picture(self) -> np.ndarray:
         samples = self.state.get("samples")
@@ -278,7 +322,10 @@ class ExportPanel(QWidget):
         trajectory = self.state.get("trajectory")
         frames = np.asarray(trajectory[which])
         picks = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), 100)).round().astype(int))
+        t_values = np.asarray(trajectory["t_values"])
         pictures = [upscale(make_grid(frames[k], padding=self.padding.value()), self.scale.value()) for k in picks]
+        if self.gif_labels.isChecked():
+            pictures = [captioned(picture, f"t = {int(t_values[k])}") for picture, k in zip(pictures, picks)]
         save_gif(path, pictures, duration_ms=40)
         self.message.setText(f"saved {path}")
         self.exported.emit(path)
@@ -308,12 +355,20 @@ class ExportPanel(QWidget):
         return path
 
     def _ask_and(self, export, default_name: str, filter: str = "PNG (*.png)") -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export", str(Path.cwd() / default_name), filter)
+        """Ask where to save (starting in the folder saved to last, else Pictures) and save there."""
+        settings = QSettings("DDPM Studio", "DDPM Studio")
+        pictures = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation)
+        folder = Path(str(settings.value(LAST_FOLDER_KEY, "") or pictures or Path.home()))
+        if not folder.is_dir():
+            folder = Path.home()
+        path, _ = QFileDialog.getSaveFileName(self, "Export", str(folder / default_name), filter)
         if path:
             try:
                 export(path)
             except OSError as e:
                 self.message.setText(f"could not save {path}: {e}")
+                return
+            settings.setValue(LAST_FOLDER_KEY, str(Path(path).parent))
 
     def _on_trajectory_changed(self, trajectory) -> None:
         if trajectory is not None:
