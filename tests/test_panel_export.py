@@ -100,8 +100,9 @@ def test_the_preview_caption_gives_the_saved_zoom_padding_and_size(qtbot, bridge
 
 
 def test_generating_shows_progress_and_a_second_press_stops_it(qtbot, bridge):
-    """While a grid samples, the button reads Stop and a bar counts the chain's frames (x_T, then one per step); pressing it again stops the
-    job, the bar goes and the previous grid (none here) stays. "Columns" at 0 reads "auto"."""
+    """While a grid samples, the button reads Stop and a bar counts the chain's frames (x_T, then one per step);
+    pressing it again stops the job, the bar goes and the previous grid (none here) stays. "Columns" at 0 reads
+    "auto"."""
     state = AppState()
     state.set("model", bridge.model)
     panel = ExportPanel(bridge, state)
