@@ -119,9 +119,9 @@ class MainWindow(QMainWindow):
         elif await self.open_run(source):
             h, w = self.bridge.model.image_size
             size = str(h) if h == w else f"{h}x{w}"
+            if self.tabs.currentWidget() is self.panels["Trajectory"]:  # something to scrub at once (it streams in)
+                self.panels["Trajectory"].generate_button.click()  # before the data: the status says what is true
         await self.panels["Dataset"].load(f"builtin:shapes?size={size}")
-        if source is not None and self.tabs.currentWidget() is self.panels["Trajectory"]:
-            self.panels["Trajectory"].generate_button.click()  # something to scrub straight away (it streams in)
 
     async def open_run(self, path: str) -> bool:
         try:

@@ -336,3 +336,25 @@ def test_closing_while_training_says_a_checkpoint_is_saved_until_told_not_to(
     assert "saves a checkpoint" in shown[0][0] and shown[0][1]
     assert window._may_close_while_training() and len(shown) == 2  # Save and close, do not tell again
     assert window._may_close_while_training() and len(shown) == 2  # told once: no notice now
+
+
+def test_the_first_launch_streams_a_chain_and_says_so(qtbot, event_loop_qt, settings_in):
+    """Started with no run on the Trajectory tab, the studio opens the bundled model and generates a chain straight
+    away: from the moment the chain starts, the tab says it is computing (never "press Generate"), and the built-in
+    data loads meanwhile."""
+    from studio.bridge import Bridge
+
+    bridge = Bridge()
+    window = MainWindow(bridge=bridge)
+    qtbot.addWidget(window)
+    trajectory = window.panels["Trajectory"]
+    assert window.tabs.currentWidget() is trajectory
+    said = []
+    bridge.job_started.connect(lambda job, key: key == "trajectory" and said.append(trajectory.status_label.text()))
+    qtbot.waitUntil(lambda: trajectory._frames.received > 0, timeout=60_000)
+    assert said and "Starting a chain" in said[0] and "press Generate" not in trajectory.status_label.text()
+    assert "press Generate" not in trajectory.xt_grid.placeholder
+    qtbot.waitUntil(lambda: window.state.get("dataset") is not None, timeout=60_000)
+    trajectory.stop_button.click()
+    window.close()
+    assert not bridge._worker.alive

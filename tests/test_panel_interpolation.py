@@ -51,10 +51,13 @@ def test_defaults_on_first_show_fill_the_strip_with_reconstructions_at_the_ends(
     while the preview shows, the status says what the exact chain will cost here."""
     assert panel.t_slider.maximum() == 100 and panel.t_slider.value() == 50
     assert "t = 50 / 100" in panel.t_label.text()
-    previews = []
+    previews, badges = [], []
     panel.strip_shown.connect(lambda stage: stage != "exact" and previews.append(panel.status_label.text()))
+    panel.strip_shown.connect(lambda stage: badges.append(panel.strip_grid.badge))
     stages = _exact_after(qtbot, panel, panel.show)
     assert previews and "the exact chain follows (50 steps, up to" in previews[-1]
+    assert badges[0].startswith("preview:") and badges[-1] == "exact: 50-step chain"  # on the picture itself
+    assert panel.focus_grid.badge == "exact: 50-step chain"
     assert stages[-1] == "exact" and stages[0] == "direct"  # preview first, the exact chain last
     assert panel.source_a.image is not None and panel.source_b.image is not None
     assert panel.strip_grid.count == 9

@@ -127,6 +127,8 @@ def test_fork_yields_completions_of_the_held_x_t(qtbot, panel):
     panel.forks_shown.connect(
         lambda stage: stages.append((stage, panel.fork_images()[1].copy(), panel.status_label.text()))
     )
+    badges = []
+    panel.forks_shown.connect(lambda stage: badges.append(panel.fork_grid.badge))
     frame_x, frame_pred = (a.copy() for a in panel.current_frame())
     with qtbot.waitSignal(panel.forks_shown, timeout=30_000, check_params_cb=lambda s: s == "exact"):
         qtbot.mouseClick(panel.fork_button, Qt.MouseButton.LeftButton)
@@ -136,6 +138,8 @@ def test_fork_yields_completions_of_the_held_x_t(qtbot, panel):
     assert completions.shape == (forks, *held.shape)
     assert panel.fork_grid.count == forks + 1 and f"t = {t}" in panel.fork_title.text()
     assert [s for s, *_ in stages] == ["direct", "settled", "exact"]
+    assert badges[0].startswith("preview: direct") and badges[1].startswith("preview: 20-step chain")
+    assert "may differ" in badges[1] and badges[2] == f"exact: {t}-step chain"  # said on the picture itself
     direct = stages[0][1].astype(int)
     assert (direct == direct[0]).all()  # one held x_t -> one prediction
     assert np.abs(direct[0] - frame_pred[index].astype(int)).max() <= 2
@@ -317,3 +321,47 @@ def test_generate_says_what_the_chain_will_cost_before_it_runs(qtbot, panel, bri
     panel.generate_button.click()
     qtbot.waitUntil(lambda: bool(shown), timeout=10_000)
     assert "Starting a chain of 2 samples" in shown[0] and "101 steps, up to" in shown[0] and "here" in shown[0]
+
+
+def test_playing_spends_its_time_where_the_prediction_changes(qtbot):
+    """Pacing: a chain whose x̂0 changes only over its last 10 of 100 steps is played (by default) showing each of
+    those steps and skipping through the rest, within the ticks the speed allows; even pacing shows every tenth
+    step. Every path runs down to t = 0, never repeats or climbs, and a slower speed shows more frames."""
+    from studio.widgets.scrubber import EVEN, ChainFrames, TimestepScrubber, play_path
+
+    class Frames:  # what the bridge sends: t from T down, x_t and x̂0 [K, N, H, W, C]
+        def __init__(self, pred):
+            self.t_values, self.done, self.total = np.arange(100, -1, -1), 101, 101
+            self.x_t, self.pred_x0 = np.zeros_like(pred), pred
+
+    pred = np.zeros((101, 1, 4, 4, 3), np.uint8)
+    pred[91:] = (np.arange(1, 11) * 20)[:, None, None, None, None]  # t = 9..0 change, by 20 each step
+    chain = ChainFrames()
+    chain.add(Frames(pred))
+    assert (
+        chain.change[9] == 20
+        and chain.change[0] == 20
+        and chain.change[10] == 0
+        and chain.change[50] == 0
+        and chain.change[100] == 0
+    )
+    weights = chain.pacing_weights()
+    paced, even = play_path(100, 25, weights), play_path(100, 25)
+    assert [t for t in paced if t < 10] == list(range(9, -1, -1))  # every step where the picture forms
+    assert even == list(range(96, -1, -4)) and len([t for t in even if t < 10]) == 3
+    for path in (paced, even, play_path(100, 250, weights)):
+        assert path[-1] == 0 and path == sorted(set(path), reverse=True)
+    assert len(play_path(100, 250, weights)) > len(paced)
+
+    scrubber = TimestepScrubber()
+    qtbot.addWidget(scrubber)
+    scrubber.reset(100)
+    scrubber.set_floor(0, more_coming=False)
+    scrubber.set_pacing_weights(weights)
+    assert scrubber.pacing_combo.currentText() != EVEN and scrubber.speed_combo.currentText() == "2.5 s"
+    shown = []
+    scrubber.t_changed.connect(shown.append)
+    scrubber.set_t(100)
+    scrubber.play()
+    qtbot.waitUntil(lambda: not scrubber.playing, timeout=10_000)
+    assert shown[-1] == 0 and [t for t in shown if t < 10] == list(range(9, -1, -1))

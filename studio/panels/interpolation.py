@@ -34,7 +34,7 @@ from studio.bridge import (
     spin_range,
 )
 from studio.requests import ViewRequests
-from studio.widgets.chain_view import chain_cost
+from studio.widgets.chain_view import chain_cost, stage_badge
 from studio.widgets.image_grid import ImageGrid
 from studio.widgets.source_box import SourceBox, SourceLoader, fit_image, ranged
 
@@ -286,6 +286,8 @@ class InterpolationPanel(QWidget):
         elapsed = self._requests.elapsed
         t = self.t_slider.value()
         self.stage_label.setText(f"showing: {stage}")
+        badge = stage_badge(value.stage, value.total)
+        self.focus_grid.set_badge(badge)
         if value.next_stage is not None:  # the chain that runs next, as the engine planned it
             self._show_progress(value.next_stage, 0, value.next_total)
         self._shown = (self._lambdas, value.images, t, value.stage)
@@ -296,6 +298,7 @@ class InterpolationPanel(QWidget):
             captions = [f"λ={lambda_text(lam)}" for lam in self._lambdas[:columns]]
             captions[0], captions[-1] = "A′ λ=0", "B′ λ=1"
             self.strip_grid.set_images(value.images[:columns], captions, columns=columns)
+            self.strip_grid.set_badge(badge)
             self._exact_strip = strip_key if value.stage == "exact" else None
             self.strip_shown.emit(value.stage)
         self._show_focus()

@@ -44,6 +44,7 @@ from studio.widgets.chain_view import (
     fork_blocker,
     fork_results_box,
     frame_boxes,
+    stage_badge,
     stage_text,
     time_left,
 )
@@ -193,6 +194,7 @@ class TrajectoryPanel(QWidget):
         self._forks.drop()
         self._fork_held = self._fork_completions = self._fork_stage = None
         self._show(self.fork_grid, None)
+        self.fork_grid.set_badge("")
         self.fork_title.setText(f"Forks from {X_T}")
         self.fork_stage_label.setText("")
 
@@ -205,6 +207,7 @@ class TrajectoryPanel(QWidget):
         self.stop_button.setEnabled(True)
         self._update_fork_button()
         self._started = time.monotonic()
+        self.xt_grid.set_placeholder("Computing the chain: its first frames appear here in a moment…")
         self._set_status(f"Starting a chain of {n} samples from seed {seed}{chain_cost(model, n)}…", 0, 0)
         self._chain_asked = (n, seed)
         await self._chains.ask(lambda on_value: self.bridge.trajectory(n, seed, on_frames=on_value))
@@ -247,6 +250,8 @@ class TrajectoryPanel(QWidget):
         if first:
             self.scrubber.reset(chain.num_timesteps)
         self.scrubber.set_floor(chain.front, not chain.complete)
+        if chain.complete:
+            self.scrubber.set_pacing_weights(chain.pacing_weights())
         following = self._shown_t == previous_front and not self.scrubber.playing and self._fork_held is None
         if first or following:  # the last chunk too: a finished chain ends on its samples, t = 0
             self.scrubber.set_t(chain.front)
@@ -337,6 +342,7 @@ class TrajectoryPanel(QWidget):
         self._fork_held = self._frames.frame(t)[0][index].copy()
         self.fork_title.setText(f"Forks from {X_T} at <b>t = {t}</b> · image #{index + 1} · seed {seed}")
         self._show(self.fork_grid, self._fork_held[None], ["held x_t"])
+        self.fork_grid.set_badge("")
         self.fork_grid.set_selected(0)
         self.fork_stage_label.setText("Computing the direct prediction…")
         cost = chain_cost(self.bridge.model, forks, t)
@@ -367,6 +373,7 @@ class TrajectoryPanel(QWidget):
         images = np.concatenate([self._fork_held[None], value.images])
         captions = ["held x_t"] + [str(j + 1) for j in range(len(value.images))]
         self._show(self.fork_grid, images, captions)
+        self.fork_grid.set_badge(stage_badge(value.stage, value.total))
         self.fork_stage_label.setText(f"Stage: {stage_text(value)}")
         self.forks_shown.emit(value.stage)
 

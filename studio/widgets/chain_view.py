@@ -24,6 +24,16 @@ STAGES = {
 }
 
 
+def stage_badge(stage: str, steps: int) -> str:
+    """The note on a progressive view's picture saying which stage it shows: a preview that the exact chain may
+    still change (a shape can turn into another), or the exact result."""
+    if stage == "direct":
+        return "preview: direct x̂0 (1 evaluation)"
+    if stage == "settled":
+        return f"preview: {steps}-step chain · the exact chain may differ"
+    return f"exact: {steps}-step chain" if stage == "exact" else str(stage)
+
+
 def stage_text(value) -> str:
     """A fork's stage and what the engine plans next (the exact chain draws its own completions, not refinements
     of the quick preview's)."""

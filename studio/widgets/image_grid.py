@@ -52,6 +52,7 @@ class ImageGrid(QWidget):
         self._selected: int | None = None
         self._spacing, self._max_zoom, self._min_zoom = spacing, max_zoom, min_zoom
         self._placeholder = ""
+        self._badge = ""  # a note drawn over the grid's top-left corner: which stage of a view it shows
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(64, 64)
         # A click takes the focus from a spin box elsewhere in the panel, so the panel's bare-key shortcuts (Space,
@@ -78,6 +79,15 @@ class ImageGrid(QWidget):
     def set_placeholder(self, text: str) -> None:
         self._placeholder = text
         self.update()
+
+    def set_badge(self, text: str) -> None:
+        """A short note drawn over the top-left corner ("quick preview · 25 steps"); "" for none."""
+        self._badge = text
+        self.update()
+
+    @property
+    def badge(self) -> str:
+        return self._badge
 
     @property
     def placeholder(self) -> str:
@@ -169,6 +179,13 @@ class ImageGrid(QWidget):
             if i == self._selected:
                 painter.setPen(QPen(QColor("#ff9800"), 3))
                 painter.drawRect(rect.adjusted(-2, -2, 1, 1))
+        if self._badge:
+            metrics = self.fontMetrics()
+            box = metrics.boundingRect(self._badge).adjusted(-5, -3, 5, 3)
+            box.moveTopLeft(QPoint(2, 2))
+            painter.fillRect(box, QColor(0, 0, 0, 170))
+            painter.setPen(QColor("white"))
+            painter.drawText(box, Qt.AlignmentFlag.AlignCenter, self._badge)
 
     def index_at(self, pos: QPoint) -> int | None:
         for i in range(len(self._images)):
