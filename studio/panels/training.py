@@ -164,6 +164,8 @@ class TrainingPanel(QWidget):
         live.addWidget(curves_and_checkpoints)
         live.addWidget(self.outputs)
         live.setSizes([520, 480])
+        live.setStretchFactor(0, 1)
+        live.setStretchFactor(1, 1)
         right = QVBoxLayout()
         for widget, stretch in (
             (self.run_controls, 0),

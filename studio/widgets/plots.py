@@ -290,9 +290,6 @@ class TrainingCurves(QWidget):
             stats.addWidget(label)
             stats.addSpacing(12)
         stats.addStretch(1)
-        stats.addWidget(QLabel("smoothing"))
-        stats.addWidget(self.smoothing_slider)
-        stats.addWidget(self.smoothing_label)
         self.quartile_checks: list[QCheckBox] = []
         quartiles = QHBoxLayout()
         quartiles.addWidget(QLabel("Loss by t:"))
@@ -304,11 +301,17 @@ class TrainingCurves(QWidget):
             self.quartile_checks.append(check)
             quartiles.addWidget(check)
         quartiles.addStretch(1)
+        smoothing = QHBoxLayout()  # a row of its own: beside the others it would make the plot's column too wide
+        smoothing.addStretch(1)
+        smoothing.addWidget(QLabel("Smoothing"))
+        smoothing.addWidget(self.smoothing_slider)
+        smoothing.addWidget(self.smoothing_label)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(stats)
         layout.addWidget(self.loss_plot, 1)
         layout.addLayout(quartiles)
+        layout.addLayout(smoothing)
 
     def _on_smoothing_changed(self, value: int) -> None:
         self.smoothing_label.setText(f"{value / 100:.2f}")

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QSize
 
 TICK_MS = 40  # 25 frames per second; a long chain skips steps to keep the whole playback short
 SPEEDS = {"2.5 s": 2.5, "5 s": 5.0, "10 s": 10.0, "20 s": 20.0}  # about how long playing T -> 0 takes
-EVEN, CHANGE = "even in t", "where x̂0 changes"
+EVEN, CHANGE = "even in t", "where the picture changes"
 FLOOR_WEIGHT = 0.05  # of the mean change: every step gets a little time, even where nothing moves
 
 
