@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout, uninstalled
+from engine.config import Precision  # noqa: E402
 from engine.data.shapes import _distinct_colours, render_shape  # noqa: E402
 from engine.data.spec import Split  # noqa: E402
 from engine.images import from_uint8  # noqa: E402
@@ -175,6 +176,11 @@ def main() -> None:
         default=None,
         help="a .safetensors file: load the classifier from it if it exists, else train and save it there",
     )
+    parser.add_argument(
+        "--precision",
+        default="fp32,bf16",
+        help="the network's precision while sampling, several to compare (default fp32,bf16: the same seed both ways)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # small work; one thread is the fast choice on a small, shared CPU
     net, accuracy = _classifier(args.classifier)
@@ -188,23 +194,25 @@ def main() -> None:
                 f"{source}: the classifier reads {SIZE}x{SIZE} RGB, this model draws "
                 f"{loaded.unet_config.image_size} with {loaded.unet_config.in_channels} channels"
             )
-        x = sample(
-            generate(
-                loaded.denoiser(),
-                loaded.diffusion,
-                (args.n, 3, SIZE, SIZE),
-                torch.Generator().manual_seed(args.seed),
-                num_steps=args.steps,
+        for precision in args.precision.split(","):
+            x = sample(
+                generate(
+                    loaded.denoiser(Precision(precision)),
+                    loaded.diffusion,
+                    (args.n, 3, SIZE, SIZE),
+                    torch.Generator().manual_seed(args.seed),
+                    num_steps=args.steps,
+                )
             )
-        )
-        score = recognisable(net, x)
-        score.update(
-            source=str(source),
-            step=loaded.step,
-            ratio_to_reference=score["recognisable"] / max(reference["recognisable"], 1e-9),
-        )
-        results.append(score)
-        print(json.dumps(score), file=sys.stderr, flush=True)
+            score = recognisable(net, x)
+            score.update(
+                source=str(source),
+                step=loaded.step,
+                precision=precision,
+                ratio_to_reference=score["recognisable"] / max(reference["recognisable"], 1e-9),
+            )
+            results.append(score)
+            print(json.dumps(score), file=sys.stderr, flush=True)
     print(
         json.dumps(
             {

@@ -184,7 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--eta", type=float, default=1.0, help="strided sampler noise: 1 = DDPM-like, 0 = deterministic DDIM"
     )
     p.add_argument("--nrow", type=int, default=None, help="images per row (default: a square grid)")
-    p.add_argument("--precision", choices=[p.value for p in cfg.Precision], default="fp32", help="network precision")
+    p.add_argument(
+        "--precision",
+        choices=[p.value for p in cfg.Precision],
+        default="auto",
+        help="network precision (default auto: bf16 where the device runs it natively, else fp32)",
+    )
 
     p = command(
         "trajectory",

@@ -78,10 +78,11 @@ def sample_grid(
     num_steps: int | None = None,
     eta: float = 1.0,
     nrow: int | None = None,
-    precision: Precision = Precision.FP32,
+    precision: Precision | None = None,
     on_step: OnStep = None,
 ) -> Figure:
-    """n samples x_0: the exact chain of Algorithm 2 (num_steps None or >= T), else a strided chain with eta."""
+    """n samples x_0: the exact chain of Algorithm 2 (num_steps None or >= T), else a strided chain with eta; the
+    network in `precision` (None: the model's inference precision, bf16 where the device runs it natively)."""
     c, T = loaded.unet_config, loaded.diffusion.num_timesteps
     steps = generate(
         loaded.denoiser(precision),
@@ -182,7 +183,7 @@ def bound_summary(loaded: LoadedModel, x0: torch.Tensor, seed: int, split: str, 
     T, n = loaded.diffusion.num_timesteps, x0.shape[0]
     on_term = (lambda term: on_step(T - term.t + 1, T)) if on_step is not None else None
     result = evaluate_bound(
-        loaded.denoiser(), loaded.diffusion, x0, torch.Generator().manual_seed(seed), on_term=on_term
+        loaded.denoiser(Precision.FP32), loaded.diffusion, x0, torch.Generator().manual_seed(seed), on_term=on_term
     )
     rate, distortion = result.rate_distortion()
     return {

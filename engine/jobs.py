@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import UNetConfig
+from .config import Precision, UNetConfig
 from .images import from_uint8, to_uint8
 from .likelihood import BoundResult, bound_terms
 from .loading import LoadedModel, ModelIdentity, Weights, load_model, provenance
@@ -256,7 +256,7 @@ def likelihood_job(images: np.ndarray, seed: int = 0, batch_size: int = 256):
         batches = range(0, n, batch_size)
         for b, start in enumerate(batches):
             part = x0[start : start + batch_size]
-            for term in bound_terms(loaded.denoiser(), loaded.diffusion, part, generator):
+            for term in bound_terms(loaded.denoiser(Precision.FP32), loaded.diffusion, part, generator):
                 terms[start : start + len(part), term.t - 1] = term.term_bpd
                 mse[start : start + len(part), term.t - 1] = term.x0_mse
                 done = b * T + T - term.t + 1

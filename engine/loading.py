@@ -15,7 +15,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import DiffusionConfig, Precision, UNetConfig, from_jsonable, to_jsonable
-from .device import Denoiser, pick_device
+from .device import Denoiser, pick_device, resolve_precision
 from .diffusion import GaussianDiffusion
 from .runs import Run
 from .unet import UNet
@@ -54,9 +54,14 @@ class LoadedModel:
     source: str  # the checkpoint's path on this machine: for finding it again, never for a picture's provenance
     sha256: str | None  # of the checkpoint's weights file (names the exact weights); None for live training weights
     trained_on: str | None = None  # the data spec of its training; None where not recorded (an imported model)
+    # Sampling and exploring run the network in bf16 where the device runs it natively (1.1-1.7x faster on this
+    # project's CPU, docs/performance.md; eps within the tolerance tests/test_device.py states); the bound is
+    # evaluated in fp32 regardless (it is a reported number).
+    inference: Precision = Precision.AUTO
 
-    def denoiser(self, precision: Precision = Precision.FP32) -> Denoiser:
-        return Denoiser(self.model, precision)
+    def denoiser(self, precision: Precision | None = None) -> Denoiser:
+        """The network as the samplers call it, in `precision` (None: the model's inference precision)."""
+        return Denoiser(self.model, precision or self.inference)
 
     @property
     def identity(self) -> ModelIdentity:
@@ -128,6 +133,7 @@ def provenance(loaded: LoadedModel) -> dict[str, str]:
     user keeps their files."""
     return {
         **identity_provenance(loaded.identity),
+        "precision": resolve_precision(loaded.inference, loaded.diffusion.device).value,  # the network's, sampling
         "config": json.dumps(to_jsonable(loaded.unet_config), sort_keys=True),
         "diffusion": json.dumps(to_jsonable(loaded.diffusion.config), sort_keys=True),
     }

@@ -141,6 +141,7 @@ def test_start_is_off_without_a_dataset_and_the_data_line_names_what_start_uses(
     assert "The newest load failed (~/nowhere?size=8: no such file or folder): Start uses this one" in (
         panel.data_label.text()
     )
+    assert panel.data_label.text().startswith("builtin:shapes?size=8&amp;count=40 · 40 images")  # rich text now
 
 
 def test_new_runs_go_to_the_runs_folder_which_can_be_changed(qtbot, bridge, tmp_path, monkeypatch, settings_in):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import html
 import time
 import weakref
 from pathlib import Path
@@ -220,12 +221,15 @@ class TrainingPanel(QWidget):
                 pass
         if dataset is None:
             return "<span style='color:#c62828'>No dataset loaded: load one in the Dataset tab.</span>" + (
-                f" The newest load failed ({failed})." if failed else ""
+                f" The newest load failed ({html.escape(failed)})." if failed else ""
             )
         h, w = dataset.image_size
         text = f"{dataset.spec} · {dataset.count:,} images · {h}×{w}×{dataset.channels}"
-        if failed:
-            text += f"<br><span style='color:#b35c00'>⚠ The newest load failed ({failed}): Start uses this one.</span>"
+        if failed:  # rich text from here on: escape the spec's & and a path's < >
+            text = html.escape(text) + (
+                f"<br><span style='color:#b35c00'>⚠ The newest load failed ({html.escape(failed)}): "
+                "Start uses this one.</span>"
+            )
         return text
 
     def _on_preset_changed(self, name: str) -> None:
