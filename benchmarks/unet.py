@@ -7,7 +7,10 @@ freq_shift=1, single-head attention), checks that their parameter counts and for
   * training images/s: forward + MSE loss against a random target + backward + Adam step, train mode;
   * sampling image-evaluations/s: a no_grad forward at batch 16, eval mode;
 
-in eager fp32 and under bf16 autocast. The two models alternate repeat by repeat (ours, reference, ours, ...) so that
+in eager fp32 and under bf16 autocast, and, as the headline, the path the product uses (`product`: the precision
+engine.device resolves AUTO to on this machine, which `ddpm sample`, the studio and the presets' training use)
+against diffusers' fp32 default and against diffusers at the same precision, beside issue 14's goals. The two
+models alternate repeat by repeat (ours, reference, ours, ...) so that
 load from elsewhere on a shared machine falls on both; the figures are medians. The headline is the ratio
 ours / reference (above 1: ours is faster), not absolute seconds, which drift with the machine.
 
@@ -36,13 +39,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout, uninstalled
-from engine.config import PRESETS, UNetConfig  # noqa: E402
+from engine.config import PRESETS, Precision, UNetConfig  # noqa: E402
+from engine.device import resolve_precision  # noqa: E402
 from engine.unet import UNet, count_parameters  # noqa: E402
 
 TRAIN_BATCH = {"cifar10": 8}  # docs/performance.md's batches: 32 for the CPU presets, 8 for the paper's model
 SAMPLE_BATCH = 16
 NUM_TIMESTEPS = 1000
 TARGET_REPEAT_S = 0.5  # each timed repeat runs enough steps to last about this long; fewer makes medians jumpy
+# Issue 14's bar: the product's path against diffusers' fp32 default (above 1: ours is faster).
+GOALS = {
+    "tiny": {"sample": 1.7, "train": 1.5},
+    "small": {"sample": 2.0, "train": 1.8},
+}
 
 
 def build_reference(config: UNetConfig) -> nn.Module:
@@ -197,6 +206,15 @@ def bench_preset(name: str, repeats: int, warmup: int) -> dict:
             )
             if figures["outside_load_cores"] > 0.2:
                 print(f"  disturbed: {figures['outside_load_cores']} cores busy elsewhere", file=sys.stderr)
+    product = resolve_precision(Precision.AUTO, torch.device("cpu")).value
+    result["product"] = {"precision": product}
+    for task, key in (("sample", "sample_evals_per_s"), ("train", "train_images_per_s")):
+        ours_rate = result[product][key]["ours"]
+        result["product"][f"{task}_vs_diffusers_fp32"] = round(ours_rate / result["fp32"][key]["reference"], 3)
+        result["product"][f"{task}_vs_diffusers_same_precision"] = result[product][key]["ratio"]
+    if name in GOALS:
+        result["product"]["goals_vs_diffusers_fp32"] = GOALS[name]
+    print(f"{name} product path ({product}): {result['product']}", file=sys.stderr)
     return result
 
 
