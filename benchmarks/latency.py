@@ -6,7 +6,8 @@ on what the weights have learned). For each preset it reports, as medians over r
 
   * `direct_s`: submit -> the first preview (one network evaluation of the whole strip, Eq. 15);
   * `settled_s`: submit -> the settled image (a strided chain of up to 100 steps, sized to take ~0.8 s);
-  * `forward_s`: one forward pass of the strip alone, measured beside them (the floor the preview cannot beat);
+  * `forward_s`: one evaluation of the strip alone through the jobs' path (`LoadedModel.denoiser()`), measured
+    beside them (the floor the preview cannot beat);
 
 and, as the headline, the ratios to the design's targets (first preview within 0.15 s, settled within 1 s): at or
 below 1 the target is met on this machine. The exact chain (up to T steps) is cancelled once settled, as moving
@@ -16,6 +17,9 @@ Then a simulated drag of the mixing slider: 40 moves of t (300 -> 690, one every
 supersedes the one before, as the studio sends them. A move's latency is the time from it to the first direct
 preview of a request made at or after it: how long the person waits to see the picture follow the slider. The
 report gives its median, 95th percentile (`drag_direct_p95_s`, target 0.1 s) and maximum.
+
+With `--compiled` the model is first compiled as the studio does it in the background (engine/compiled.py; the
+compile's seconds are reported) and the figures are those of the compiled path.
 
     python benchmarks/latency.py --presets micro,tiny,small,cifar10 --repeats 3
 
@@ -37,8 +41,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout, uninstalled
+from engine import compiled  # noqa: E402
 from engine.config import PRESETS  # noqa: E402
-from engine.device import pick_device  # noqa: E402
+from engine.device import pick_device, resolve_precision  # noqa: E402
 from engine.diffusion import GaussianDiffusion  # noqa: E402
 from engine.jobs import interpolate_job  # noqa: E402
 from engine.loading import LoadedModel, Weights  # noqa: E402
@@ -112,12 +117,20 @@ def drag(worker: EngineWorker, events: queue.Queue, image_shape: tuple, num_time
     return latencies
 
 
-def bench(name: str, repeats: int, device: torch.device) -> dict:
+def bench(name: str, repeats: int, device: torch.device, compile_first: bool = False) -> dict:
     preset = PRESETS[name]
     events: queue.Queue = queue.Queue()
     worker = EngineWorker(events.put)
     loaded = _loaded(name, device)
     worker.state.explore(loaded)
+    compile_s = None
+    if compile_first:
+        handle = compiled.start(loaded.model, (preset.unet.in_channels, *preset.unet.image_size), loaded.inference)
+        while handle.state == "compiling":
+            time.sleep(0.2)
+        if handle.state != "ready":
+            sys.exit(f"{name}: the compile failed: {handle.error}")
+        loaded.compiled, compile_s = handle, handle.seconds
     shape = (*preset.unet.image_size, preset.unet.in_channels)
     t = min(MIX_STEP, loaded.diffusion.num_timesteps)
     runs = [_one(worker, events, shape, seed, t) for seed in range(repeats + 1)][1:]  # the first warms up
@@ -128,8 +141,7 @@ def bench(name: str, repeats: int, device: torch.device) -> dict:
     forwards = []
     for _ in range(repeats):
         started = time.perf_counter()
-        with torch.no_grad():
-            loaded.model(x, index)
+        loaded.denoiser()(x, index)  # the path the jobs take: the inference precision, compiled where ready
         forwards.append(time.perf_counter() - started)
     result = {
         "preset": name,
@@ -137,6 +149,9 @@ def bench(name: str, repeats: int, device: torch.device) -> dict:
         "mix_step": t,
         "settled_steps": SETTLED_STEPS,
         "forward_s": statistics.median(forwards),
+        "compiled": compile_first,
+        "compile_s": compile_s,
+        "precision": resolve_precision(loaded.inference, device).value,
     }
     for key, target in TARGETS.items():
         values = [r[key] for r in runs if key in r]
@@ -161,12 +176,13 @@ def main() -> None:
     parser.add_argument("--presets", default="micro,tiny,small", help="comma-separated preset names")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--compiled", action="store_true", help="compile the model first, as the studio does")
     args = parser.parse_args()
     device = pick_device(args.device)
     results = []
     for name in args.presets.split(","):
         print(f"{name} ...", file=sys.stderr, flush=True)
-        results.append(bench(name, args.repeats, device))
+        results.append(bench(name, args.repeats, device, args.compiled))
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     print(
         json.dumps(

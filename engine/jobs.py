@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import compiled
 from .config import Precision, UNetConfig
 from .images import from_uint8, to_uint8
 from .likelihood import BoundResult, bound_terms
@@ -101,7 +102,11 @@ def load_model_job(source: str, weights: str = "ema", device: str | None = None)
         path = imported_run_for(source) if is_importable(source) else source
         loaded = load_model(path, Weights(weights), device)
         ctx.state.explore(loaded)
-        return model_info(loaded, time_one_step(loaded))
+        info = model_info(loaded, time_one_step(loaded))  # timed eager, before a compile competes for the cores
+        if compiled.compile_available(loaded.diffusion.device) is None:  # faster previews in a minute or so
+            c = loaded.unet_config
+            loaded.compiled = compiled.start(loaded.model, (c.in_channels, *c.image_size), loaded.inference)
+        return info
 
     return job
 

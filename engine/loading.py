@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
+from .compiled import CompiledForward
 from .config import DiffusionConfig, Precision, UNetConfig, from_jsonable, to_jsonable
 from .device import Denoiser, pick_device, resolve_precision
 from .diffusion import GaussianDiffusion
@@ -58,10 +59,12 @@ class LoadedModel:
     # project's CPU, docs/performance.md; eps within the tolerance tests/test_device.py states); the bound is
     # evaluated in fp32 regardless (it is a reported number).
     inference: Precision = Precision.AUTO
+    compiled: CompiledForward | None = None  # the studio's background-compiled forward (engine/compiled.py)
 
     def denoiser(self, precision: Precision | None = None) -> Denoiser:
-        """The network as the samplers call it, in `precision` (None: the model's inference precision)."""
-        return Denoiser(self.model, precision or self.inference)
+        """The network as the samplers call it, in `precision` (None: the model's inference precision); the
+        compiled forward where it is ready and serves the call."""
+        return Denoiser(self.model, precision or self.inference, compiled=self.compiled)
 
     @property
     def identity(self) -> ModelIdentity:

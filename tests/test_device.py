@@ -83,3 +83,63 @@ def test_bf16_inference_stays_within_its_stated_tolerance_of_fp32():
         )
         samples[precision] = to_uint8(list(steps)[-1].x_t).astype(int)
     assert np.abs(samples[Precision.FP32] - samples[Precision.BF16]).mean() < 2.0
+
+
+def test_the_compiled_forward_is_built_in_the_background_and_used_only_where_it_serves(monkeypatch):
+    """engine.compiled: the compile runs on a thread of its own (the eager model answers meanwhile), then the
+    denoiser calls the compiled module for batches of two or more of its shape and precision, eager for the rest
+    (a batch of one would make torch.compile specialise, i.e. compile on the engine thread); a compiled call that
+    fails (it would have to recompile) is answered eagerly and turns the compiled path off. torch.compile is
+    replaced by a recording stand-in: a real compile takes a minute (benchmarks/latency.py --compiled times it)."""
+    import threading
+
+    from engine import compiled
+    from engine.config import PRESETS, Precision
+    from engine.device import Denoiser
+    from engine.unet import UNet
+
+    release, calls = threading.Event(), []
+
+    class StandIn(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x, t):
+            if not release.is_set():
+                release.wait(5)  # the "compile": blocks its own thread, not the caller's
+            calls.append(x.shape[0])
+            if x.shape[0] == 3:
+                raise RuntimeError("Recompilation triggered with skip_guard_eval_unsafe stance")
+            return self.model(x, t) + 1.0  # a visible mark: this answer came from the compiled path
+
+    monkeypatch.setattr(torch, "compile", lambda model, dynamic: StandIn(model))
+    model = UNet(PRESETS["micro"].unet).eval().requires_grad_(False)
+    handle = compiled.start(model, (3, 8, 8), Precision.FP32)
+    denoiser = Denoiser(model, Precision.FP32, compiled=handle)
+    x, t = torch.randn(4, 3, 8, 8), torch.full((4,), 5)
+    eager = denoiser.model(x, t)
+    assert handle.state == "compiling" and torch.equal(denoiser(x, t), eager)  # served eagerly meanwhile
+    release.set()
+    for _ in range(500):
+        if handle.state == "ready":
+            break
+        threading.Event().wait(0.01)
+    assert handle.state == "ready" and calls == [6]  # the dummy batch of the compile
+    assert torch.allclose(denoiser(x, t), eager + 1.0)  # compiled now
+    assert torch.equal(denoiser(x[:1], t[:1]), model(x[:1], t[:1]))  # a batch of one: eager
+    assert torch.equal(Denoiser(model, Precision.BF16, compiled=handle)(x, t), Denoiser(model, Precision.BF16)(x, t))
+    assert torch.equal(denoiser(x[:3], t[:3]), model(x[:3], t[:3]))  # the compiled call failed: eager answers ...
+    assert handle.state == "failed" and "Recompilation" in handle.error  # ... and from now on
+    assert torch.equal(denoiser(x, t), eager) and calls == [6, 4, 3]
+
+
+def test_compiling_is_off_where_it_cannot_pay(monkeypatch):
+    from engine.compiled import compile_available
+
+    monkeypatch.setenv("DDPM_COMPILE", "0")
+    assert compile_available(torch.device("cpu")) == "DDPM_COMPILE=0"
+    monkeypatch.setenv("DDPM_COMPILE", "1")
+    assert compile_available(torch.device("mps")) == "no compiled path for mps"
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    assert "no C++ compiler" in compile_available(torch.device("cpu"))
