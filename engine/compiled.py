@@ -1,17 +1,20 @@
 """A compiled copy of the explored model's forward pass, built in the background while the eager one serves.
 
 torch.compile (Inductor) fuses the U-Net's small ops (GroupNorm + SiLU, the timestep MLP, the residual adds): on this
-project's 2-core CPU one evaluation of the bundled tiny model in bf16 takes 9.6 ms compiled against 17.2 ms eager at
-a strip of 6 (1.8x), 1.47x at 8, 1.30x at 64 (docs/performance.md). Compiling takes about a minute, so the studio
-never waits for it: `start(loaded)` compiles on a thread of its own with a dummy batch, and `LoadedModel.denoiser()`
-uses the result only once it is ready. Until then, and for any call it was not compiled for (a batch of one, another
-shape or precision), the eager model answers: a compile never happens on the engine thread, so a slider drag never
-stalls on one (`fail_on_recompile`, then eager). Inductor's on-disk cache lives in the user data folder, so only the
-first use of a model on a machine pays the compile. The compiling thread, and the compiler processes it starts, run
-at the lowest CPU priority: on a 2-core machine a compile at normal priority made the first chain 2.5x slower.
+project's 2-core CPU, on the main thread, one evaluation of the bundled tiny model in bf16 took 8.3 ms compiled
+against 11.6 ms eager at a strip of 6 (1.41x), 1.64x at 64 (docs/performance.md). Compiling takes about a minute,
+so the studio never waits for it: `start(model, image_shape, precision)` compiles on a thread of its own with a dummy
+batch, and `LoadedModel.denoiser()` uses the result only once it is ready. Until then, and for any call it was not
+compiled for (a batch of one, another shape, precision or CPU thread count), the eager model answers: a compile never
+happens on the engine thread, so a slider drag never stalls on one (`fail_on_recompile`, then eager). Inductor's
+on-disk cache lives in the user data folder, so only the first use of a model on a machine pays the compile. The
+compiling thread, and the compiler processes it starts, run at the lowest CPU priority: on a 2-core machine a
+compile at normal priority made the first chain 2.5x slower.
 
-It needs a C++ compiler (Inductor's CPU backend) and is off where there is none, on MPS, under `DDPM_COMPILE=0`
-(the tests set it), and for the command line, whose single runs would not earn back the minute.
+It is opt-in (`DDPM_COMPILE=1`) until its gain is measured on the engine thread, where small calls run on one CPU
+thread (engine.device.ONE_THREAD_BELOW_FLOPS) and a kernel compiled for two would not serve them. It needs a C++
+compiler (Inductor's CPU backend) and is off where there is none, on MPS, and for the command line, whose single runs
+would not earn back the minute.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from .device import autocast, resolve_precision
 
 
 def compile_available(device: torch.device) -> str | None:
-    """None if a model may be compiled on `device` here, else why not (for the log)."""
-    if os.environ.get("DDPM_COMPILE", "1") == "0":
-        return "DDPM_COMPILE=0"
+    """None if a model may be compiled on `device` here, else why not (for the log). Opt-in for now
+    (`DDPM_COMPILE=1`): its gain was measured on the main thread, not yet on the engine thread."""
+    if os.environ.get("DDPM_COMPILE", "0") != "1":
+        return "compiling is off (DDPM_COMPILE=1 turns it on)"
     if device.type not in ("cpu", "cuda"):
         return f"no compiled path for {device.type}"
     if device.type == "cpu" and not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
@@ -48,6 +52,7 @@ class CompiledForward:
     model: nn.Module
     image_shape: tuple[int, ...]  # (C, H, W)
     precision: Precision  # resolved: FP32 or BF16
+    threads: int = 0  # torch's CPU thread count it was compiled under: torch.compile guards on it
     state: str = "compiling"
     error: str = ""
     seconds: float = 0.0  # how long the compile took
@@ -61,6 +66,7 @@ class CompiledForward:
             and x_t.shape[0] >= 2  # dynamic shapes specialise sizes 0 and 1: a batch of one would recompile
             and tuple(x_t.shape[1:]) == self.image_shape
             and precision is self.precision
+            and torch.get_num_threads() == self.threads  # another count is another guard: a recompile
         )
 
     def __call__(self, x_t: Tensor, t: Tensor) -> Tensor | None:
@@ -79,12 +85,13 @@ def start(model: nn.Module, image_shape: tuple[int, ...], precision: Precision, 
     batch; the returned handle turns "ready" when done. The eager model stays usable meanwhile."""
     device = next(model.parameters()).device
     precision = resolve_precision(precision, device)
-    handle = CompiledForward(model, tuple(image_shape), precision)
+    handle = CompiledForward(model, tuple(image_shape), precision, threads=torch.get_num_threads())
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(_cache_folder()))
 
     def build() -> None:
         started = time.perf_counter()
         _lowest_priority()  # the eager path the user waits on keeps the cores; the compile takes what is left
+        torch.set_num_threads(handle.threads)  # this thread's count is the one the guards check
         try:
             module = torch.compile(model, dynamic=True)
             x = torch.randn(batch, *image_shape, device=device)

@@ -95,7 +95,8 @@ def captioned(picture: np.ndarray, text: str, pad_value: int = 255) -> np.ndarra
     left, top, right, bottom = font.getbbox(text)
     band = np.full((bottom + 4, picture.shape[1], picture.shape[2]), pad_value, np.uint8)
     canvas = _pil(np.concatenate([band, picture]))
-    ImageDraw.Draw(canvas).text((2 - left, 2 - top + 1), text, fill=(0,) * picture.shape[2], font=font)
+    ink = (0, 0, 0, 255)[: picture.shape[2]] if picture.shape[2] == 4 else (0,) * picture.shape[2]  # opaque black
+    ImageDraw.Draw(canvas).text((2 - left, 2 - top + 1), text, fill=ink, font=font)
     out = np.asarray(canvas)
     return out[:, :, None] if out.ndim == 2 else out
 

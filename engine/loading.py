@@ -60,11 +60,14 @@ class LoadedModel:
     # evaluated in fp32 regardless (it is a reported number).
     inference: Precision = Precision.AUTO
     compiled: CompiledForward | None = None  # the studio's background-compiled forward (engine/compiled.py)
+    forward_flops: float | None = None  # of one image, counted when the studio loads it (jobs.time_one_step)
 
     def denoiser(self, precision: Precision | None = None) -> Denoiser:
         """The network as the samplers call it, in `precision` (None: the model's inference precision); the
         compiled forward where it is ready and serves the call."""
-        return Denoiser(self.model, precision or self.inference, compiled=self.compiled)
+        return Denoiser(
+            self.model, precision or self.inference, compiled=self.compiled, forward_flops=self.forward_flops
+        )
 
     @property
     def identity(self) -> ModelIdentity:

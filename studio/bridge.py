@@ -157,6 +157,10 @@ class Bridge(QObject):
     def cancel(self, key: str) -> None:
         self._worker.cancel(key=key)
 
+    def cancel_job(self, job_id: int) -> None:
+        """Cancel one job (where several of a key run side by side, as sample grids and source boxes' samples do)."""
+        self._worker.cancel(job_id=job_id)
+
     @property
     def busy(self) -> list[str]:
         """The keys of the jobs running now (for the status bar)."""

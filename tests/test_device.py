@@ -129,6 +129,12 @@ def test_the_compiled_forward_is_built_in_the_background_and_used_only_where_it_
     assert torch.allclose(denoiser(x, t), eager + 1.0)  # compiled now
     assert torch.equal(denoiser(x[:1], t[:1]), model(x[:1], t[:1]))  # a batch of one: eager
     assert torch.equal(Denoiser(model, Precision.BF16, compiled=handle)(x, t), Denoiser(model, Precision.BF16)(x, t))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)  # another thread count: torch.compile would recompile, so eager answers
+    try:
+        assert torch.equal(denoiser(x, t), eager)
+    finally:
+        torch.set_num_threads(threads)
     assert torch.equal(denoiser(x[:3], t[:3]), model(x[:3], t[:3]))  # the compiled call failed: eager answers ...
     assert handle.state == "failed" and "Recompilation" in handle.error  # ... and from now on
     assert torch.equal(denoiser(x, t), eager) and calls == [6, 4, 3]
@@ -137,9 +143,40 @@ def test_the_compiled_forward_is_built_in_the_background_and_used_only_where_it_
 def test_compiling_is_off_where_it_cannot_pay(monkeypatch):
     from engine.compiled import compile_available
 
-    monkeypatch.setenv("DDPM_COMPILE", "0")
-    assert compile_available(torch.device("cpu")) == "DDPM_COMPILE=0"
+    monkeypatch.delenv("DDPM_COMPILE", raising=False)
+    assert "DDPM_COMPILE=1 turns it on" in compile_available(torch.device("cpu"))  # opt-in
     monkeypatch.setenv("DDPM_COMPILE", "1")
     assert compile_available(torch.device("mps")) == "no compiled path for mps"
     monkeypatch.setattr("shutil.which", lambda name: None)
     assert "no C++ compiler" in compile_available(torch.device("cpu"))
+
+
+def test_small_calls_run_on_one_cpu_thread_and_large_ones_on_all():
+    """On the engine thread two OpenMP threads made a small evaluation 2x slower than one (the bundled model's
+    8 x 1000 chain: 33 s against 16 s): a call whose work (the model's forward FLOPs per image, counted when the
+    studio loads it, times the batch) is below ONE_THREAD_BELOW_FLOPS runs on one thread, then the count is back;
+    a large call, or one of a model whose FLOPs were not counted (the CLI), keeps the threads it has."""
+    from engine.config import PRESETS, Precision
+    from engine.device import ONE_THREAD_BELOW_FLOPS, Denoiser
+    from engine.jobs import time_one_step
+    from engine.loading import BUNDLED_RUN, load_model
+    from engine.unet import UNet
+
+    seen = []
+    model = UNet(PRESETS["micro"].unet).eval().requires_grad_(False)
+    model.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x, t = torch.randn(4, 3, 8, 8), torch.full((4,), 5)
+        Denoiser(model, Precision.FP32, forward_flops=1e6)(x, t)  # 4e6 FLOPs: small
+        Denoiser(model, Precision.FP32, forward_flops=ONE_THREAD_BELOW_FLOPS)(x, t)  # 4x the threshold: large
+        Denoiser(model, Precision.FP32)(x, t)  # not counted
+        assert seen == [1, 2, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+    loaded = load_model(BUNDLED_RUN, device="cpu")
+    assert loaded.forward_flops is None
+    time_one_step(loaded)
+    assert 0.11e9 < loaded.forward_flops < 0.14e9  # tiny: 0.124 GFLOP per image (docs/performance.md)
+    assert loaded.denoiser().forward_flops == loaded.forward_flops

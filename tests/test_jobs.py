@@ -108,6 +108,12 @@ def test_held_out_notes_say_what_was_scored_and_warn_where_the_figure_misleads(t
     assert held_out_notes(cifar, "builtin:shapes").warnings[0].startswith("the model was trained on builtin:shapes")
     same = held_out_notes(cifar, str(tmp_path / "cifar-10-batches-py"))
     assert same.scored == "CIFAR-10 test split" and same.warnings == ()
+    own_train = held_out_notes(load_dataset("builtin:shapes?size=8&count=50").report, "builtin:shapes?size=8")
+    assert own_train.scored == "builtin:shapes train split"
+    assert own_train.warnings == (
+        "these are the images the model was trained on (its train split): a training-set figure, lower than a "
+        "held-out one would be",
+    )
     other_seed = held_out_notes(load_dataset("builtin:shapes?size=8&split=test").report, "builtin:shapes?seed=3")
     assert other_seed.warnings[0].startswith("the model was trained on builtin:shapes?seed=3")
 

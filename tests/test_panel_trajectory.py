@@ -365,3 +365,18 @@ def test_playing_spends_its_time_where_the_prediction_changes(qtbot):
     scrubber.play()
     qtbot.waitUntil(lambda: not scrubber.playing, timeout=10_000)
     assert shown[-1] == 0 and [t for t in shown if t < 10] == list(range(9, -1, -1))
+
+
+def test_playing_a_chain_stopped_early_ends_on_its_last_frame(qtbot):
+    """A chain stopped at t = 403 has no frames below it: Play from T runs down to 403 and pauses there, rather than
+    waiting for frames that will never come (the button back to Play)."""
+    from studio.widgets.scrubber import TimestepScrubber
+
+    scrubber = TimestepScrubber()
+    qtbot.addWidget(scrubber)
+    scrubber.reset(1000)
+    scrubber.set_floor(403, more_coming=False)
+    scrubber.set_t(1000)
+    scrubber.play()
+    qtbot.waitUntil(lambda: not scrubber.playing, timeout=10_000)
+    assert scrubber.t == 403 and scrubber.play_button.text() == "▶ Play"

@@ -15,7 +15,7 @@ from .formats import detect_source, read_cifar10, read_mnist
 from .report import DataReport, SkippedFile, human_bytes
 from .shapes import SHAPES_COUNT
 from .sources import _ArraySource, _CallbackError, _decode_all, _FileSource, _report, _ShapesSource, _Source
-from .spec import DataError, DataSpec, LoadOptions, ProgressCallback, SourceKind, parse_data_spec
+from .spec import DataError, DataSpec, LoadOptions, ProgressCallback, SourceKind, Split, parse_data_spec
 
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})  # Pillow modes with one colour channel
 FEW_IMAGES = 1_000  # below this a diffusion model memorises its data: a warning, never a refusal
@@ -238,10 +238,11 @@ def held_out_notes(report: DataReport, trained_on: str | None) -> HeldOutNotes:
                 f"the model was trained on {trained_on}, not on these images: the figure says how it "
                 "models other data, not how well it learned its own"
             )
-        elif folder:
+        elif folder or spec.split is Split.TRAIN:
             warnings.append(
-                "these are the images the model was trained on (a folder has no held-out split): a "
-                "training-set figure, lower than a held-out one would be"
+                "these are the images the model was trained on"
+                + (" (a folder has no held-out split)" if folder else " (its train split)")
+                + ": a training-set figure, lower than a held-out one would be"
             )
     height, width = spec.image_size
     other = {size: n for size, n in report.source_sizes.items() if tuple(size) != (height, width)}

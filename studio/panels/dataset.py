@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import html
 import math
 from pathlib import Path
 
@@ -360,10 +361,14 @@ class DatasetPanel(QWidget):
         self.status_label.setText(f"Inspecting {spec_text} …")
         self.progress.setRange(0, 0)  # busy until the first count arrives
         self.progress.setVisible(True)
+        task = asyncio.current_task()
         try:
             preview = await self.bridge.load_dataset(spec_text, on_progress=self._on_progress)
         except asyncio.CancelledError:
-            return  # a newer load superseded this one (its own progress goes on)
+            if self._task is task:  # not our own newer load but another panel's (a source box's built-in data)
+                self.progress.setVisible(False)
+                self.status_label.setText(f"Loading {spec_text} was interrupted by another load: press Load again.")
+            return
         except EngineError as e:
             self.progress.setVisible(False)
             self._failed(spec_text, str(e))
@@ -406,7 +411,7 @@ class DatasetPanel(QWidget):
         ignored = sum(count for _, count in preview.ignored)
         passed_over = len(preview.skipped) + ignored
         if preview.error and not preview.count:
-            self.summary_label.setText(f"<b>Nothing loaded</b>: {preview.error}")
+            self.summary_label.setText(f"<b>Nothing loaded</b>: {html.escape(preview.error)}")
         else:
             self.summary_label.setText(
                 f"<b>{preview.count:,} images</b> · {width}×{height} px · {preview.channels} channels ({channels}) · "

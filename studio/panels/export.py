@@ -77,6 +77,7 @@ class ExportPanel(QWidget):
             on_cancelled=self._on_sampling_stopped,
         )
         self._asked: tuple = ()
+        self._sample_job = 0  # the engine job of the grid being sampled, for Stop
 
         # Sample grid
         self.count = _spin(*spin_range(limits.IMAGES), 16, "how many samples in the grid")
@@ -213,7 +214,7 @@ class ExportPanel(QWidget):
 
     def _on_generate_clicked(self) -> None:
         if self._samples.running:
-            self.bridge.cancel("sample")
+            self.bridge.cancel_job(self._sample_job)  # only this grid's: a source box may be sampling too
         else:
             asyncio.ensure_future(self.generate())
 
@@ -232,7 +233,12 @@ class ExportPanel(QWidget):
         )
         self._asked = (n, seed, steps, model.num_timesteps)
         self._set_sampling(True)
-        await self._samples.ask(lambda on_value: self.bridge.sample(n, seed, steps, on_progress=on_value))
+        await self._samples.ask(lambda on_value: self._start_sampling(n, seed, steps, on_value))
+
+    def _start_sampling(self, n: int, seed: int, steps: int | None, on_value) -> asyncio.Future:
+        future = self.bridge.sample(n, seed, steps, on_progress=on_value)
+        self._sample_job = self.bridge.last_job_id
+        return future
 
     def _set_sampling(self, sampling: bool) -> None:
         self.generate_button.setText("Stop" if sampling else "Generate")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont, QPalette
 from PySide6.QtWidgets import (
     QComboBox,
@@ -154,6 +154,8 @@ class LikelihoodPanel(QWidget):
         self.scored_label.setWordWrap(True)
         self.warning_label = QLabel()  # why the figure may not be what it seems (other data, resized, ...)
         self.warning_label.setWordWrap(True)
+        self.warning_label.setTextFormat(Qt.TextFormat.PlainText)  # paths and specs, never markup
+        self.scored_label.setTextFormat(Qt.TextFormat.PlainText)
         self.warning_label.setStyleSheet("color: #b35c00;")
         self.warning_label.setVisible(False)
         self.prior_label, self.kl_label, self.decoder_label = QLabel("—"), QLabel("—"), QLabel("—")

@@ -216,7 +216,8 @@ class TrainingPanel(QWidget):
         if self.training_state in BUSY_STATES or self.run_controls.resumable:
             try:
                 whose = "the followed run's" if self.training_state == "following" else "this run's own data"
-                return f"{read_run_record(Path(self.run_dir or run_dir))['data']} ({whose})"
+                folder = self.run_dir if self.training_state in BUSY_STATES else run_dir
+                return f"{html.escape(str(read_run_record(Path(folder))['data']))} ({whose})"
             except (ValueError, KeyError, TypeError):
                 pass
         if dataset is None:
@@ -224,9 +225,9 @@ class TrainingPanel(QWidget):
                 f" The newest load failed ({html.escape(failed)})." if failed else ""
             )
         h, w = dataset.image_size
-        text = f"{dataset.spec} · {dataset.count:,} images · {h}×{w}×{dataset.channels}"
-        if failed:  # rich text from here on: escape the spec's & and a path's < >
-            text = html.escape(text) + (
+        text = html.escape(f"{dataset.spec} · {dataset.count:,} images · {h}×{w}×{dataset.channels}")
+        if failed:
+            text += (
                 f"<br><span style='color:#b35c00'>⚠ The newest load failed ({html.escape(failed)}): "
                 "Start uses this one.</span>"
             )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Signal
+from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QGridLayout,
@@ -79,6 +79,7 @@ class RunControls(QGroupBox):
         self.choose_dir_button = QPushButton("Choose…")
         self.data_label = QLabel()
         self.data_label.setWordWrap(True)
+        self.data_label.setTextFormat(Qt.TextFormat.RichText)  # the panel escapes what it puts in
         self.runs_label = QLabel()
         self.runs_label.setToolTip("New runs are created here; the choice is remembered")
         self.runs_folder_button = QPushButton("Change…")

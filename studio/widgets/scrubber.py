@@ -292,7 +292,10 @@ class TimestepScrubber(QWidget):
             self.pause()
             return
         if self._path[0] < self._floor:
-            return  # not computed yet: wait at the front for the next frames
+            if not self._more_coming:  # a chain that stopped before t = 0: end on its last frame
+                self.set_t(self._floor)
+                self.pause()
+            return  # else not computed yet: wait at the front for the next frames
         self.set_t(self._path.pop(0))
         if self.t == 0:
             self.pause()
