@@ -106,7 +106,8 @@ def refine(
     started = time.perf_counter()
     pred = d.predict_x0_from_eps(x_t, index, loaded.denoiser()(x_t, index)).clamp(-1, 1)  # Eq. 15
     # timed before the yield (other jobs may run); at most half the exact chain's steps, or it previews nothing
-    settled_steps = min(settled_steps_for(time.perf_counter() - started), t // 2)
+    seconds = session.evaluation_time(x_t.shape[0], time.perf_counter() - started)
+    settled_steps = min(settled_steps_for(seconds), t // 2)
     settles = settled_steps >= SETTLED_MIN_STEPS
     if settles:
         yield Refined(Stage.DIRECT, to_uint8(pred), 1, 1, model, Stage.SETTLED, settled_steps)

@@ -52,6 +52,15 @@ class EngineSession:
     trainer: Any = None  # train.Trainer: the run being trained, kept between pauses
     trajectories: dict[int, StoredChain] = field(default_factory=dict)  # by job id; one at a time
     cache: ResultCache = field(default_factory=ResultCache)
+    # The fastest direct evaluation seen per batch size of the explored model: the first call of a new batch size
+    # pays one-time costs (oneDNN sets up its primitives), which must not shorten every settled chain after it.
+    evaluation_s: dict[int, float] = field(default_factory=dict)
+
+    def evaluation_time(self, batch: int, measured: float) -> float:
+        """`measured` seconds of one evaluation of `batch` images, or the fastest seen before for that batch."""
+        best = min(measured, self.evaluation_s.get(batch, measured))
+        self.evaluation_s[batch] = best
+        return best
 
     def require_model(self):
         if self.model is None:
@@ -63,3 +72,4 @@ class EngineSession:
         self.model = loaded
         self.cache.clear()
         self.trajectories.clear()
+        self.evaluation_s.clear()

@@ -189,3 +189,18 @@ def test_the_interpolation_job_encodes_once_and_equals_the_samplers_strip(micro_
     expected = sample(interpolate(loaded.denoiser(), loaded.diffusion, x0_a, x0_b, 60, [0.0, 0.5, 1.0], g))
     np.testing.assert_array_equal(exact.images, to_uint8(expected))
     assert exact.model == loaded.identity and exact.model.step == 6
+
+
+def test_the_settled_chain_is_sized_from_the_fastest_evaluation_seen_for_its_batch():
+    """The first evaluation of a new batch size pays one-time costs (57 ms for a ~12 ms evaluation seen in the
+    studio, which chose a 14-step settled chain instead of ~66): the session keeps the fastest time per batch size,
+    so only the first request is sized from the slow call; a new model starts afresh."""
+    from engine.refine import settled_steps_for
+
+    session = EngineSession()
+    assert session.evaluation_time(9, 0.057) == 0.057 and settled_steps_for(0.057) == 14
+    assert session.evaluation_time(9, 0.012) == 0.012 and settled_steps_for(0.012) == 66
+    assert session.evaluation_time(9, 0.030) == 0.012  # a slower call later (the machine was busy) changes nothing
+    assert session.evaluation_time(6, 0.050) == 0.050  # another batch size: its own
+    session.explore(object())
+    assert session.evaluation_time(9, 0.040) == 0.040
