@@ -80,12 +80,16 @@ class CompiledForward:
             return None
 
 
-def start(model: nn.Module, image_shape: tuple[int, ...], precision: Precision, batch: int = 6) -> CompiledForward:
-    """Compile `model`'s forward for `image_shape` (C, H, W) under `precision` on a background thread, with dynamic
-    batch; the returned handle turns "ready" when done. The eager model stays usable meanwhile."""
+def start(
+    model: nn.Module, image_shape: tuple[int, ...], precision: Precision, batch: int = 6, threads: int | None = None
+) -> CompiledForward:
+    """Compile `model`'s forward for `image_shape` (C, H, W) under `precision` and `threads` CPU threads (None: the
+    current count; 1 for a model whose studio calls are small, as the denoiser runs those on one thread) on a
+    background thread, with dynamic batch; the returned handle turns "ready" when done. The eager model stays usable
+    meanwhile."""
     device = next(model.parameters()).device
     precision = resolve_precision(precision, device)
-    handle = CompiledForward(model, tuple(image_shape), precision, threads=torch.get_num_threads())
+    handle = CompiledForward(model, tuple(image_shape), precision, threads=threads or torch.get_num_threads())
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(_cache_folder()))
 
     def build() -> None:

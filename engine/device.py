@@ -120,17 +120,17 @@ class Denoiser:
     def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
         if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device, self.precision):
+        small = (
+            self.device.type == "cpu"
+            and self.forward_flops is not None
+            and self.forward_flops * x_t.shape[0] < ONE_THREAD_BELOW_FLOPS
+            and "OMP_NUM_THREADS" not in os.environ  # the user's choice stands (engine/threads.py)
+        )
+        with one_thread() if small else contextlib.nullcontext(), autocast(self.device, self.precision):
             eps = None
+            # A compiled forward serves only the thread count it was compiled for (engine/compiled.py).
             if self.compiled is not None and self.compiled.serves(x_t, self.precision):
                 eps = self.compiled(x_t, t)  # None where it would have to compile: eager answers instead
             if eps is None:
-                small = (
-                    self.device.type == "cpu"
-                    and self.forward_flops is not None
-                    and self.forward_flops * x_t.shape[0] < ONE_THREAD_BELOW_FLOPS
-                    and "OMP_NUM_THREADS" not in os.environ  # the user's choice stands (engine/threads.py)
-                )
-                with one_thread() if small else contextlib.nullcontext():
-                    eps = self.model(x_t, t)
+                eps = self.model(x_t, t)
         return eps.float().contiguous()

@@ -1,5 +1,7 @@
 """Device and precision choice, and the bf16 path agreeing with fp32."""
 
+import threading
+
 import torch
 
 from engine.config import PRESETS, Precision
@@ -180,3 +182,33 @@ def test_small_calls_run_on_one_cpu_thread_and_large_ones_on_all():
     time_one_step(loaded)
     assert 0.11e9 < loaded.forward_flops < 0.14e9  # tiny: 0.124 GFLOP per image (docs/performance.md)
     assert loaded.denoiser().forward_flops == loaded.forward_flops
+
+
+def test_a_forward_compiled_for_one_thread_serves_the_small_calls(monkeypatch):
+    """A model whose studio calls are small is compiled for one CPU thread: the denoiser narrows a small call to one
+    thread first, so the compiled forward serves it even where torch runs on two; a large call (two threads) goes
+    eager. (torch.compile replaced by a stand-in that marks its answers, as above.)"""
+    from engine import compiled
+    from engine.config import PRESETS, Precision
+    from engine.device import ONE_THREAD_BELOW_FLOPS, Denoiser
+    from engine.unet import UNet
+
+    monkeypatch.setattr(torch, "compile", lambda model, dynamic: lambda x, t: model(x, t) + 1.0)
+    model = UNet(PRESETS["micro"].unet).eval().requires_grad_(False)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        handle = compiled.start(model, (3, 8, 8), Precision.FP32, threads=1)
+        for _ in range(500):
+            if handle.state != "compiling":
+                break
+            threading.Event().wait(0.01)
+        assert handle.state == "ready" and handle.threads == 1
+        x, t = torch.randn(4, 3, 8, 8), torch.full((4,), 5)
+        small = Denoiser(model, Precision.FP32, compiled=handle, forward_flops=1e6)
+        large = Denoiser(model, Precision.FP32, compiled=handle, forward_flops=ONE_THREAD_BELOW_FLOPS)
+        assert torch.allclose(small(x, t), model(x, t) + 1.0)  # compiled, at one thread
+        assert torch.equal(large(x, t), model(x, t))  # two threads: eager
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
