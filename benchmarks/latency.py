@@ -43,7 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout, uninstalled
 from engine import compiled  # noqa: E402
 from engine.config import PRESETS  # noqa: E402
-from engine.device import ONE_THREAD_BELOW_FLOPS, pick_device, resolve_precision  # noqa: E402
+from engine.device import pick_device, resolve_precision  # noqa: E402
 from engine.diffusion import GaussianDiffusion  # noqa: E402
 from engine.jobs import interpolate_job, time_one_step  # noqa: E402
 from engine.loading import LoadedModel, Weights  # noqa: E402
@@ -127,9 +127,7 @@ def bench(name: str, repeats: int, device: torch.device, compile_first: bool = F
     worker.state.explore(loaded)
     compile_s = None
     if compile_first:
-        small = (loaded.forward_flops or float("inf")) * 8 < ONE_THREAD_BELOW_FLOPS  # as the studio's load job
-        shape = (preset.unet.in_channels, *preset.unet.image_size)
-        handle = compiled.start(loaded.model, shape, loaded.inference, threads=1 if small else None)
+        handle = compiled.start_for(loaded)  # as the studio's load job
         while handle.state == "compiling":
             time.sleep(0.2)
         if handle.state != "ready":

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import Precision
-from .device import autocast, resolve_precision
+from .device import ONE_THREAD_BELOW_FLOPS, autocast, resolve_precision
 
 
 def compile_available(device: torch.device) -> str | None:
@@ -112,6 +112,14 @@ def start(
 
     threading.Thread(target=build, name="compile", daemon=True).start()
     return handle
+
+
+def start_for(loaded) -> CompiledForward:
+    """`start` as the studio uses it: a LoadedModel's network at its image shape and inference precision, compiled
+    for one CPU thread where its calls are small (a chain of 8 images under ONE_THREAD_BELOW_FLOPS)."""
+    c = loaded.unet_config
+    small = (loaded.forward_flops or float("inf")) * 8 < ONE_THREAD_BELOW_FLOPS
+    return start(loaded.model, (c.in_channels, *c.image_size), loaded.inference, threads=1 if small else None)
 
 
 def _lowest_priority() -> None:

@@ -18,7 +18,6 @@ import torch
 
 from . import compiled
 from .config import Precision, UNetConfig
-from .device import ONE_THREAD_BELOW_FLOPS
 from .images import from_uint8, to_uint8
 from .likelihood import BoundResult, bound_terms
 from .loading import LoadedModel, ModelIdentity, Weights, load_model, provenance
@@ -112,11 +111,7 @@ def load_model_job(source: str, weights: str = "ema", device: str | None = None)
         ctx.state.explore(loaded)
         info = model_info(loaded, time_one_step(loaded))  # timed eager, before a compile competes for the cores
         if compiled.compile_available(loaded.diffusion.device) is None:  # faster previews in a minute or so
-            c = loaded.unet_config
-            small = (loaded.forward_flops or float("inf")) * 8 < ONE_THREAD_BELOW_FLOPS  # a chain of 8 is small
-            loaded.compiled = compiled.start(
-                loaded.model, (c.in_channels, *c.image_size), loaded.inference, threads=1 if small else None
-            )
+            loaded.compiled = compiled.start_for(loaded)
         return info
 
     return job

@@ -204,11 +204,7 @@ class LossPlot(LivePlot):
         """One logged step: the window's mean loss and its mean per t-quartile (None where no t fell)."""
         if not self.append("loss", step, loss):
             return
-        # debiased_ema, one point at a time (of log L: the axis is logarithmic)
-        self._smooth_sum = self.smoothing * self._smooth_sum + (1 - self.smoothing) * math.log(loss)
-        self._smooth_weight = self.smoothing * self._smooth_weight + (1 - self.smoothing)
-        smoothed = math.exp(self._smooth_sum / self._smooth_weight) if self._smooth_weight else loss
-        self.append("smoothed", step, smoothed)
+        self.append("smoothed", step, self._smoothed(loss))
         for q, value in enumerate(list(by_quartile)[:4]):
             self.append(f"q{q}", step, value)
         if self.count == 1:  # pyqtgraph's auto range around a single point spans nothing useful: a decade around it
@@ -222,13 +218,15 @@ class LossPlot(LivePlot):
         self.smoothing = min(max(float(weight), 0.0), 0.999)
         xs, ys = self.series("loss")
         series = self._series["smoothed"]
-        series.xs, series.ys = list(xs), list(debiased_ema(ys, self.smoothing)) if len(ys) else []
-        logs = np.log(ys) if len(ys) else ys
         self._smooth_sum = self._smooth_weight = 0.0
-        for y in logs:  # carry the running sums on from the recomputed curve
-            self._smooth_sum = self.smoothing * self._smooth_sum + (1 - self.smoothing) * y
-            self._smooth_weight = self.smoothing * self._smooth_weight + (1 - self.smoothing)
+        series.xs, series.ys = list(xs), [self._smoothed(float(y)) for y in ys]  # the running sums carry on
         self._mark_stale(series)
+
+    def _smoothed(self, loss: float) -> float:
+        """debiased_ema, one point at a time (of log L: the axis is logarithmic)."""
+        self._smooth_sum = self.smoothing * self._smooth_sum + (1 - self.smoothing) * math.log(loss)
+        self._smooth_weight = self.smoothing * self._smooth_weight + (1 - self.smoothing)
+        return math.exp(self._smooth_sum / self._smooth_weight) if self._smooth_weight else loss
 
     def set_quartile_visible(self, quartile: int, visible: bool) -> None:
         self.set_series_visible(f"q{quartile}", visible)
