@@ -7,15 +7,17 @@ freq_shift=1, single-head attention), checks that their parameter counts and for
   * training images/s: forward + MSE loss against a random target + backward + Adam step, train mode;
   * sampling image-evaluations/s: a no_grad forward at batch 16, eval mode;
 
-in eager fp32 and under bf16 autocast, and, as the headline, the path the product uses (`product`: the precision
-engine.device resolves AUTO to on this machine, which `ddpm sample`, the studio and the presets' training use)
-against diffusers' fp32 default and against diffusers at the same precision, beside issue 14's goals. The two
-models alternate repeat by repeat (ours, reference, ours, ...) so that
-load from elsewhere on a shared machine falls on both; the figures are medians. The headline is the ratio
+in eager fp32 and under bf16 autocast, both with torch's default Adam (the networks compared as such), and, as the
+headline, the path the product uses (`product`): sampling through the `Denoiser` that `ddpm sample` and the studio
+call, at the precision engine.device resolves AUTO to here, and training with the trainer's optimiser
+(engine.train.make_adam, the fused kernel), measured side by side with diffusers' fp32 default beside issue 14's
+goals. `--compiled` adds the studio's background-compiled sampling path (`product_compiled`; engine/compiled.py),
+whose compile takes about a minute per preset. The two models alternate repeat by repeat (ours, reference, ours, ...)
+so that load from elsewhere on a shared machine falls on both; the figures are medians. The headline is the ratio
 ours / reference (above 1: ours is faster), not absolute seconds, which drift with the machine.
 
     .venv/bin/pip install diffusers  # the reference (the `bench` extra)
-    python benchmarks/unet.py --presets tiny,small          # ~3 minutes on 2 cores
+    python benchmarks/unet.py --presets tiny,small          # ~5 minutes on 2 cores (7 with --compiled)
     python benchmarks/unet.py --presets cifar10 --repeats 3 # the paper's 35.7M model: slow on a CPU
 
 JSON goes to stdout, progress to stderr. Keep the machine otherwise idle: two threads slow down several-fold
@@ -39,8 +41,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout, uninstalled
+from engine import compiled  # noqa: E402
 from engine.config import PRESETS, Precision, UNetConfig  # noqa: E402
-from engine.device import resolve_precision  # noqa: E402
+from engine.device import Denoiser, resolve_precision  # noqa: E402
+from engine.train import make_adam  # noqa: E402
 from engine.unet import UNet, count_parameters  # noqa: E402
 
 TRAIN_BATCH = {"cifar10": 8}  # docs/performance.md's batches: 32 for the CPU presets, 8 for the paper's model
@@ -103,13 +107,19 @@ def forward_gflops(model: nn.Module, config: UNetConfig) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def train_step_fn(model: nn.Module, config: UNetConfig, batch: int, bf16: bool) -> Callable[[], None]:
-    """One optimiser step of L_simple's shape (Ho et al. 2020, Eq. 14) on fixed random data."""
+def train_step_fn(
+    model: nn.Module, config: UNetConfig, batch: int, bf16: bool, product: bool = False
+) -> Callable[[], None]:
+    """One optimiser step of L_simple's shape (Ho et al. 2020, Eq. 14) on fixed random data; torch's default Adam,
+    or with `product` the trainer's (engine.train.make_adam: the fused kernel)."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, config.in_channels, *config.image_size, generator=gen)
     t = torch.randint(0, NUM_TIMESTEPS, (batch,), generator=gen)
     target = torch.randn(x.shape, generator=gen)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    if product:
+        optimizer = make_adam(model.parameters(), 1e-4, torch.device("cpu"))
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step() -> None:
         model.train()
@@ -122,11 +132,18 @@ def train_step_fn(model: nn.Module, config: UNetConfig, batch: int, bf16: bool) 
     return step
 
 
-def sample_step_fn(model: nn.Module, config: UNetConfig, batch: int, bf16: bool) -> Callable[[], None]:
-    """One network evaluation of a reverse-process step (Ho et al. 2020, Algorithm 2, line 4)."""
+def sample_step_fn(
+    model: nn.Module, config: UNetConfig, batch: int, bf16: bool, product: bool = False, compiled_forward=None
+) -> Callable[[], None]:
+    """One network evaluation of a reverse-process step (Ho et al. 2020, Algorithm 2, line 4); with `product`,
+    through the `Denoiser` that `ddpm sample` calls (precision AUTO; float32 result), with `compiled_forward` as
+    the studio's (engine/compiled.py) once its background compile is done."""
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(batch, config.in_channels, *config.image_size, generator=gen)
     t = torch.randint(0, NUM_TIMESTEPS, (batch,), generator=gen)
+    if product:
+        denoiser = Denoiser(model.eval(), Precision.AUTO, compiled=compiled_forward)
+        return lambda: denoiser(x, t)
 
     def step() -> None:
         model.eval()
@@ -181,7 +198,25 @@ def compare(ours: Callable[[], None], ref: Callable[[], None], batch: int, repea
     }
 
 
-def bench_preset(name: str, repeats: int, warmup: int) -> dict:
+def compiled_product(ours: nn.Module, ref: nn.Module, config: UNetConfig, repeats: int, warmup: int) -> dict:
+    """The studio's compiled sampling path (engine/compiled.py, at this thread count) against diffusers' eager fp32
+    default: the compile's seconds, then the evaluations side by side."""
+    why_not = compiled.compile_available(torch.device("cpu"))
+    if why_not is not None:
+        return {"skipped": why_not}
+    handle = compiled.start(ours.eval(), (config.in_channels, *config.image_size), Precision.AUTO)
+    while handle.state == "compiling":
+        time.sleep(0.2)
+    if handle.state != "ready":
+        return {"skipped": f"the compile failed: {handle.error}"}
+    ours_step = sample_step_fn(ours, config, SAMPLE_BATCH, True, product=True, compiled_forward=handle)
+    figures = compare(ours_step, sample_step_fn(ref, config, SAMPLE_BATCH, False), SAMPLE_BATCH, repeats, warmup)
+    if handle.state != "ready":  # a call fell back to eager: the figures are not the compiled path's
+        return {"skipped": f"the compiled path failed while timed: {handle.error}"}
+    return {"compile_s": round(handle.seconds, 1), "sample": figures, "sample_vs_diffusers_fp32": figures["ratio"]}
+
+
+def bench_preset(name: str, repeats: int, warmup: int, compile_too: bool = False) -> dict:
     config = PRESETS[name].unet
     torch.manual_seed(0)
     ours, ref = UNet(config), build_reference(config)
@@ -206,15 +241,31 @@ def bench_preset(name: str, repeats: int, warmup: int) -> dict:
             )
             if figures["outside_load_cores"] > 0.2:
                 print(f"  disturbed: {figures['outside_load_cores']} cores busy elsewhere", file=sys.stderr)
+    # The product's own path, measured side by side with diffusers' fp32 default (torch's default Adam).
     product = resolve_precision(Precision.AUTO, torch.device("cpu")).value
-    result["product"] = {"precision": product}
-    for task, key in (("sample", "sample_evals_per_s"), ("train", "train_images_per_s")):
-        ours_rate = result[product][key]["ours"]
-        result["product"][f"{task}_vs_diffusers_fp32"] = round(ours_rate / result["fp32"][key]["reference"], 3)
-        result["product"][f"{task}_vs_diffusers_same_precision"] = result[product][key]["ratio"]
+    result["product"] = {"precision": product, "optimizer": "engine.train.make_adam (fused)"}
+    for task, key, make, batch in (
+        ("sample", "sample_evals_per_s", sample_step_fn, SAMPLE_BATCH),
+        ("train", "train_images_per_s", train_step_fn, train_batch),
+    ):
+        figures = compare(
+            make(ours, config, batch, product == "bf16", product=True),
+            make(ref, config, batch, False),
+            batch,
+            repeats,
+            warmup,
+        )
+        result["product"][task] = figures
+        result["product"][f"{task}_vs_diffusers_fp32"] = figures["ratio"]
+        result["product"][f"{task}_vs_diffusers_same_precision"] = round(
+            figures["ours"] / result[product][key]["reference"], 3
+        )
     if name in GOALS:
         result["product"]["goals_vs_diffusers_fp32"] = GOALS[name]
     print(f"{name} product path ({product}): {result['product']}", file=sys.stderr)
+    if compile_too:
+        result["product_compiled"] = compiled_product(ours, ref, config, repeats, warmup)
+        print(f"{name} compiled product path: {result['product_compiled']}", file=sys.stderr)
     return result
 
 
@@ -246,6 +297,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats per model (median taken)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model before timing")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument(
+        "--compiled", action="store_true", help="also the studio's compiled sampling path (~1 minute per preset)"
+    )
     args = parser.parse_args(argv)
 
     names = [n.strip() for n in args.presets.split(",") if n.strip()]
@@ -263,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
             "sample_batch": SAMPLE_BATCH,
             "ratio": "ours / reference; above 1 means ours is faster",
         },
-        "presets": {name: bench_preset(name, args.repeats, args.warmup) for name in names},
+        "presets": {name: bench_preset(name, args.repeats, args.warmup, args.compiled) for name in names},
     }
     json.dump(report, sys.stdout, indent=2)
     print()

@@ -44,6 +44,15 @@ from .runs import Run, RunError
 from .sampling import generate, sample
 from .unet import UNet, count_parameters
 
+
+def make_adam(params, lr: float, device: torch.device) -> torch.optim.Adam:
+    """The paper's optimiser, Adam (Kingma & Ba 2015) with torch's defaults (beta 0.9, 0.999; eps 1e-8), as torch's
+    fused kernel where the device has one: one pass over each parameter instead of a dozen per-op sweeps (the tiny
+    preset's training step at batch 32 took 8% less time here, docs/performance.md). Same update, other rounding."""
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.Adam(params, lr=lr, fused=True if fused else None)
+
+
 # ---- events ----
 
 
@@ -202,7 +211,7 @@ class Trainer:
             self.network = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
+        self.optimizer = make_adam(self.model.parameters(), self.config.learning_rate, self.device)
         self.step = 0
         self.rollbacks = 0
         self.warnings: list[str] = []  # said once, at the start of run(): e.g. the data changed since the checkpoint
@@ -255,7 +264,9 @@ class Trainer:
             assert window_sums.shape == window_counts.shape == (4,)
             for name, module in (("model", self.model), ("ema", self.ema)):
                 ckpt.check_state_dict(module, found.group(name), name)
-            probe = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
+            for group in optim_state["param_groups"]:  # each names the kernel it was saved under: use ours
+                group["fused"], group["foreach"] = self.optimizer.defaults["fused"], self.optimizer.defaults["foreach"]
+            probe = make_adam(self.model.parameters(), self.config.learning_rate, self.device)
             probe.load_state_dict(optim_state)  # checks the groups against the parameters, changing nothing of ours
         except ckpt.CheckpointError as e:
             raise ckpt.CheckpointError(f"{found.path.name}: {e}") from None

@@ -12,7 +12,16 @@ from engine import checkpoint as ckpt
 from engine.config import LRSchedule, get_preset
 from engine.data import load_dataset
 from engine.runs import Run, RunError, RunSpec
-from engine.train import CheckpointSaved, RolledBack, SamplesReady, StepLogged, StepSkipped, Trainer, TrainFinished
+from engine.train import (
+    CheckpointSaved,
+    RolledBack,
+    SamplesReady,
+    StepLogged,
+    StepSkipped,
+    Trainer,
+    TrainFinished,
+    make_adam,
+)
 
 DATA = "builtin:shapes?size=8&count=64"
 
@@ -352,3 +361,43 @@ def test_time_the_consumer_spends_between_events_is_not_training_time(tmp_path, 
         time.sleep(0.2)  # what a busy GUI thread would cost a wall clock
     wall_rate = 8 * 4 / (4 * 0.2)  # images per second if the pauses counted: 40
     assert len(rates) == 2 and min(rates) > 3 * wall_rate, rates
+
+
+def test_the_fused_adam_makes_torchs_reference_update_to_rounding():
+    """make_adam (torch's fused kernel on a CPU) updates as torch's per-op Adam does, to float rounding."""
+    torch.manual_seed(0)
+    fused_params = [torch.randn(64, 32, requires_grad=True), torch.randn(32, requires_grad=True)]
+    plain_params = [p.detach().clone().requires_grad_(True) for p in fused_params]
+    fused = make_adam(fused_params, 2e-4, torch.device("cpu"))
+    plain = torch.optim.Adam(plain_params, lr=2e-4, foreach=False)
+    assert fused.defaults["fused"] is True
+    for _ in range(5):
+        grads = [torch.randn_like(p) for p in fused_params]
+        for params, optimizer in ((fused_params, fused), (plain_params, plain)):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            optimizer.step()
+    for a, b in zip(fused_params, plain_params):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6), (a - b).abs().max()
+        assert not torch.equal(a, b.detach() * 0)  # the step moved them
+
+
+def test_a_checkpoint_saved_under_another_adam_kernel_resumes_exactly(tmp_path, dataset):
+    """Checkpoints written before the fused optimiser (their groups say fused: null, as the bundled model's do)
+    resume onto the fused kernel and go on as a run that never stopped."""
+    straight = Trainer(Run.create(tmp_path / "a", _spec()), dataset=dataset)
+    list(straight.run(6))
+    first = Trainer(Run.create(tmp_path / "b", _spec()), dataset=dataset)
+    list(first.run(3))
+    _, meta = ckpt.checkpoint_paths(first.run_dir.checkpoints_dir, 3)
+    record = json.loads(meta.read_text())
+    assert record["optimizer"]["param_groups"][0]["fused"] is True
+    record["optimizer"]["param_groups"][0] |= {"fused": None, "foreach": None}
+    meta.write_text(json.dumps(record))
+
+    second = Trainer(Run.open(tmp_path / "b"), dataset=dataset)
+    assert second.resume() == [] and second.step == 3
+    assert second.optimizer.param_groups[0]["fused"] is True
+    list(second.run(6))
+    a, b = _weights(straight), _weights(second)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
