@@ -13,9 +13,19 @@ compile at normal priority made the first chain 2.5x slower.
 
 Small calls run on one CPU thread (engine.device.ONE_THREAD_BELOW_FLOPS), so a model whose studio calls are small is
 compiled for one thread (on the engine thread at one thread: 9.6 ms compiled against 15.8 ms eager for the bundled
-model at a strip of 6). It is opt-in (`DDPM_COMPILE=1`) until checked end to end in the studio. It needs a C++
-compiler (Inductor's CPU backend) and is off where there is none, on MPS, and for the command line, whose single runs
-would not earn back the minute.
+model at a strip of 6). A batch size the compiled graph's guards exclude (in fp32, 16 images and more for a graph
+compiled at 6) is answered eagerly from then on; the other sizes stay compiled.
+
+It is opt-in (`DDPM_COMPILE=1`; the status bar then says "compiling a faster path…", then "compiled"): checked
+end to end in the windowed studio (first launch, bundled model, 2 cores, screenshots at 8, 16, 25 and 40 s), the
+compile makes the first chain of 8 x 1000 steps finish 25-40 s after launch instead of 16-25 s, with an empty cache
+and with a warm one alike (at 16 s the warm run had 51 frames). Its tracing is Python that
+holds the GIL, which the engine thread needs between every two ops, so niceness does not protect the eager path
+(at 16 s: 1 of 1,001 frames computed, against 701 uncompiled; a 0.2 ms GIL switch interval gave 151). Ahead-of-time
+compiled packages (torch.export + AOTInductor, built in another process) would avoid that, but their forward holds
+the GIL while it runs (a Python thread beside it kept 7% of its speed; Inductor's in-process kernels: 90%), which
+would stall the window for a whole evaluation. It needs a C++ compiler (Inductor's CPU backend) and is off where
+there is none, on MPS, and for the command line, whose single runs would not earn back the minute.
 """
 
 from __future__ import annotations
@@ -34,8 +44,9 @@ from .device import ONE_THREAD_BELOW_FLOPS, autocast, resolve_precision
 
 
 def compile_available(device: torch.device) -> str | None:
-    """None if a model may be compiled on `device` here, else why not (for the log). Opt-in for now
-    (`DDPM_COMPILE=1`): its gain was measured on the main thread, not yet on the engine thread."""
+    """None if a model may be compiled on `device` here, else why not (for the status bar). Opt-in
+    (`DDPM_COMPILE=1`): compiling in the studio's process slows its engine thread while it runs (see the module
+    docstring)."""
     if os.environ.get("DDPM_COMPILE", "0") != "1":
         return "compiling is off (DDPM_COMPILE=1 turns it on)"
     if device.type not in ("cpu", "cuda"):
@@ -58,6 +69,9 @@ class CompiledForward:
     error: str = ""
     seconds: float = 0.0  # how long the compile took
     module: nn.Module | None = None
+    # Batch sizes the compiled graph's guards exclude, answered eagerly from then on: in fp32 on a CPU, Inductor's
+    # graph compiled at a batch of 6 holds for 2..15 only (ATen picks another convolution backend from 16 images).
+    unserved: set[int] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def serves(self, x_t: Tensor, precision: Precision) -> bool:
@@ -65,19 +79,24 @@ class CompiledForward:
         return (
             self.state == "ready"
             and x_t.shape[0] >= 2  # dynamic shapes specialise sizes 0 and 1: a batch of one would recompile
+            and x_t.shape[0] not in self.unserved
             and tuple(x_t.shape[1:]) == self.image_shape
             and precision is self.precision
             and torch.get_num_threads() == self.threads  # another count is another guard: a recompile
         )
 
     def __call__(self, x_t: Tensor, t: Tensor) -> Tensor | None:
-        """The compiled forward, or None where it would have to recompile (the caller then runs eager)."""
+        """The compiled forward, or None where it would have to recompile (the caller then runs eager: for this batch
+        size from now on) or failed (eager for every call from now on)."""
         try:
             with torch.compiler.set_stance("fail_on_recompile"):
                 return self.module(x_t, t)
-        except Exception as e:  # noqa: BLE001 - any failure of the compiled path: eager from now on
+        except Exception as e:  # noqa: BLE001 - any failure of the compiled path answers eagerly
             with self._lock:
-                self.state, self.error = "failed", f"{type(e).__name__}: {str(e)[:200]}"
+                if "recompile" in str(e).lower():  # a guard excludes this batch size; the others stay compiled
+                    self.unserved.add(x_t.shape[0])
+                else:
+                    self.state, self.error = "failed", f"{type(e).__name__}: {str(e)[:200]}"
             return None
 
 

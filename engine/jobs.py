@@ -110,7 +110,8 @@ def load_model_job(source: str, weights: str = "ema", device: str | None = None)
         loaded = load_model(path, Weights(weights), device)
         ctx.state.explore(loaded)
         info = model_info(loaded, time_one_step(loaded))  # timed eager, before a compile competes for the cores
-        if compiled.compile_available(loaded.diffusion.device) is None:  # faster previews in a minute or so
+        loaded.compile_off = compiled.compile_available(loaded.diffusion.device)
+        if loaded.compile_off is None:  # faster chains in a minute or so
             loaded.compiled = compiled.start_for(loaded)
         return info
 

@@ -60,6 +60,7 @@ class LoadedModel:
     # evaluated in fp32 regardless (it is a reported number).
     inference: Precision = Precision.AUTO
     compiled: CompiledForward | None = None  # the studio's background-compiled forward (engine/compiled.py)
+    compile_off: str | None = None  # why there is none, where the studio's load job asked (for the status bar)
     forward_flops: float | None = None  # of one image, counted when the studio loads it (jobs.time_one_step)
 
     def denoiser(self, precision: Precision | None = None) -> Denoiser:

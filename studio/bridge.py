@@ -202,6 +202,20 @@ class Bridge(QObject):
                 future.cancel()
             self.job_cancelled.emit(job_id, event.key)
 
+    def compiled_path(self) -> tuple[str, str]:
+        """The explored model's compiled forward (engine/compiled.py) as (state, detail): ("off", why) where it is
+        not compiled here, ("compiling", ""), ("ready", seconds it took) or ("failed", the error); ("", "") before
+        a model is loaded. Read from the engine thread's objects without waiting on it (plain attributes)."""
+        model = self._worker.state.model
+        if model is None:
+            return "", ""
+        handle = model.compiled
+        if handle is None:
+            return "off", model.compile_off or ""
+        if handle.state == "ready":
+            return "ready", f"{handle.seconds:.0f} s"
+        return handle.state, handle.error
+
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop every job (training saves its checkpoint first) and end the engine thread."""
         self._worker.shutdown(timeout)

@@ -60,6 +60,26 @@ def ask(box: QMessageBox) -> int:
     return box.exec()
 
 
+# The status bar's word on the compiled path, by CompiledForward state: (text, tooltip).
+COMPILE_LABELS = {
+    "compiling": (
+        "compiling a faster path…",
+        "torch.compile is building a faster forward for this model on a low-priority thread (about a minute the "
+        "first time, ~10 s later from its cache); the network answers uncompiled meanwhile",
+    ),
+    "ready": (
+        "compiled",
+        "Chains, forks and previews run the compiled forward (built in {detail}); a batch of one runs uncompiled",
+    ),
+    "failed": ("uncompiled", "The compile failed, so the network runs uncompiled: {detail}"),
+    "off": (
+        "uncompiled",
+        "The network runs uncompiled: {detail}. With a C++ compiler (Debian: apt install g++) the studio compiles a "
+        "faster forward in the background",
+    ),
+}
+
+
 class MainWindow(QMainWindow):
     def __init__(self, run_dir: str | None = None, bridge: Bridge | None = None, load_defaults: bool = True):
         super().__init__()
@@ -231,6 +251,11 @@ class MainWindow(QMainWindow):
             "The run being trained; to explore it, open one of its checkpoints (Training tab, or File > Open run)"
         )
         self.training_label.setVisible(False)
+        self.compile_label = QLabel("")
+        self.compile_label.setVisible(False)
+        self.compile_poll = QTimer(self)
+        self.compile_poll.setInterval(1000)
+        self.compile_poll.timeout.connect(self._refresh_compile_label)
         self.engine_busy = QProgressBar()
         self.engine_busy.setRange(0, 0)
         self.engine_busy.setMaximumWidth(90)
@@ -238,6 +263,7 @@ class MainWindow(QMainWindow):
         bar.addWidget(self.status_message, 1)
         bar.addPermanentWidget(self.engine_busy)
         bar.addPermanentWidget(self.engine_label)
+        bar.addPermanentWidget(self.compile_label)
         bar.addPermanentWidget(self.training_label)
         bar.addPermanentWidget(self.model_label)
         self.bridge.job_started.connect(lambda *_: self._refresh_engine_label())
@@ -280,6 +306,21 @@ class MainWindow(QMainWindow):
     def _on_model_changed(self, info) -> None:
         self._show_model(info)
         self.state.set("model", info)
+        self._refresh_compile_label()
+
+    def _refresh_compile_label(self) -> None:
+        """The explored model's compiled path (engine/compiled.py), polled each second while it compiles."""
+        state, detail = self.bridge.compiled_path()
+        text, tip = COMPILE_LABELS.get(state, ("", ""))
+        if state == "off" and "C++ compiler" not in detail:
+            text = ""  # turned off on purpose, or not for this device: nothing to say
+        self.compile_label.setText(text)
+        self.compile_label.setToolTip(tip.format(detail=detail))
+        self.compile_label.setVisible(bool(text))
+        if state == "compiling":
+            self.compile_poll.start()
+        else:
+            self.compile_poll.stop()
 
     def _show_model(self, info) -> None:
         h, w = info.image_size

@@ -358,3 +358,41 @@ def test_the_first_launch_streams_a_chain_and_says_so(qtbot, event_loop_qt, sett
     trajectory.stop_button.click()
     window.close()
     assert not bridge._worker.alive
+
+
+def test_the_status_bar_says_when_the_compiled_path_is_building_and_ready(qtbot, bridge, micro_run, monkeypatch):
+    """With DDPM_COMPILE=1, opening a model starts its background compile where a C++ compiler is
+    (engine/compiled.py): the status bar says "compiling a faster path…" until it is ready, then "compiled";
+    without a compiler it says "uncompiled" and how to get one; turned off it says nothing. (torch.compile is a
+    stand-in that waits.)"""
+    import threading
+
+    import torch
+
+    release = threading.Event()
+
+    def stand_in(model, dynamic):
+        def forward(x, t):
+            release.wait(30)
+            return model(x, t)
+
+        return forward
+
+    monkeypatch.setattr(torch, "compile", stand_in)
+    monkeypatch.setenv("DDPM_COMPILE", "1")
+    monkeypatch.setattr("engine.compiled.shutil.which", lambda name: "/usr/bin/g++")
+    window = MainWindow(bridge=bridge, load_defaults=False)
+    qtbot.addWidget(window)
+    assert run_async(qtbot, window.open_run(str(micro_run)))
+    assert window.compile_label.text() == "compiling a faster path…" and window.compile_label.isVisibleTo(window)
+    assert "uncompiled meanwhile" in window.compile_label.toolTip()
+    release.set()
+    qtbot.waitUntil(lambda: window.compile_label.text() == "compiled", timeout=10_000)
+    assert "built in" in window.compile_label.toolTip()
+
+    monkeypatch.setattr("engine.compiled.shutil.which", lambda name: None)
+    assert run_async(qtbot, window.open_run(str(micro_run)))
+    assert window.compile_label.text() == "uncompiled" and "apt install g++" in window.compile_label.toolTip()
+    monkeypatch.delenv("DDPM_COMPILE")
+    assert run_async(qtbot, window.open_run(str(micro_run)))
+    assert not window.compile_label.isVisibleTo(window)
