@@ -43,7 +43,7 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout, uninstalled
 from engine import compiled  # noqa: E402
 from engine.config import PRESETS, Precision, UNetConfig  # noqa: E402
-from engine.device import Denoiser, resolve_precision  # noqa: E402
+from engine.device import Denoiser, inference_network, resolve_precision  # noqa: E402
 from engine.train import make_adam  # noqa: E402
 from engine.unet import UNet, count_parameters  # noqa: E402
 
@@ -136,13 +136,14 @@ def sample_step_fn(
     model: nn.Module, config: UNetConfig, batch: int, bf16: bool, product: bool = False, compiled_forward=None
 ) -> Callable[[], None]:
     """One network evaluation of a reverse-process step (Ho et al. 2020, Algorithm 2, line 4); with `product`,
-    through the `Denoiser` that `ddpm sample` calls (precision AUTO; float32 result), with `compiled_forward` as
-    the studio's (engine/compiled.py) once its background compile is done."""
+    through the `Denoiser` that `ddpm sample` calls (precision AUTO, weights converted once; float32 result), with
+    `compiled_forward` as the studio's (engine/compiled.py) once its background compile is done."""
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(batch, config.in_channels, *config.image_size, generator=gen)
     t = torch.randint(0, NUM_TIMESTEPS, (batch,), generator=gen)
     if product:
-        denoiser = Denoiser(model.eval(), Precision.AUTO, compiled=compiled_forward)
+        network = inference_network(model.eval(), Precision.AUTO)  # as LoadedModel.denoiser() converts it
+        denoiser = Denoiser(model, Precision.AUTO, compiled=compiled_forward, network=network)
         return lambda: denoiser(x, t)
 
     def step() -> None:

@@ -7,7 +7,7 @@ the checkpoint's own record of its architecture, so a checkpoint from another mo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import torch
 from . import checkpoint as ckpt
 from .compiled import CompiledForward
 from .config import DiffusionConfig, Precision, UNetConfig, from_jsonable, to_jsonable
-from .device import Denoiser, pick_device, resolve_precision
+from .device import Denoiser, inference_network, pick_device, resolve_precision
 from .diffusion import GaussianDiffusion
 from .runs import Run
 from .unet import UNet
@@ -63,11 +63,20 @@ class LoadedModel:
     compile_off: str | None = None  # why there is none, where the studio's load job asked (for the status bar)
     forward_flops: float | None = None  # of one image, counted when the studio loads it (jobs.time_one_step)
 
+    _networks: dict = field(default_factory=dict, repr=False)  # by resolved precision: device.inference_network
+
     def denoiser(self, precision: Precision | None = None) -> Denoiser:
-        """The network as the samplers call it, in `precision` (None: the model's inference precision); the
-        compiled forward where it is ready and serves the call."""
+        """The network as the samplers call it, in `precision` (None: the model's inference precision), its
+        weights converted once for that precision; the compiled forward where it is ready and serves the call."""
+        precision = resolve_precision(precision or self.inference, self.diffusion.device)
+        if precision not in self._networks:
+            self._networks[precision] = inference_network(self.model, precision)
         return Denoiser(
-            self.model, precision or self.inference, compiled=self.compiled, forward_flops=self.forward_flops
+            self.model,
+            precision,
+            compiled=self.compiled,
+            forward_flops=self.forward_flops,
+            network=self._networks[precision],
         )
 
     @property

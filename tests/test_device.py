@@ -254,3 +254,20 @@ def test_the_real_compiled_forward_equals_the_eager_one(monkeypatch):
     # In fp32 the graph compiled at 6 images holds for 2..15 (ATen's convolution backend changes at 16): those
     # sizes are answered eagerly, and the path stays compiled for the others.
     assert handle.unserved <= {16, 40} and denoiser.compiled.serves(torch.zeros(5, 3, 8, 8), Precision.FP32)
+
+
+def test_the_explored_models_bf16_weights_are_converted_once_and_give_autocasts_eps_bit_for_bit():
+    """LoadedModel.denoiser() in bf16 evaluates a copy whose convolution and linear weights are bf16 already
+    (autocast would cast them on every call): eps identical to autocast over the fp32 weights; the copy is made once
+    per precision; the explored model itself stays fp32 (the bound is computed from it)."""
+    from engine.loading import BUNDLED_RUN, load_model
+
+    loaded = load_model(BUNDLED_RUN, device="cpu")
+    x, t = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 9, 250, 600, 999])
+    converted = loaded.denoiser(Precision.BF16)
+    assert converted.network is not loaded.model and converted.network is loaded.denoiser(Precision.BF16).network
+    assert converted.network.conv_in.weight.dtype == torch.bfloat16
+    assert loaded.model.conv_in.weight.dtype == torch.float32
+    assert converted.network.norm_out.weight.dtype == torch.float32  # GroupNorm runs in fp32 under autocast
+    assert torch.equal(converted(x, t), Denoiser(loaded.model, Precision.BF16)(x, t))
+    assert loaded.denoiser(Precision.FP32).network is loaded.model
