@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout, uninstalled
 from engine import convert  # noqa: E402
 from engine.config import PRESETS, Precision  # noqa: E402
-from engine.device import Denoiser, pick_device  # noqa: E402
+from engine.device import Denoiser, inference_network, pick_device  # noqa: E402
 from engine.diffusion import GaussianDiffusion  # noqa: E402
 from engine.runs import Run, RunSpec  # noqa: E402
 from engine.sampling import generate  # noqa: E402
@@ -139,7 +139,7 @@ def sample_ours(preset, n: int, steps: int, device: torch.device) -> dict:
     torch.manual_seed(0)
     model = UNet(preset.unet).to(device).eval().requires_grad_(False)
     diffusion = GaussianDiffusion(preset.diffusion, device)
-    denoiser = Denoiser(model, Precision.BF16)
+    denoiser = Denoiser(model, Precision.BF16, network=inference_network(model, Precision.BF16))  # as LoadedModel
     shape = (n, preset.unet.in_channels, *preset.unet.image_size)
     num_steps = None if steps >= diffusion.num_timesteps else steps
     for _ in generate(denoiser, diffusion, shape, torch.Generator(device).manual_seed(0), num_steps=2):
