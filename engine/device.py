@@ -77,9 +77,11 @@ def autocast(device: torch.device, precision: Precision) -> Iterator[None]:
         yield
 
 
-# A call below this much work runs on one CPU thread: on the engine thread (not the main thread) two OpenMP threads
-# made the bundled tiny model's evaluation of 8 images 2.1x slower than one (31.1 vs 14.7 ms); break-even near 32
-# images (4 GFLOP), and above it two threads win (128 images: 1.38x; the small preset at 6 images: 1.23x).
+# A call below this much work runs on one CPU thread. Measured where the main thread had run torch too, two OpenMP
+# threads made the bundled tiny model's evaluation of 8 images 2.1x slower than one on the engine thread (31.1 vs
+# 14.7 ms): libgomp stops spinning once its pools' threads outnumber the cores (docs/architecture.md, Threading).
+# Where the engine thread alone runs torch, two threads were faster (6 images 1.23x, 8 1.21x, 32 1.61x) and the
+# windowed studio's first chain ran as fast either way: one thread keeps small calls immune to that throttling.
 ONE_THREAD_BELOW_FLOPS = 3e9
 
 
