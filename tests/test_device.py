@@ -165,9 +165,10 @@ def test_compiling_is_off_where_it_cannot_pay(monkeypatch):
 
 def test_small_calls_run_on_one_cpu_thread_and_large_ones_on_all():
     """Where another thread of the process runs torch too, two OpenMP threads on the engine thread made a small
-    evaluation 2x slower than one (the bundled model's 8 x 1000 chain: 33 s against 16 s): a call whose work (the model's forward FLOPs per image, counted when the
-    studio loads it, times the batch) is below ONE_THREAD_BELOW_FLOPS runs on one thread, then the count is back;
-    a large call, or one of a model whose FLOPs were not counted (the CLI), keeps the threads it has."""
+    evaluation 2x slower than one (the bundled model's 8 x 1000 chain: 33 s against 16 s): a call whose work (the
+    model's forward FLOPs per image, counted when the studio loads it, times the batch) is below
+    ONE_THREAD_BELOW_FLOPS runs on one thread, then the count is back; a large call, or one of a model whose FLOPs
+    were not counted (the CLI), keeps the threads it has."""
     from engine.config import PRESETS, Precision
     from engine.device import ONE_THREAD_BELOW_FLOPS, Denoiser
     from engine.jobs import time_one_step
