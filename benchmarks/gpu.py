@@ -14,6 +14,7 @@ is checked before a GPU is at hand: `--small` uses the tiny preset, batch 8 and 
 
     python3 benchmarks/gpu.py --out gpu.json          # on the GPU machine: about 5 minutes
     python3 benchmarks/gpu.py --small --no-tests      # here, to check the script (about a minute)
+    python3 benchmarks/gpu.py --compiled --no-tests   # also through torch.compile: is it worth building in?
 
 JSON goes to stdout (and to --out), progress to stderr.
 """
@@ -71,8 +72,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_ours(preset, batch: int, steps: int, warmup: int, device: torch.device) -> dict:
-    """Steps/s of the product's trainer on in-memory data of the preset's shape (shapes: decoding is not measured)."""
+def train_ours(preset, batch: int, steps: int, warmup: int, device: torch.device, compiled: bool = False) -> dict:
+    """Steps/s of the product's trainer on in-memory data of the preset's shape (shapes: decoding is not measured);
+    with `compiled`, its network through torch.compile (not the product's path yet: a measurement for deciding)."""
     h, w = preset.unet.image_size
     train = dataclasses.replace(
         preset.train,
@@ -86,6 +88,8 @@ def train_ours(preset, batch: int, steps: int, warmup: int, device: torch.device
     data = f"builtin:shapes?size={h}x{w}&count={batch * 4}"
     with tempfile.TemporaryDirectory() as folder:
         trainer = Trainer(Run.create(Path(folder) / "run", RunSpec(preset.unet, preset.diffusion, train, data)), device)
+        if compiled:
+            trainer.network = torch.compile(trainer.model)  # the first (warm-up) step compiles
         times = []
         for event in trainer.run(warmup + steps):
             if isinstance(event, StepDone):
@@ -134,22 +138,28 @@ def train_reference(reference, preset, batch: int, steps: int, warmup: int, devi
     return {"steps_per_s": rate, "images_per_s": rate * batch}
 
 
-def sample_ours(preset, n: int, steps: int, device: torch.device) -> dict:
-    """Seconds for n samples through `steps` network evaluations, as `ddpm sample --precision bf16` runs them."""
+def sample_ours(preset, n: int, steps: int, device: torch.device, compiled: bool = False) -> dict:
+    """Seconds for n samples through `steps` network evaluations, as `ddpm sample --precision bf16` runs them; with
+    `compiled`, the network through torch.compile (compiled in the warm-up, whose seconds are reported)."""
     torch.manual_seed(0)
     model = UNet(preset.unet).to(device).eval().requires_grad_(False)
     diffusion = GaussianDiffusion(preset.diffusion, device)
-    denoiser = Denoiser(model, Precision.BF16, network=inference_network(model, Precision.BF16))  # as LoadedModel
+    network = inference_network(model, Precision.BF16)  # as LoadedModel.denoiser() converts it
+    if compiled:
+        network = torch.compile(network, dynamic=False)
+    denoiser = Denoiser(model, Precision.BF16, network=network)
     shape = (n, preset.unet.in_channels, *preset.unet.image_size)
     num_steps = None if steps >= diffusion.num_timesteps else steps
+    warmup_started = time.perf_counter()
     for _ in generate(denoiser, diffusion, shape, torch.Generator(device).manual_seed(0), num_steps=2):
-        pass  # warm-up: kernels chosen, memory pools filled
+        pass  # warm-up: kernels chosen, memory pools filled (and the compile, where compiled)
     sync(device)
+    warmup_s = time.perf_counter() - warmup_started
     started = time.perf_counter()
     for _ in generate(denoiser, diffusion, shape, torch.Generator(device).manual_seed(0), num_steps=num_steps):
         pass
     sync(device)
-    return {"seconds": time.perf_counter() - started, "n": n, "steps": steps}
+    return {"seconds": time.perf_counter() - started, "n": n, "steps": steps, "warmup_s": warmup_s}
 
 
 def sample_reference(reference, preset, n: int, steps: int, device: torch.device) -> dict:
@@ -198,6 +208,9 @@ def main() -> None:
     parser.add_argument("--no-tests", action="store_true", help="skip the engine's tests")
     parser.add_argument("--no-reference", action="store_true", help="skip diffusers even where it is installed")
     parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--compiled", action="store_true", help="also train and sample through torch.compile (minutes to compile)"
+    )
     args = parser.parse_args()
     device = pick_device(args.device)
     if device.type == "cuda":
@@ -223,6 +236,11 @@ def main() -> None:
     log(f"sampling {n} x {steps} ...")
     result["sample"] = sample_ours(preset, n, steps, device)
     log(json.dumps(result["sample"]))
+    if args.compiled:
+        log("the same two through torch.compile ...")
+        result["train_compiled"] = train_ours(preset, batch, train_steps, warmup, device, compiled=True)
+        result["sample_compiled"] = sample_ours(preset, n, steps, device, compiled=True)
+        log(json.dumps({k: result[k] for k in ("train_compiled", "sample_compiled")}))
     reference = None if args.no_reference else _reference(preset, device)
     if reference is None:
         result["reference"] = "diffusers is not installed (or --no-reference): no side-by-side figures"

@@ -225,17 +225,11 @@ def test_a_forward_compiled_for_one_thread_serves_the_small_calls(monkeypatch):
         torch.set_num_threads(previous)
 
 
-@pytest.mark.skipif(
-    not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")),
-    reason="torch.compile's CPU backend needs a C++ compiler, and this machine has none (the studio runs eager)",
-)
-def test_the_real_compiled_forward_equals_the_eager_one(monkeypatch):
-    """The studio's compiled path, compiled for real (Inductor; ~40 s on 2 cores with an empty cache): epsilon
-    within 1e-5 relative RMS and 1e-4 absolute of the eager fp32 network's, at batch sizes it was not compiled
-    at (dynamic batch), and t at both ends of the chain."""
+def _compile_and_compare() -> dict:
+    """The micro model compiled for real through engine.compiled, against its eager fp32 forward (run in a child
+    process by the test below)."""
     from engine import compiled
 
-    monkeypatch.setenv("DDPM_COMPILE", "1")
     assert compiled.compile_available(torch.device("cpu")) is None
     model = _trained_looking_micro().requires_grad_(False)
     handle = compiled.start(model, (3, 8, 8), Precision.FP32)
@@ -243,18 +237,55 @@ def test_the_real_compiled_forward_equals_the_eager_one(monkeypatch):
         if handle.state != "compiling":
             break
         threading.Event().wait(0.1)
-    assert handle.state == "ready", handle.error
+    result = {"state": handle.state, "error": handle.error, "batches": {}}
+    if handle.state != "ready":
+        return result
     denoiser = Denoiser(model, Precision.FP32, compiled=handle)
     torch.manual_seed(1)
     for batch in (2, 5, 16, 40):
         x, t = torch.randn(batch, 3, 8, 8), torch.linspace(0, 999, batch).long()
         eps, eager = denoiser(x, t), model(x, t)
-        assert handle.state == "ready", handle.error
-        assert (eps - eager).pow(2).mean().sqrt() < 1e-5 * eager.pow(2).mean().sqrt()
-        assert (eps - eager).abs().max() < 1e-4
+        result["batches"][batch] = {
+            "relative_rms": ((eps - eager).pow(2).mean().sqrt() / eager.pow(2).mean().sqrt()).item(),
+            "max_abs": (eps - eager).abs().max().item(),
+            "state_after": handle.state,
+        }
+    result["unserved"] = sorted(handle.unserved)
+    result["serves_5"] = handle.serves(torch.zeros(5, 3, 8, 8), Precision.FP32)
+    return result
+
+
+@pytest.mark.skipif(
+    not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")),
+    reason="torch.compile's CPU backend needs a C++ compiler, and this machine has none (the studio runs eager)",
+)
+def test_the_real_compiled_forward_equals_the_eager_one(tmp_path):
+    """The studio's compiled path, compiled for real (Inductor; ~40 s on 2 cores with an empty cache): epsilon
+    within 1e-5 relative RMS and 1e-4 absolute of the eager fp32 network's, at batch sizes it was not compiled
+    at (dynamic batch), and t at both ends of the chain. In a child process: Dynamo in the test process made a
+    later Qt test abort (shiboken's error path, "seterror_argument failed to call update_mapping"), and its
+    threads would leave OpenMP pools behind (docs/architecture.md, Threading)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = "import json; from tests.test_device import _compile_and_compare; print(json.dumps(_compile_and_compare()))"
+    env = {**os.environ, "DDPM_COMPILE": "1", "XDG_DATA_HOME": str(tmp_path), "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["state"] == "ready", result["error"]
+    for batch, figures in result["batches"].items():
+        assert figures["state_after"] == "ready", (batch, result)
+        assert figures["relative_rms"] < 1e-5 and figures["max_abs"] < 1e-4, (batch, figures)
     # In fp32 the graph compiled at 6 images holds for 2..15 (ATen's convolution backend changes at 16): those
     # sizes are answered eagerly, and the path stays compiled for the others.
-    assert handle.unserved <= {16, 40} and denoiser.compiled.serves(torch.zeros(5, 3, 8, 8), Precision.FP32)
+    assert set(result["unserved"]) <= {16, 40} and result["serves_5"]
 
 
 def test_the_explored_models_bf16_weights_are_converted_once_and_give_autocasts_eps_bit_for_bit():
