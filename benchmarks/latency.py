@@ -2,7 +2,9 @@
 
 Drives the real engine thread (`EngineWorker`) with the real `interpolate_job`, as the studio does when a slider
 moves, on a model of the preset's architecture with its initial weights (the cost of a forward pass does not depend
-on what the weights have learned). For each preset it reports, as medians over repeats:
+on what the weights have learned). As in the studio, the model is built, warmed up and timed on the engine thread
+and the main thread runs no torch work (docs/architecture.md, Threading). For each preset it reports, as medians
+over repeats:
 
   * `direct_s`: submit -> the first preview (one network evaluation of the whole strip, Eq. 15);
   * `settled_s`: submit -> the settled image (a strided chain of up to 100 steps, sized to take ~0.8 s);
@@ -49,7 +51,7 @@ from engine.jobs import interpolate_job, time_one_step  # noqa: E402
 from engine.loading import LoadedModel, Weights  # noqa: E402
 from engine.refine import SETTLED_STEPS, Refined  # noqa: E402
 from engine.unet import UNet  # noqa: E402
-from engine.worker import EngineWorker, JobFinished, JobProgress, Priority  # noqa: E402
+from engine.worker import EngineWorker, JobFailed, JobFinished, JobProgress, Priority  # noqa: E402
 
 TARGETS = {"direct_s": 0.15, "settled_s": 1.0}  # docs/architecture.md, progressive refinement
 DRAG_TARGET_P95_S = 0.1  # issue 14: the direct preview while dragging, 95th percentile
@@ -58,14 +60,50 @@ LAMBDAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # the panel's default strip: reconstru
 MIX_STEP = 500
 
 
-def _loaded(name: str, device: torch.device) -> LoadedModel:
-    preset = PRESETS[name]
-    torch.manual_seed(0)
-    model = UNet(preset.unet).to(device).eval().requires_grad_(False)
-    diffusion = GaussianDiffusion(preset.diffusion, device)
-    loaded = LoadedModel(model, diffusion, preset.unet, 0, Weights.EMA, f"init:{name}", None)
-    time_one_step(loaded)  # as the studio's load job: counts the forward FLOPs that pick the CPU thread count
-    return loaded
+def _load_job(name: str, device: torch.device):
+    """A job building the preset's model on the engine thread, as the studio's load job does: the main thread runs no
+    torch work, which would give it an OpenMP pool beside the engine thread's and throttle both
+    (docs/architecture.md, Threading)."""
+
+    def job(ctx) -> LoadedModel:
+        preset = PRESETS[name]
+        torch.manual_seed(0)
+        model = UNet(preset.unet).to(device).eval().requires_grad_(False)
+        diffusion = GaussianDiffusion(preset.diffusion, device)
+        loaded = LoadedModel(model, diffusion, preset.unet, 0, Weights.EMA, f"init:{name}", None)
+        time_one_step(loaded)  # as the studio's load job: counts the forward FLOPs that pick the CPU thread count
+        ctx.state.explore(loaded)
+        return loaded
+
+    return job
+
+
+def _forward_job(loaded: LoadedModel, t: int, repeats: int):
+    """Seconds of one evaluation of the strip through the jobs' path, `repeats` times, on the engine thread."""
+
+    def job(ctx) -> list[float]:
+        c = loaded.unet_config
+        x = torch.randn(len(LAMBDAS), c.in_channels, *c.image_size, device=loaded.diffusion.device)
+        index = torch.full((len(LAMBDAS),), t - 1, device=loaded.diffusion.device)
+        seconds = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            loaded.denoiser()(x, index)  # the inference precision, compiled where ready
+            seconds.append(time.perf_counter() - started)
+        return seconds
+
+    return job
+
+
+def _result(worker: EngineWorker, events: queue.Queue, job) -> object:
+    """Run a plain job on the engine thread and wait for its result."""
+    job_id = worker.submit("setup", job, Priority.ONE_OFF, supersede=False)
+    while True:
+        event = events.get(timeout=600)
+        if isinstance(event, JobFinished) and event.job_id == job_id:
+            return event.result
+        if isinstance(event, JobFailed) and event.job_id == job_id:
+            sys.exit(f"the engine thread failed: {event.message}")
 
 
 def _one(worker: EngineWorker, events: queue.Queue, image_shape: tuple, seed: int, t: int) -> dict[str, float]:
@@ -123,8 +161,7 @@ def bench(name: str, repeats: int, device: torch.device, compile_first: bool = F
     preset = PRESETS[name]
     events: queue.Queue = queue.Queue()
     worker = EngineWorker(events.put)
-    loaded = _loaded(name, device)
-    worker.state.explore(loaded)
+    loaded = _result(worker, events, _load_job(name, device))
     compile_s = None
     if compile_first:
         handle = compiled.start_for(loaded)  # as the studio's load job
@@ -137,14 +174,8 @@ def bench(name: str, repeats: int, device: torch.device, compile_first: bool = F
     t = min(MIX_STEP, loaded.diffusion.num_timesteps)
     runs = [_one(worker, events, shape, seed, t) for seed in range(repeats + 1)][1:]  # the first warms up
     dragged = drag(worker, events, shape, loaded.diffusion.num_timesteps)
+    forwards = _result(worker, events, _forward_job(loaded, t, repeats))
     worker.shutdown()
-    x = torch.randn(len(LAMBDAS), preset.unet.in_channels, *preset.unet.image_size, device=device)
-    index = torch.full((len(LAMBDAS),), t - 1, device=device)
-    forwards = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        loaded.denoiser()(x, index)  # the path the jobs take: the inference precision, compiled where ready
-        forwards.append(time.perf_counter() - started)
     result = {
         "preset": name,
         "strip": len(LAMBDAS),
