@@ -11,9 +11,8 @@ on-disk cache lives in the user data folder, so only the first use of a model on
 compiling thread, and the compiler processes it starts, run at the lowest CPU priority: on a 2-core machine a
 compile at normal priority made the first chain 2.5x slower.
 
-Small calls run on one CPU thread (engine.device.ONE_THREAD_BELOW_FLOPS), so a model whose studio calls are small is
-compiled for one thread (on the engine thread at one thread: 9.6 ms compiled against 15.8 ms eager for the bundled
-model at a strip of 6). A batch size the compiled graph's guards exclude (in fp32, 16 images and more for a graph
+It is compiled for the CPU thread count torch has when the load job starts it (torch.compile guards on the count;
+another count runs eager). A batch size the compiled graph's guards exclude (in fp32, 16 images and more for a graph
 compiled at 6) is answered eagerly from then on; the other sizes stay compiled.
 
 It is opt-in (`DDPM_COMPILE=1`; the status bar then says "compiling a faster path…", then "compiled"): checked
@@ -40,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import Precision
-from .device import ONE_THREAD_BELOW_FLOPS, autocast, resolve_precision
+from .device import autocast, resolve_precision
 
 
 def compile_available(device: torch.device) -> str | None:
@@ -104,9 +103,8 @@ def start(
     model: nn.Module, image_shape: tuple[int, ...], precision: Precision, batch: int = 6, threads: int | None = None
 ) -> CompiledForward:
     """Compile `model`'s forward for `image_shape` (C, H, W) under `precision` and `threads` CPU threads (None: the
-    current count; 1 for a model whose studio calls are small, as the denoiser runs those on one thread) on a
-    background thread, with dynamic batch; the returned handle turns "ready" when done. The eager model stays usable
-    meanwhile."""
+    current count) on a background thread, with dynamic batch; the returned handle turns "ready" when done. The
+    eager model stays usable meanwhile."""
     device = next(model.parameters()).device
     precision = resolve_precision(precision, device)
     handle = CompiledForward(model, tuple(image_shape), precision, threads=threads or torch.get_num_threads())
@@ -134,11 +132,10 @@ def start(
 
 
 def start_for(loaded) -> CompiledForward:
-    """`start` as the studio uses it: a LoadedModel's network at its image shape and inference precision, compiled
-    for one CPU thread where its calls are small (a chain of 8 images under ONE_THREAD_BELOW_FLOPS)."""
+    """`start` as the studio uses it: a LoadedModel's network at its image shape and inference precision, for the
+    thread count the engine thread runs it at."""
     c = loaded.unet_config
-    small = (loaded.forward_flops or float("inf")) * 8 < ONE_THREAD_BELOW_FLOPS
-    return start(loaded.model, (c.in_channels, *c.image_size), loaded.inference, threads=1 if small else None)
+    return start(loaded.model, (c.in_channels, *c.image_size), loaded.inference)
 
 
 def _lowest_priority() -> None:

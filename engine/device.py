@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import os
 from collections.abc import Iterator
 
 import torch
@@ -77,28 +76,6 @@ def autocast(device: torch.device, precision: Precision) -> Iterator[None]:
         yield
 
 
-# A call below this much work runs on one CPU thread. Measured where the main thread had run torch too, two OpenMP
-# threads made the bundled tiny model's evaluation of 8 images 2.1x slower than one on the engine thread (31.1 vs
-# 14.7 ms): libgomp stops spinning once its pools' threads outnumber the cores (docs/architecture.md, Threading).
-# Where the engine thread alone runs torch, two threads were faster (6 images 1.23x, 8 1.21x, 32 1.61x) and the
-# windowed studio's first chain ran as fast either way: one thread keeps small calls immune to that throttling.
-ONE_THREAD_BELOW_FLOPS = 3e9
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """torch on one CPU thread for the duration (on the calling thread), then back to the count it had."""
-    previous = torch.get_num_threads()
-    if previous == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def inference_network(model: nn.Module, precision: Precision) -> nn.Module:
     """`model` to evaluate under `precision`: itself where that is fp32; for bf16 a copy whose convolution and linear
     weights are bf16 once and for all, which autocast would otherwise cast again on every call (the same rounding, so
@@ -126,7 +103,6 @@ class Denoiser:
         precision: Precision = Precision.FP32,
         channels_last: bool = False,
         compiled=None,
-        forward_flops: float | None = None,
         network: nn.Module | None = None,
     ):
         self.model = model
@@ -135,7 +111,6 @@ class Denoiser:
         self.precision = resolve_precision(precision, self.device)
         self.channels_last = channels_last
         self.compiled = compiled  # engine.compiled.CompiledForward of this model, used where it serves the call
-        self.forward_flops = forward_flops  # of one image, where measured: small calls then run on one CPU thread
         if channels_last:
             self.network.to(memory_format=torch.channels_last)
 
@@ -143,13 +118,7 @@ class Denoiser:
     def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
         if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
-        small = (
-            self.device.type == "cpu"
-            and self.forward_flops is not None
-            and self.forward_flops * x_t.shape[0] < ONE_THREAD_BELOW_FLOPS
-            and "OMP_NUM_THREADS" not in os.environ  # the user's choice stands (engine/threads.py)
-        )
-        with one_thread() if small else contextlib.nullcontext(), autocast(self.device, self.precision):
+        with autocast(self.device, self.precision):
             eps = None
             # A compiled forward serves only the thread count it was compiled for (engine/compiled.py).
             if self.compiled is not None and self.compiled.serves(x_t, self.precision):

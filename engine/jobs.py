@@ -65,20 +65,13 @@ class TrajectoryFrames:
 def time_one_step(loaded: LoadedModel) -> float:
     """Seconds of one network evaluation of one image, measured here after a warm-up evaluation, so a view can say
     what a chain will cost before it starts (the paper's 256x256 models take seconds per step on a CPU). An upper
-    bound per image: a batch shares the per-call overhead, which dominates for small models. The warm-up counts the
-    forward FLOPs (`loaded.forward_flops`), by which the denoiser runs small calls on one CPU thread."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    bound per image: a batch shares the per-call overhead, which dominates for small models."""
     c = loaded.unet_config
     x = torch.zeros(1, c.in_channels, *c.image_size, device=loaded.diffusion.device)
     t = torch.full((1,), loaded.diffusion.num_timesteps - 1, device=loaded.diffusion.device)
     denoiser = loaded.denoiser()
     with torch.no_grad():
-        with FlopCounterMode(display=False) as counter:  # the first call pays one-time costs anyway
-            denoiser(x, t)
-        loaded.forward_flops = float(counter.get_total_flops()) or None  # lets small calls run on one thread
-        denoiser = loaded.denoiser()
-        denoiser(x, t)
+        denoiser(x, t)  # the first call pays one-time costs
         started = time.perf_counter()
         denoiser(x, t)
     return time.perf_counter() - started

@@ -61,7 +61,6 @@ class LoadedModel:
     inference: Precision = Precision.AUTO
     compiled: CompiledForward | None = None  # the studio's background-compiled forward (engine/compiled.py)
     compile_off: str | None = None  # why there is none, where the studio's load job asked (for the status bar)
-    forward_flops: float | None = None  # of one image, counted when the studio loads it (jobs.time_one_step)
 
     _networks: dict = field(default_factory=dict, repr=False)  # by resolved precision: device.inference_network
 
@@ -75,7 +74,6 @@ class LoadedModel:
             self.model,
             precision,
             compiled=self.compiled,
-            forward_flops=self.forward_flops,
             network=self._networks[precision],
         )
 

@@ -163,68 +163,6 @@ def test_compiling_is_off_where_it_cannot_pay(monkeypatch):
     assert "no C++ compiler" in compile_available(torch.device("cpu"))
 
 
-def test_small_calls_run_on_one_cpu_thread_and_large_ones_on_all():
-    """Where another thread of the process runs torch too, two OpenMP threads on the engine thread made a small
-    evaluation 2x slower than one (the bundled model's 8 x 1000 chain: 33 s against 16 s): a call whose work (the
-    model's forward FLOPs per image, counted when the studio loads it, times the batch) is below
-    ONE_THREAD_BELOW_FLOPS runs on one thread, then the count is back; a large call, or one of a model whose FLOPs
-    were not counted (the CLI), keeps the threads it has."""
-    from engine.config import PRESETS, Precision
-    from engine.device import ONE_THREAD_BELOW_FLOPS, Denoiser
-    from engine.jobs import time_one_step
-    from engine.loading import BUNDLED_RUN, load_model
-    from engine.unet import UNet
-
-    seen = []
-    model = UNet(PRESETS["micro"].unet).eval().requires_grad_(False)
-    model.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        x, t = torch.randn(4, 3, 8, 8), torch.full((4,), 5)
-        Denoiser(model, Precision.FP32, forward_flops=1e6)(x, t)  # 4e6 FLOPs: small
-        Denoiser(model, Precision.FP32, forward_flops=ONE_THREAD_BELOW_FLOPS)(x, t)  # 4x the threshold: large
-        Denoiser(model, Precision.FP32)(x, t)  # not counted
-        assert seen == [1, 2, 2] and torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(previous)
-    loaded = load_model(BUNDLED_RUN, device="cpu")
-    assert loaded.forward_flops is None
-    time_one_step(loaded)
-    assert 0.11e9 < loaded.forward_flops < 0.14e9  # tiny: 0.124 GFLOP per image (docs/performance.md)
-    assert loaded.denoiser().forward_flops == loaded.forward_flops
-
-
-def test_a_forward_compiled_for_one_thread_serves_the_small_calls(monkeypatch):
-    """A model whose studio calls are small is compiled for one CPU thread: the denoiser narrows a small call to one
-    thread first, so the compiled forward serves it even where torch runs on two; a large call (two threads) goes
-    eager. (torch.compile replaced by a stand-in that marks its answers, as above.)"""
-    from engine import compiled
-    from engine.config import PRESETS, Precision
-    from engine.device import ONE_THREAD_BELOW_FLOPS, Denoiser
-    from engine.unet import UNet
-
-    monkeypatch.setattr(torch, "compile", lambda model, dynamic: lambda x, t: model(x, t) + 1.0)
-    model = UNet(PRESETS["micro"].unet).eval().requires_grad_(False)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        handle = compiled.start(model, (3, 8, 8), Precision.FP32, threads=1)
-        for _ in range(500):
-            if handle.state != "compiling":
-                break
-            threading.Event().wait(0.01)
-        assert handle.state == "ready" and handle.threads == 1
-        x, t = torch.randn(4, 3, 8, 8), torch.full((4,), 5)
-        small = Denoiser(model, Precision.FP32, compiled=handle, forward_flops=1e6)
-        large = Denoiser(model, Precision.FP32, compiled=handle, forward_flops=ONE_THREAD_BELOW_FLOPS)
-        assert torch.allclose(small(x, t), model(x, t) + 1.0)  # compiled, at one thread
-        assert torch.equal(large(x, t), model(x, t))  # two threads: eager
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _compile_and_compare() -> dict:
     """The micro model compiled for real through engine.compiled, against its eager fp32 forward (run in a child
     process by the test below)."""
