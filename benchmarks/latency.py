@@ -71,7 +71,7 @@ def _load_job(name: str, device: torch.device):
         model = UNet(preset.unet).to(device).eval().requires_grad_(False)
         diffusion = GaussianDiffusion(preset.diffusion, device)
         loaded = LoadedModel(model, diffusion, preset.unet, 0, Weights.EMA, f"init:{name}", None)
-        time_one_step(loaded)  # as the studio's load job: counts the forward FLOPs that pick the CPU thread count
+        time_one_step(loaded)  # as the studio's load job: a warm-up evaluation, then one timed
         ctx.state.explore(loaded)
         return loaded
 

@@ -212,8 +212,10 @@ def compiled_product(ours: nn.Module, ref: nn.Module, config: UNetConfig, repeat
         return {"skipped": f"the compile failed: {handle.error}"}
     ours_step = sample_step_fn(ours, config, SAMPLE_BATCH, True, product=True, compiled_forward=handle)
     figures = compare(ours_step, sample_step_fn(ref, config, SAMPLE_BATCH, False), SAMPLE_BATCH, repeats, warmup)
-    if handle.state != "ready":  # a call fell back to eager: the figures are not the compiled path's
-        return {"skipped": f"the compiled path failed while timed: {handle.error}"}
+    if handle.state != "ready" or SAMPLE_BATCH in handle.unserved:  # calls fell back to eager: not the compiled path
+        return {
+            "skipped": f"the compiled path did not serve batch {SAMPLE_BATCH}: {handle.error or 'a guard excludes it'}"
+        }
     return {"compile_s": round(handle.seconds, 1), "sample": figures, "sample_vs_diffusers_fp32": figures["ratio"]}
 
 

@@ -41,6 +41,10 @@ from torch import Tensor, nn
 from .config import Precision
 from .device import autocast, resolve_precision
 
+# How Dynamo refuses a call that would recompile under set_stance("fail_on_recompile") (torch 2.13: a plain
+# RuntimeError whose message starts so).
+RECOMPILE_REFUSED = "Detected recompile when torch.compile stance is 'fail_on_recompile'"
+
 
 def compile_available(device: torch.device) -> str | None:
     """None if a model may be compiled on `device` here, else why not (for the status bar). Opt-in
@@ -92,7 +96,7 @@ class CompiledForward:
                 return self.module(x_t, t)
         except Exception as e:  # noqa: BLE001 - any failure of the compiled path answers eagerly
             with self._lock:
-                if "recompile" in str(e).lower():  # a guard excludes this batch size; the others stay compiled
+                if isinstance(e, RuntimeError) and str(e).startswith(RECOMPILE_REFUSED):  # a guard excludes this size
                     self.unserved.add(x_t.shape[0])
                 else:
                     self.state, self.error = "failed", f"{type(e).__name__}: {str(e)[:200]}"

@@ -69,7 +69,8 @@ COMPILE_LABELS = {
     ),
     "ready": (
         "compiled",
-        "Chains, forks and previews run the compiled forward (built in {detail}); a batch of one runs uncompiled",
+        "Chains, forks and previews run the compiled forward (built in {detail}); a batch of one, and a batch size "
+        "the compiled graph does not cover, run uncompiled",
     ),
     "failed": ("uncompiled", "The compile failed, so the network runs uncompiled: {detail}"),
     "off": (
