@@ -49,7 +49,7 @@ from engine.worker import EngineWorker, JobFailed, JobFinished, JobProgress, Pri
 def spec_for(preset_name: str, steps: int) -> RunSpec:
     preset = get_preset(preset_name)
     height, width = preset.unet.image_size
-    data = f"builtin:shapes?size={height}"
+    data = f"builtin:shapes?size={height}x{width}"
     train = dataclasses.replace(
         preset.train, total_steps=steps, log_every=10, sample_every=10 * steps, checkpoint_every=10 * steps
     )
