@@ -14,7 +14,7 @@ is checked before a GPU is at hand: `--small` uses the tiny preset, batch 8 and 
 
     python3 benchmarks/gpu.py --out gpu.json          # on the GPU machine: about 5 minutes
     python3 benchmarks/gpu.py --small --no-tests      # here, to check the script (about a minute)
-    python3 benchmarks/gpu.py --compiled --no-tests   # also through torch.compile: is it worth building in?
+    python3 benchmarks/gpu.py --compiled --no-tests   # + training via torch.compile, the studio's compiled sampling
 
 JSON goes to stdout (and to --out), progress to stderr.
 """
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout, uninstalled
+from engine import compiled as engine_compiled  # noqa: E402
 from engine import convert  # noqa: E402
 from engine.config import PRESETS, Precision  # noqa: E402
 from engine.device import Denoiser, inference_network, pick_device  # noqa: E402
@@ -140,14 +141,20 @@ def train_reference(reference, preset, batch: int, steps: int, warmup: int, devi
 
 def sample_ours(preset, n: int, steps: int, device: torch.device, compiled: bool = False) -> dict:
     """Seconds for n samples through `steps` network evaluations, as `ddpm sample --precision bf16` runs them; with
-    `compiled`, the network through torch.compile (compiled in the warm-up, whose seconds are reported)."""
+    `compiled`, through the studio's compiled forward (engine/compiled.py: compiled in a child process, loaded, its
+    first answer checked against the eager network's; the compile's seconds are reported)."""
     torch.manual_seed(0)
     model = UNet(preset.unet).to(device).eval().requires_grad_(False)
     diffusion = GaussianDiffusion(preset.diffusion, device)
     network = inference_network(model, Precision.BF16)  # as LoadedModel.denoiser() converts it
+    handle = None
     if compiled:
-        network = torch.compile(network, dynamic=False)
-    denoiser = Denoiser(model, Precision.BF16, network=network)
+        handle = engine_compiled.start(network, preset.unet, Precision.BF16)
+        while handle.state == "compiling":
+            time.sleep(0.2)
+        if handle.state != "ready":
+            return {"skipped": f"the compile failed: {handle.error}"}
+    denoiser = Denoiser(model, Precision.BF16, network=network, compiled=handle)
     shape = (n, preset.unet.in_channels, *preset.unet.image_size)
     num_steps = None if steps >= diffusion.num_timesteps else steps
     warmup_started = time.perf_counter()
@@ -159,7 +166,12 @@ def sample_ours(preset, n: int, steps: int, device: torch.device, compiled: bool
     for _ in generate(denoiser, diffusion, shape, torch.Generator(device).manual_seed(0), num_steps=num_steps):
         pass
     sync(device)
-    return {"seconds": time.perf_counter() - started, "n": n, "steps": steps, "warmup_s": warmup_s}
+    figures = {"seconds": time.perf_counter() - started, "n": n, "steps": steps, "warmup_s": warmup_s}
+    if handle is not None:
+        figures["compile_s"] = handle.seconds
+        figures["served_compiled"] = handle.state == "ready" and n not in handle.unserved
+        figures["compile_error"] = handle.error
+    return figures
 
 
 def sample_reference(reference, preset, n: int, steps: int, device: torch.device) -> dict:
@@ -209,7 +221,9 @@ def main() -> None:
     parser.add_argument("--no-reference", action="store_true", help="skip diffusers even where it is installed")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     parser.add_argument(
-        "--compiled", action="store_true", help="also train and sample through torch.compile (minutes to compile)"
+        "--compiled",
+        action="store_true",
+        help="also train through torch.compile and sample through the studio's compiled forward (minutes to compile)",
     )
     args = parser.parse_args()
     device = pick_device(args.device)

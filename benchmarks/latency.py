@@ -164,7 +164,7 @@ def bench(name: str, repeats: int, device: torch.device, compile_first: bool = F
     loaded = _result(worker, events, _load_job(name, device))
     compile_s = None
     if compile_first:
-        handle = compiled.start_for(loaded)  # as the studio's load job
+        handle = _result(worker, events, lambda ctx: compiled.start_for(loaded))  # as the load job: engine thread
         while handle.state == "compiling":
             time.sleep(0.2)
         if handle.state != "ready":

@@ -27,6 +27,7 @@ when another process competes for the cores (docs/performance.md).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -205,12 +206,14 @@ def compiled_product(ours: nn.Module, ref: nn.Module, config: UNetConfig, repeat
     why_not = compiled.compile_available(torch.device("cpu"))
     if why_not is not None:
         return {"skipped": why_not}
-    handle = compiled.start(ours.eval(), (config.in_channels, *config.image_size), Precision.AUTO)
+    explored = copy.deepcopy(ours).eval().requires_grad_(False)  # as load_model gives it (the guards check the flag)
+    network = inference_network(explored, Precision.AUTO)
+    handle = compiled.start(network, config, Precision.AUTO)
     while handle.state == "compiling":
         time.sleep(0.2)
     if handle.state != "ready":
         return {"skipped": f"the compile failed: {handle.error}"}
-    ours_step = sample_step_fn(ours, config, SAMPLE_BATCH, True, product=True, compiled_forward=handle)
+    ours_step = sample_step_fn(explored, config, SAMPLE_BATCH, True, product=True, compiled_forward=handle)
     figures = compare(ours_step, sample_step_fn(ref, config, SAMPLE_BATCH, False), SAMPLE_BATCH, repeats, warmup)
     if handle.state != "ready" or SAMPLE_BATCH in handle.unserved:  # calls fell back to eager: not the compiled path
         return {

@@ -118,11 +118,11 @@ class Denoiser:
     def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
         if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device, self.precision):
-            eps = None
-            # A compiled forward serves only the thread count it was compiled for (engine/compiled.py).
-            if self.compiled is not None and self.compiled.serves(x_t, self.precision):
-                eps = self.compiled(x_t, t)  # None where it would have to compile: eager answers instead
-            if eps is None:
+        eps = None
+        # The compiled forward autocasts inside itself, and serves only the calls its guards allow (engine/compiled.py).
+        if self.compiled is not None and self.compiled.serves(x_t, self.precision):
+            eps = self.compiled(self.network, x_t, t)  # None where its guards exclude the call: eager answers
+        if eps is None:
+            with autocast(self.device, self.precision):
                 eps = self.network(x_t, t)
         return eps.float().contiguous()

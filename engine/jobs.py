@@ -102,8 +102,9 @@ def load_model_job(source: str, weights: str = "ema", device: str | None = None)
         path = imported_run_for(source) if is_importable(source) else source
         loaded = load_model(path, Weights(weights), device)
         ctx.state.explore(loaded)
-        info = model_info(loaded, time_one_step(loaded))  # timed eager, before a compile competes for the cores
-        loaded.compile_off = compiled.compile_available(loaded.diffusion.device)
+        seconds = time_one_step(loaded)  # eager: the compiled forward is not ready yet
+        info = model_info(loaded, seconds)
+        loaded.compile_off = compiled.compile_available(loaded.diffusion.device, seconds)
         if loaded.compile_off is None:  # faster chains in a minute or so
             loaded.compiled = compiled.start_for(loaded)
         return info

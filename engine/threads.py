@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable
 
-Sample = tuple[float, float, float]  # (wall seconds, seconds all CPUs sat idle, CPU seconds this process used)
+Sample = tuple[float, float, float]  # (wall seconds, seconds all CPUs sat idle or ran niced work, this process's CPU s)
 
 
 def _read_sample() -> Sample | None:
@@ -25,15 +25,18 @@ def _read_sample() -> Sample | None:
         return None
     if not fields or fields[0] != "cpu" or len(fields) < 6:
         return None
-    idle_ticks = int(fields[4]) + int(fields[5])  # idle + iowait, summed over every CPU
+    # idle + iowait, and the time of processes at a positive nice value (the studio's background compile runs at 19):
+    # torch's threads at nice 0 take such a core back at once (CFS weights 1024 against 15), so it is not held.
+    idle_ticks = int(fields[2]) + int(fields[4]) + int(fields[5])  # summed over every CPU
     return time.monotonic(), idle_ticks / os.sysconf("SC_CLK_TCK"), time.process_time()
 
 
 class ThreadPolicy:
     """Call `tick()` often (every training step, every job); every `interval` seconds it may change the thread count.
 
-    Free cores = (idle CPU seconds + this process's CPU seconds) / wall seconds over the last interval. The threads
-    become floor(free + 0.25), between 1 and the starting count: a core that is mostly busy elsewhere is not used.
+    Free cores = (idle or niced CPU seconds + this process's CPU seconds) / wall seconds over the last interval. The
+    threads become floor(free + 0.25), between 1 and the starting count: a core that is mostly busy elsewhere is not
+    used.
     """
 
     def __init__(

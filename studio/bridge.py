@@ -204,8 +204,8 @@ class Bridge(QObject):
 
     def compiled_path(self) -> tuple[str, str]:
         """The explored model's compiled forward (engine/compiled.py) as (state, detail): ("off", why) where it is
-        not compiled here, ("compiling", ""), ("ready", seconds it took) or ("failed", the error); ("", "") before
-        a model is loaded. Read from the engine thread's objects without waiting on it (plain attributes)."""
+        not compiled here, ("compiling", ""), ("ready", how and in how many seconds) or ("failed", the error); ("", "")
+        before a model is loaded. Read from the engine thread's objects without waiting on it (plain attributes)."""
         model = self._worker.state.model
         if model is None:
             return "", ""
@@ -213,7 +213,7 @@ class Bridge(QObject):
         if handle is None:
             return "off", model.compile_off or ""
         if handle.state == "ready":
-            return "ready", f"{handle.seconds:.0f} s"
+            return "ready", f"{'loaded from the cache' if handle.cached else 'compiled'} in {handle.seconds:.0f} s"
         return handle.state, handle.error
 
     def shutdown(self, timeout: float = 30.0) -> None:

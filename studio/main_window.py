@@ -64,13 +64,13 @@ def ask(box: QMessageBox) -> int:
 COMPILE_LABELS = {
     "compiling": (
         "compiling a faster path…",
-        "torch.compile is building a faster forward for this model on a low-priority thread (about a minute the "
-        "first time, ~10 s later from its cache); the network answers uncompiled meanwhile",
+        "A low-priority background process is compiling a faster forward for this model with torch.compile (about "
+        "a minute the first time; then a few seconds from its cache); the network answers uncompiled meanwhile",
     ),
     "ready": (
         "compiled",
-        "Chains, forks and previews run the compiled forward (built in {detail}); a batch of one, and a batch size "
-        "the compiled graph does not cover, run uncompiled",
+        "Chains, forks and previews run the compiled forward ({detail}); a batch of one, and a batch size the "
+        "compiled graph does not cover, run uncompiled",
     ),
     "failed": ("uncompiled", "The compile failed, so the network runs uncompiled: {detail}"),
     "off": (

@@ -89,108 +89,226 @@ def test_bf16_inference_stays_within_its_stated_tolerance_of_fp32():
     assert np.abs(samples[Precision.FP32] - samples[Precision.BF16]).mean() < 2.0
 
 
+def _wait_while_compiling(handle, seconds: float = 900.0) -> None:
+    deadline = threading.Event()
+    for _ in range(int(seconds / 0.05)):
+        if handle.state != "compiling":
+            return
+        deadline.wait(0.05)
+
+
 def test_the_compiled_forward_is_built_in_the_background_and_used_only_where_it_serves(monkeypatch):
-    """engine.compiled: the compile runs on a thread of its own (the eager model answers meanwhile), then the
-    denoiser calls the compiled module for batches of two or more of its shape and precision, eager for the rest
-    (a batch of one would make torch.compile specialise, i.e. compile on the engine thread); a compiled call that
-    would have to recompile is answered eagerly, and so is its batch size from then on; any other failure turns the
-    compiled path off. torch.compile is replaced by a recording stand-in (the real one is tested below)."""
-    import threading
-
+    """engine.compiled: the compile runs in a child process waited on from a thread of its own (the eager network
+    answers meanwhile); once loaded, the denoiser calls it for batches of two or more of its shape, precision and
+    thread count, with no autocast around it (it autocasts inside), its first answer checked against the eager
+    network's, and eager for the rest; a call its guards exclude is answered eagerly, and so is its batch size from
+    then on; any other failure turns the compiled path off. A second load finds the compiled function in the cache
+    folder and compiles nothing. The child process and torch's loader are replaced by recording stand-ins (the real
+    ones are tested below)."""
     from engine import compiled
-    from engine.config import PRESETS, Precision
-    from engine.device import Denoiser
-    from engine.unet import UNet
 
-    release, calls = threading.Event(), []
+    release, calls, builds = threading.Event(), [], []
 
-    class StandIn(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
+    def compile_in_child(spec, path):
+        builds.append(spec)
+        release.wait(5)  # the "compile": blocks the waiting thread, not the caller's
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"compiled")
 
-        def forward(self, x, t):
-            if not release.is_set():
-                release.wait(5)  # the "compile": blocks its own thread, not the caller's
-            calls.append(x.shape[0])
-            if x.shape[0] == 3:
-                raise RuntimeError("Detected recompile when torch.compile stance is 'fail_on_recompile'")
-            if x.shape[0] == 5:
-                raise RuntimeError("something else broke")
-            return self.model(x, t) + 1.0  # a visible mark: this answer came from the compiled path
+    def function(wrapper, x, t):
+        assert not torch.is_autocast_enabled("cpu")  # the function's guards check that global state
+        calls.append(x.shape[0])
+        if x.shape[0] == 3:
+            raise RuntimeError(compiled.GUARD_REFUSED + ", reason: batch size")
+        if x.shape[0] == 5:
+            raise RuntimeError("something else broke")
+        return wrapper(x, t)
 
-    monkeypatch.setattr(torch, "compile", lambda model, dynamic: StandIn(model))
-    model = UNet(PRESETS["micro"].unet).eval().requires_grad_(False)
-    handle = compiled.start(model, (3, 8, 8), Precision.FP32)
+    monkeypatch.setattr(compiled, "_compile_in_child", compile_in_child)
+    monkeypatch.setattr(compiled, "_load", lambda path: function)
+    config = PRESETS["micro"].unet
+    model = _trained_looking_micro().requires_grad_(False)
+    eager_eps = torch.no_grad()(model)  # as the denoiser runs it (SDPA picks its kernel by grad mode)
+    handle = compiled.start(model, config, Precision.FP32)
     denoiser = Denoiser(model, Precision.FP32, compiled=handle)
     x, t = torch.randn(4, 3, 8, 8), torch.full((4,), 5)
-    eager = denoiser.model(x, t)
-    assert handle.state == "compiling" and torch.equal(denoiser(x, t), eager)  # served eagerly meanwhile
+    eager = eager_eps(x, t)
+    assert handle.state == "compiling" and torch.equal(denoiser(x, t), eager) and calls == []  # eager meanwhile
     release.set()
-    for _ in range(500):
-        if handle.state == "ready":
-            break
-        threading.Event().wait(0.01)
-    assert handle.state == "ready" and calls == [6]  # the dummy batch of the compile
-    assert torch.allclose(denoiser(x, t), eager + 1.0)  # compiled now
-    assert torch.equal(denoiser(x[:1], t[:1]), model(x[:1], t[:1]))  # a batch of one: eager
-    assert torch.equal(Denoiser(model, Precision.BF16, compiled=handle)(x, t), Denoiser(model, Precision.BF16)(x, t))
+    _wait_while_compiling(handle)
+    assert handle.state == "ready" and not handle.cached and not handle.checked and calls == []
+    assert builds[0]["precision"] == "fp32" and builds[0]["threads"] == torch.get_num_threads()
+    assert torch.equal(denoiser(x, t), eager) and calls == [4]  # compiled now
+    assert handle.checked  # its first answer, against the eager network's
+    assert torch.equal(denoiser(x[:1], t[:1]), eager_eps(x[:1], t[:1])) and calls == [4]  # a batch of one: eager
+    bf16 = Denoiser(model, Precision.BF16, compiled=handle)
+    assert torch.equal(bf16(x, t), Denoiser(model, Precision.BF16)(x, t)) and calls == [4]  # another precision
     threads = torch.get_num_threads()
-    torch.set_num_threads(threads + 1)  # another thread count: torch.compile would recompile, so eager answers
+    torch.set_num_threads(threads + 1)  # another thread count: a guard would refuse it, so eager answers
     try:
-        assert torch.equal(denoiser(x, t), eager)
+        assert torch.allclose(denoiser(x, t), eager, atol=1e-5) and calls == [4]  # (2 threads: another order)
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(denoiser(x[:3], t[:3]), model(x[:3], t[:3]))  # a guard excludes 3 images: eager answers
+    assert torch.equal(denoiser(x[:3], t[:3]), eager_eps(x[:3], t[:3]))  # a guard excludes 3 images: eager answers
     assert handle.state == "ready" and handle.unserved == {3}  # ... for that batch size only
-    assert torch.equal(denoiser(x[:3], t[:3]), model(x[:3], t[:3])) and calls == [6, 4, 3]  # not tried again
-    assert torch.allclose(denoiser(x, t), eager + 1.0)  # other sizes stay compiled
+    assert torch.equal(denoiser(x[:3], t[:3]), eager_eps(x[:3], t[:3])) and calls == [4, 3]  # not tried again
+    assert torch.equal(denoiser(x, t), eager) and calls == [4, 3, 4]  # other sizes stay compiled
     x5, t5 = torch.randn(5, 3, 8, 8), torch.full((5,), 5)
-    assert torch.equal(denoiser(x5, t5), model(x5, t5))  # any other failure: eager answers ...
+    assert torch.equal(denoiser(x5, t5), eager_eps(x5, t5))  # any other failure: eager answers ...
     assert handle.state == "failed" and "something else broke" in handle.error  # ... and from now on
-    assert torch.equal(denoiser(x, t), eager) and calls == [6, 4, 3, 4, 5]
+    assert torch.equal(denoiser(x, t), eager) and calls == [4, 3, 4, 5]
+
+    again = compiled.start(model, config, Precision.FP32)  # the next launch: loaded from the cache folder
+    _wait_while_compiling(again)
+    assert again.state == "ready" and again.cached and again.path == handle.path and len(builds) == 1
+    other = compiled.start(model, config, Precision.FP32, threads=threads + 1)  # another thread count: another file
+    _wait_while_compiling(other)
+    assert other.path != handle.path and len(builds) == 2
+
+
+def test_a_compiled_function_that_disagrees_with_the_eager_network_never_serves(monkeypatch):
+    """A stale or wrong compiled function (here: eps off by 1%) fails the check of its first answer against the
+    eager network's: the path is off, with the measured difference as the reason, and the eager network answers."""
+    from engine import compiled
+
+    monkeypatch.setattr(compiled, "_compile_in_child", lambda spec, path: None)
+    monkeypatch.setattr(compiled, "_load", lambda path: lambda wrapper, x, t: wrapper(x, t) * 1.01)
+    model = _trained_looking_micro().requires_grad_(False)
+    handle = compiled.start(model, PRESETS["micro"].unet, Precision.FP32)
+    _wait_while_compiling(handle)
+    x, t = torch.randn(4, 3, 8, 8), torch.full((4,), 5)
+    with torch.no_grad():
+        assert torch.equal(Denoiser(model, Precision.FP32, compiled=handle)(x, t), model(x, t))
+    assert handle.state == "failed" and "differs from the eager one by 1.00e-02" in handle.error
 
 
 def test_compiling_is_off_where_it_cannot_pay(monkeypatch):
+    """On by default; off with DDPM_COMPILE=0, on MPS, without a C++ compiler (Inductor's CPU backend), and on a CPU
+    for models whose eager evaluation of one image takes over 12 ms (`small`, 21-23 ms here, ran as fast eager as
+    compiled; the bundled tiny model, 6.4-6.8 ms, 1.3-1.4x faster compiled)."""
     from engine.compiled import compile_available
 
-    assert "DDPM_COMPILE=1 turns it on" in compile_available(torch.device("cpu"))  # opt-in
-    monkeypatch.setenv("DDPM_COMPILE", "1")
-    if shutil.which("g++") or shutil.which("c++") or shutil.which("clang++"):
-        assert compile_available(torch.device("cpu")) is None
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("DDPM_COMPILE", "0")
+    assert compile_available(cpu) == "compiling is off (DDPM_COMPILE=0)"
+    monkeypatch.delenv("DDPM_COMPILE")  # on by default, where it can pay
+    monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/g++" if name == "g++" else None)
+    assert compile_available(cpu) is None
+    assert compile_available(cpu, 0.0066) is None
+    assert compile_available(cpu, 0.022) == "on this CPU a model this size (22 ms per image) runs as fast uncompiled"
+    assert compile_available(torch.device("cuda"), 0.022) is None  # a GPU runs these models overhead-bound
     assert compile_available(torch.device("mps")) == "no compiled path for mps"
     monkeypatch.setattr("shutil.which", lambda name: None)
-    assert "no C++ compiler" in compile_available(torch.device("cpu"))
+    assert "no C++ compiler" in compile_available(cpu)
+
+
+def test_the_studio_counts_as_busy_when_it_used_more_than_a_third_of_a_core():
+    from engine.compiled import Activity
+
+    clock, cpu = [0.0], [0.0]
+    activity = Activity(clock=lambda: clock[0], cpu=lambda: cpu[0])
+    for used, busy in ((0.05, False), (0.2, True), (0.07, False), (0.5, True)):  # CPU seconds per 0.25 s tick
+        clock[0] += 0.25
+        cpu[0] += used
+        assert activity.busy() is busy, used
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "killpg"), reason="pausing needs POSIX process groups")
+def test_the_compiling_process_is_paused_while_the_studio_is_busy(monkeypatch, tmp_path):
+    """engine.compiled._compile_in_child with a stand-in child (it counts to 60, one every 20 ms, then writes its
+    output): while the studio's process is busy the child's process group is stopped (its count does not move), once
+    it is idle again the child runs to the end; a child that fails raises with its last line."""
+    import time
+
+    from engine import compiled
+
+    child = (
+        "import pathlib, sys, time\n"
+        "out = pathlib.Path(sys.argv[1])\n"
+        "for i in range(60):\n"
+        "    out.with_suffix('.count').write_text(str(i)); time.sleep(0.02)\n"
+        "out.write_bytes(b'compiled')\n"
+    )
+    busy_until = time.monotonic() + 0.3  # the first tick is idle; busy from the second until 2 s
+
+    class Scripted:
+        def busy(self):
+            return busy_until < time.monotonic() < busy_until + 1.7
+
+    monkeypatch.setattr(compiled, "CHILD", child)
+    monkeypatch.setattr(compiled, "Activity", Scripted)
+    out = tmp_path / "f.compiled"
+    done = threading.Thread(target=compiled._compile_in_child, args=({}, out))
+    started = time.monotonic()
+    done.start()
+    time.sleep(1.0)  # stopped by now (it had ~0.5 s, i.e. at most ~25 of its 60 counts)
+    paused_at = out.with_suffix(".count").read_text()
+    time.sleep(0.6)
+    assert out.with_suffix(".count").read_text() == paused_at and not out.exists()  # no progress while busy
+    done.join(20)
+    assert out.read_bytes() == b"compiled" and time.monotonic() - started > 2.0  # finished once idle
+
+    monkeypatch.setattr(compiled, "CHILD", "import sys; print('warming up', file=sys.stderr); sys.exit('g++ broke')")
+    with pytest.raises(RuntimeError, match="^g\\+\\+ broke$"):
+        compiled._compile_in_child({}, tmp_path / "g.compiled")
 
 
 def _compile_and_compare() -> dict:
-    """The micro model compiled for real through engine.compiled, against its eager fp32 forward (run in a child
-    process by the test below)."""
+    """Compiled for real through engine.compiled, both at once: the micro model in fp32 against its eager fp32
+    forward, and the bundled model in bf16 (as the studio explores it) against its eager fp32 forward, eps and a
+    short chain (run in a child process by the test below)."""
+    import numpy as np
+
     from engine import compiled
+    from engine.images import to_uint8
+    from engine.loading import BUNDLED_RUN, load_model
+    from engine.sampling import generate
 
     assert compiled.compile_available(torch.device("cpu")) is None
-    model = _trained_looking_micro().requires_grad_(False)
-    handle = compiled.start(model, (3, 8, 8), Precision.FP32)
-    for _ in range(3000):
-        if handle.state != "compiling":
-            break
-        threading.Event().wait(0.1)
-    result = {"state": handle.state, "error": handle.error, "batches": {}}
-    if handle.state != "ready":
+    micro = _trained_looking_micro().requires_grad_(False)
+    bundled = load_model(BUNDLED_RUN, device="cpu")
+    bf16 = bundled.denoiser(Precision.BF16)
+    handles = {
+        "fp32": compiled.start(micro, PRESETS["micro"].unet, Precision.FP32),
+        "bf16": compiled.start(bf16.network, bundled.unet_config, Precision.BF16),
+    }
+    for handle in handles.values():
+        _wait_while_compiling(handle)
+    result = {name: {"state": h.state, "error": h.error, "batches": {}} for name, h in handles.items()}
+    if any(h.state != "ready" for h in handles.values()):
         return result
-    denoiser = Denoiser(model, Precision.FP32, compiled=handle)
+    handle = handles["fp32"]
+    denoiser = Denoiser(micro, Precision.FP32, compiled=handle)
     torch.manual_seed(1)
     for batch in (2, 5, 16, 40):
         x, t = torch.randn(batch, 3, 8, 8), torch.linspace(0, 999, batch).long()
-        eps, eager = denoiser(x, t), model(x, t)
-        result["batches"][batch] = {
+        eps, eager = denoiser(x, t), micro(x, t)
+        result["fp32"]["batches"][batch] = {
             "relative_rms": ((eps - eager).pow(2).mean().sqrt() / eager.pow(2).mean().sqrt()).item(),
             "max_abs": (eps - eager).abs().max().item(),
             "state_after": handle.state,
             "compiled": batch not in handle.unserved,  # else a guard excluded it and eager answered
         }
-    result["unserved"] = sorted(handle.unserved)
-    result["serves_5"] = handle.serves(torch.zeros(5, 3, 8, 8), Precision.FP32)
+    result["fp32"]["unserved"] = sorted(handle.unserved)
+    result["fp32"]["serves_5"] = handle.serves(torch.zeros(5, 3, 8, 8), Precision.FP32)
+
+    handle = handles["bf16"]
+    bundled.compiled = handle
+    fast, fp32 = bundled.denoiser(Precision.BF16), bundled.denoiser(Precision.FP32)
+    x = torch.randn(16, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    for t in (1, 100, 500, 999):
+        index = torch.full((16,), t)
+        eps, eager = fast(x, index), fp32(x, index)
+        result["bf16"]["batches"][t] = {
+            "relative_rms": ((eps - eager).pow(2).mean().sqrt() / eager.pow(2).mean().sqrt()).item(),
+            "max_abs": (eps - eager).abs().max().item(),
+        }
+    samples = {}
+    for name, model in (("compiled", fast), ("fp32", fp32)):
+        steps = generate(model, bundled.diffusion, (64, 3, 16, 16), torch.Generator().manual_seed(3), num_steps=50)
+        samples[name] = to_uint8(list(steps)[-1].x_t).astype(int)
+    result["bf16"]["samples_mean_abs"] = float(np.abs(samples["compiled"] - samples["fp32"]).mean())
+    result["bf16"]["state_after"], result["bf16"]["unserved"] = handle.state, sorted(handle.unserved)
     return result
 
 
@@ -199,12 +317,15 @@ def _compile_and_compare() -> dict:
     reason="torch.compile's CPU backend needs a C++ compiler, and this machine has none (the studio runs eager)",
 )
 def test_the_real_compiled_forward_equals_the_eager_one(tmp_path):
-    """The studio's compiled path, compiled for real (Inductor; ~40 s on 2 cores with an empty cache) at 6 images:
-    at 2 and 5 (dynamic batch) the compiled module answers, epsilon within 1e-5 relative RMS and 1e-4 absolute of the
-    eager fp32 network's, t at both ends of the chain; at 16 and 40, which the fp32 graph's guards may exclude, the
-    answer is still right (eager where excluded) and the path stays compiled for the rest. In a child process:
-    Dynamo in the test process made a later Qt test abort (shiboken's error path, "seterror_argument failed to call
-    update_mapping"), and its threads would leave OpenMP pools behind (docs/architecture.md, Threading)."""
+    """The studio's compiled path, compiled for real (two child processes at once, ~75 s on 2 cores, empty cache),
+    traced at 6 images. fp32, the micro model: at 2 and 5 (dynamic batch) the compiled function answers, epsilon
+    within 1e-5 relative RMS and 1e-4 absolute of the eager fp32 network's, t at both ends of the chain; at 16 and
+    40, which the fp32 graph's guards may exclude, the answer is still right (eager where excluded) and the path
+    stays compiled for the rest. bf16, the bundled model as the studio explores it: within the tolerance the eager
+    bf16 path has of fp32 (1% relative RMS, 0.1 absolute; measured compiled 0.31%, 0.031, eager 0.4%, 0.035), and 64
+    samples of a 50-step chain within 2/255 of fp32's on average (measured compiled 0.56/255, eager 0.6/255). In a
+    child process: Dynamo in the test process made a later Qt test abort (shiboken's error path), and its threads
+    would leave OpenMP pools behind."""
     import json
     import os
     import subprocess
@@ -215,18 +336,25 @@ def test_the_real_compiled_forward_equals_the_eager_one(tmp_path):
     code = "import json; from tests.test_device import _compile_and_compare; print(json.dumps(_compile_and_compare()))"
     env = {**os.environ, "DDPM_COMPILE": "1", "XDG_DATA_HOME": str(tmp_path), "PYTHONPATH": str(root)}
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=900, check=False
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=1200, check=False
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["state"] == "ready", result["error"]
-    assert result["batches"]["2"]["compiled"] and result["batches"]["5"]["compiled"], result
-    for batch, figures in result["batches"].items():
-        assert figures["state_after"] == "ready", (batch, result)
+    for name in ("fp32", "bf16"):
+        assert result[name]["state"] == "ready", (name, result[name]["error"])
+    fp32 = result["fp32"]
+    assert fp32["batches"]["2"]["compiled"] and fp32["batches"]["5"]["compiled"], fp32
+    for batch, figures in fp32["batches"].items():
+        assert figures["state_after"] == "ready", (batch, fp32)
         assert figures["relative_rms"] < 1e-5 and figures["max_abs"] < 1e-4, (batch, figures)
-    # In fp32 the graph compiled at 6 images holds for 2..15 (ATen's convolution backend changes at 16): those
+    # In fp32 the graph traced at 6 images holds for 2..15 (ATen's convolution backend changes at 16): those
     # sizes are answered eagerly, and the path stays compiled for the others.
-    assert set(result["unserved"]) <= {16, 40} and result["serves_5"]
+    assert set(fp32["unserved"]) <= {16, 40} and fp32["serves_5"]
+    bf16 = result["bf16"]
+    assert bf16["state_after"] == "ready" and bf16["unserved"] == [], bf16  # every eps above came compiled
+    for t, figures in bf16["batches"].items():
+        assert figures["relative_rms"] < 0.01 and figures["max_abs"] < 0.1, (t, figures)
+    assert bf16["samples_mean_abs"] < 2.0, bf16
 
 
 def test_the_explored_models_bf16_weights_are_converted_once_and_give_autocasts_eps_bit_for_bit():

@@ -361,24 +361,21 @@ def test_the_first_launch_streams_a_chain_and_says_so(qtbot, event_loop_qt, sett
 
 
 def test_the_status_bar_says_when_the_compiled_path_is_building_and_ready(qtbot, bridge, micro_run, monkeypatch):
-    """With DDPM_COMPILE=1, opening a model starts its background compile where a C++ compiler is
-    (engine/compiled.py): the status bar says "compiling a faster path…" until it is ready, then "compiled";
-    without a compiler it says "uncompiled" and how to get one; turned off it says nothing. (torch.compile is a
-    stand-in that waits.)"""
+    """Opening a model starts its background compile where a C++ compiler is (engine/compiled.py): the status bar
+    says "compiling a faster path…" until it is ready, then "compiled"; without a compiler it says "uncompiled" and
+    how to get one; turned off (DDPM_COMPILE=0) it says nothing. (The compiling process and torch's loader are
+    stand-ins; the first waits.)"""
     import threading
-
-    import torch
 
     release = threading.Event()
 
-    def stand_in(model, dynamic):
-        def forward(x, t):
-            release.wait(30)
-            return model(x, t)
+    def compile_in_child(spec, path):
+        release.wait(30)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"compiled")
 
-        return forward
-
-    monkeypatch.setattr(torch, "compile", stand_in)
+    monkeypatch.setattr("engine.compiled._compile_in_child", compile_in_child)
+    monkeypatch.setattr("engine.compiled._load", lambda path: lambda wrapper, x, t: wrapper(x, t))
     monkeypatch.setenv("DDPM_COMPILE", "1")
     monkeypatch.setattr("engine.compiled.shutil.which", lambda name: "/usr/bin/g++")
     window = MainWindow(bridge=bridge, load_defaults=False)
@@ -388,11 +385,13 @@ def test_the_status_bar_says_when_the_compiled_path_is_building_and_ready(qtbot,
     assert "uncompiled meanwhile" in window.compile_label.toolTip()
     release.set()
     qtbot.waitUntil(lambda: window.compile_label.text() == "compiled", timeout=10_000)
-    assert "built in" in window.compile_label.toolTip()
+    assert "(compiled in " in window.compile_label.toolTip()
+    assert run_async(qtbot, window.open_run(str(micro_run)))  # the next time: from the cache
+    qtbot.waitUntil(lambda: "(loaded from the cache in " in window.compile_label.toolTip(), timeout=10_000)
 
     monkeypatch.setattr("engine.compiled.shutil.which", lambda name: None)
     assert run_async(qtbot, window.open_run(str(micro_run)))
     assert window.compile_label.text() == "uncompiled" and "apt install g++" in window.compile_label.toolTip()
-    monkeypatch.delenv("DDPM_COMPILE")
+    monkeypatch.setenv("DDPM_COMPILE", "0")
     assert run_async(qtbot, window.open_run(str(micro_run)))
     assert not window.compile_label.isVisibleTo(window)
