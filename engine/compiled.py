@@ -105,7 +105,7 @@ class CompiledForward:
     path: Path | None = None  # the compiled function's file
     state: str = "compiling"
     error: str = ""
-    seconds: float = 0.0  # from start to ready: the compile (or only the load, from the cache) and the check
+    seconds: float = 0.0  # from start to ready: the compile (or only the load, from the cache), waits for idle too
     cached: bool = False  # whether the compiled function was found in the cache folder (only loaded)
     checked: bool = False  # whether an answer of it has been checked against the eager network's (the first one)
     function: object | None = None  # torch's AOTCompiledFunction
@@ -155,6 +155,8 @@ class CompiledForward:
         # bf16: Inductor keeps fused intermediates in fp32 where eager rounds each op to bf16 (~0.4% on the tiny model)
         tolerance = 3e-2 if self.precision is Precision.BF16 else 1e-4
         if not error <= tolerance:
+            if self.path is not None:
+                self.path.unlink(missing_ok=True)  # the next launch compiles afresh
             raise ValueError(f"the compiled forward differs from the eager one by {error:.2e} (relative L2)")
         self.checked = True
 
@@ -183,7 +185,11 @@ def start(network: nn.Module, config: UNetConfig, precision: Precision, threads:
             if not handle.cached:
                 _compile_in_child(spec, path)
             _wait_until_idle()
-            function = _load(path)
+            try:
+                function = _load(path)
+            except Exception:
+                path.unlink(missing_ok=True)  # unreadable here (a torch or CPU it was not made for): compile afresh
+                raise
         except Exception as e:  # noqa: BLE001 - no compiler, an unsupported op, a stale file: eager it is
             handle.state, handle.error = "failed", f"{type(e).__name__}: {str(e)[:300]}"
             return

@@ -6,9 +6,11 @@ so the samplers' arithmetic stays in float32 whatever the network ran in.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import functools
+import os
 from collections.abc import Iterator
 
 import torch
@@ -92,10 +94,82 @@ def inference_network(model: nn.Module, precision: Precision) -> nn.Module:
     return network
 
 
+class CudaGraphs:
+    """The network's forward captured as CUDA graphs, one per input shape (every reverse step of a chain has the same
+    shape): a replay launches the whole forward's kernels at once instead of one by one from Python, which is most of
+    an evaluation's time for these small networks on a GPU. Each graph's first answer is checked against the eager
+    network's; any failure turns graphs off for good (`failed` says why) and the eager network answers. At most
+    MAX graphs (their activation memory) are kept, the least recently used going first. Not yet run on a GPU:
+    benchmarks/gpu.py runs tests/test_device.py there. `DDPM_CUDA_GRAPHS=0` turns them off."""
+
+    MAX = 4
+
+    def __init__(self, network: nn.Module, precision: Precision):
+        self.network, self.precision = network, precision
+        self.graphs: collections.OrderedDict = collections.OrderedDict()  # (x shape, t shape) -> captured
+        self.failed = ""
+
+    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor | None:
+        """eps (float32) from a replay, capturing this shape's graph first; None once graphs have failed."""
+        if self.failed:
+            return None
+        key = (tuple(x_t.shape), tuple(t.shape), x_t.dtype, t.dtype)
+        try:
+            captured = self.graphs.get(key)
+            if captured is None:
+                captured = self._capture(x_t, t)
+                self.graphs[key] = captured
+                while len(self.graphs) > self.MAX:
+                    self.graphs.popitem(last=False)
+            self.graphs.move_to_end(key)
+            graph, static_x, static_t, static_eps = captured
+            static_x.copy_(x_t)
+            static_t.copy_(t)
+            graph.replay()
+            return static_eps.clone()
+        except Exception as e:  # noqa: BLE001 - any failure of the captured path answers eagerly
+            self.failed, self.graphs = f"{type(e).__name__}: {str(e)[:200]}", collections.OrderedDict()
+            return None
+
+    def _eager(self, x_t: Tensor, t: Tensor) -> Tensor:
+        # Autocast's cache of cast weights must be off around a capture (PyTorch's CUDA graphs notes).
+        bf16 = self.precision is Precision.BF16
+        with torch.autocast(x_t.device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
+            return self.network(x_t, t).float()
+
+    def _capture(self, x_t: Tensor, t: Tensor) -> tuple:
+        static_x, static_t = x_t.clone(), t.clone()
+        side = torch.cuda.Stream(x_t.device)
+        side.wait_stream(torch.cuda.current_stream(x_t.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up off the capture: cuDNN's choices, the allocator's pools
+                self._eager(static_x, static_t)
+        torch.cuda.current_stream(x_t.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_eps = self._eager(static_x, static_t)
+        graph.replay()  # the inputs are this call's
+        want = self._eager(x_t, t)
+        error = ((static_eps - want).norm() / want.norm().clamp_min(1e-12)).item()
+        if not error <= (3e-2 if self.precision is Precision.BF16 else 1e-4):
+            raise ValueError(f"the captured forward differs from the eager one by {error:.2e} (relative L2)")
+        return graph, static_x, static_t, static_eps
+
+
+def cuda_graphs_for(network: nn.Module, precision: Precision) -> CudaGraphs | None:
+    """CUDA graphs for `network` where it runs on CUDA (and DDPM_CUDA_GRAPHS is not 0), else None."""
+    device = next(network.parameters()).device
+    if device.type != "cuda" or os.environ.get("DDPM_CUDA_GRAPHS", "1") == "0":
+        return None
+    return CudaGraphs(network, resolve_precision(precision, device))
+
+
 class Denoiser:
     """The `EpsModel` for a network: (x_t, t) -> float32 eps, under the chosen precision and memory format.
 
-    `network` is what the eager path evaluates, where it differs from `model` (inference_network's bf16 copy)."""
+    `network` is what the eager path evaluates, where it differs from `model` (inference_network's bf16 copy). On
+    CUDA the eager network runs through CUDA graphs (`graphs`: a CudaGraphs of it to share between denoisers, else
+    one of its own); the compiled forward (engine/compiled.py), where it serves a call, goes first."""
 
     def __init__(
         self,
@@ -104,6 +178,7 @@ class Denoiser:
         channels_last: bool = False,
         compiled=None,
         network: nn.Module | None = None,
+        graphs: CudaGraphs | None = None,
     ):
         self.model = model
         self.network = network if network is not None else model
@@ -113,6 +188,7 @@ class Denoiser:
         self.compiled = compiled  # engine.compiled.CompiledForward of this model, used where it serves the call
         if channels_last:
             self.network.to(memory_format=torch.channels_last)
+        self.graphs = graphs if graphs is not None else cuda_graphs_for(self.network, self.precision)
 
     @torch.no_grad()
     def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
@@ -122,6 +198,8 @@ class Denoiser:
         # The compiled forward autocasts inside itself, and serves only the calls its guards allow (engine/compiled.py).
         if self.compiled is not None and self.compiled.serves(x_t, self.precision):
             eps = self.compiled(self.network, x_t, t)  # None where its guards exclude the call: eager answers
+        if eps is None and self.graphs is not None:
+            eps = self.graphs(x_t, t)  # None once graphs failed
         if eps is None:
             with autocast(self.device, self.precision):
                 eps = self.network(x_t, t)

@@ -16,7 +16,7 @@ import torch
 from . import checkpoint as ckpt
 from .compiled import CompiledForward
 from .config import DiffusionConfig, Precision, UNetConfig, from_jsonable, to_jsonable
-from .device import Denoiser, inference_network, pick_device, resolve_precision
+from .device import Denoiser, cuda_graphs_for, inference_network, pick_device, resolve_precision
 from .diffusion import GaussianDiffusion
 from .runs import Run
 from .unet import UNet
@@ -63,6 +63,7 @@ class LoadedModel:
     compile_off: str | None = None  # why there is none, where the studio's load job asked (for the status bar)
 
     _networks: dict = field(default_factory=dict, repr=False)  # by resolved precision: device.inference_network
+    _graphs: dict = field(default_factory=dict, repr=False)  # by resolved precision: device.cuda_graphs_for (CUDA)
 
     def denoiser(self, precision: Precision | None = None) -> Denoiser:
         """The network as the samplers call it, in `precision` (None: the model's inference precision), its
@@ -70,11 +71,13 @@ class LoadedModel:
         precision = resolve_precision(precision or self.inference, self.diffusion.device)
         if precision not in self._networks:
             self._networks[precision] = inference_network(self.model, precision)
+            self._graphs[precision] = cuda_graphs_for(self._networks[precision], precision)  # None off CUDA
         return Denoiser(
             self.model,
             precision,
             compiled=self.compiled,
             network=self._networks[precision],
+            graphs=self._graphs[precision],
         )
 
     @property

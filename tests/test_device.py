@@ -168,10 +168,15 @@ def test_the_compiled_forward_is_built_in_the_background_and_used_only_where_it_
 
 def test_a_compiled_function_that_disagrees_with_the_eager_network_never_serves(monkeypatch):
     """A stale or wrong compiled function (here: eps off by 1%) fails the check of its first answer against the
-    eager network's: the path is off, with the measured difference as the reason, and the eager network answers."""
+    eager network's: the path is off, with the measured difference as the reason, the eager network answers, and
+    the file goes (the next launch compiles afresh); so does a file that cannot be loaded."""
     from engine import compiled
 
-    monkeypatch.setattr(compiled, "_compile_in_child", lambda spec, path: None)
+    def compile_in_child(spec, path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"compiled")
+
+    monkeypatch.setattr(compiled, "_compile_in_child", compile_in_child)
     monkeypatch.setattr(compiled, "_load", lambda path: lambda wrapper, x, t: wrapper(x, t) * 1.01)
     model = _trained_looking_micro().requires_grad_(False)
     handle = compiled.start(model, PRESETS["micro"].unet, Precision.FP32)
@@ -180,6 +185,15 @@ def test_a_compiled_function_that_disagrees_with_the_eager_network_never_serves(
     with torch.no_grad():
         assert torch.equal(Denoiser(model, Precision.FP32, compiled=handle)(x, t), model(x, t))
     assert handle.state == "failed" and "differs from the eager one by 1.00e-02" in handle.error
+    assert not handle.path.exists()
+
+    def unreadable(path):
+        raise EOFError("Ran out of input")
+
+    monkeypatch.setattr(compiled, "_load", unreadable)
+    handle = compiled.start(model, PRESETS["micro"].unet, Precision.FP32)
+    _wait_while_compiling(handle)
+    assert handle.state == "failed" and handle.error == "EOFError: Ran out of input" and not handle.path.exists()
 
 
 def test_compiling_is_off_where_it_cannot_pay(monkeypatch):
@@ -372,3 +386,39 @@ def test_the_explored_models_bf16_weights_are_converted_once_and_give_autocasts_
     assert converted.network.norm_out.weight.dtype == torch.float32  # GroupNorm runs in fp32 under autocast
     assert torch.equal(converted(x, t), Denoiser(loaded.model, Precision.BF16)(x, t))
     assert loaded.denoiser(Precision.FP32).network is loaded.model
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_cuda_graphs_replay_the_eager_forward_and_fall_back_on_failure(monkeypatch):
+    """On CUDA the denoiser replays a captured graph per input shape: eps equal to the eager network's (fp32: 1e-5
+    relative; bf16 within its tolerance of fp32), one graph per shape, at most MAX kept (least recently used out);
+    a capture that fails turns graphs off for good and the eager network answers."""
+    from engine.device import CudaGraphs
+
+    model = _trained_looking_micro().cuda().requires_grad_(False)
+    x, t = torch.randn(4, 3, 8, 8, device="cuda"), torch.tensor([0, 10, 50, 99], device="cuda")
+    eager = Denoiser(model, Precision.FP32)
+    eager.graphs = None  # the eager network alone
+    want = eager(x, t)
+    graphed = Denoiser(model, Precision.FP32)
+    assert isinstance(graphed.graphs, CudaGraphs)
+    for _ in range(3):  # captured once, then replayed with new inputs
+        got = graphed(x, t)
+        assert ((got - want).norm() / want.norm()).item() < 1e-5
+    x2 = torch.randn(4, 3, 8, 8, device="cuda")
+    assert torch.allclose(graphed(x2, t), eager(x2, t), rtol=1e-4, atol=1e-5)  # the replay reads this call's input
+    assert len(graphed.graphs.graphs) == 1 and not graphed.graphs.failed
+    for batch in (2, 3, 5, 6, 7):
+        xb, tb = torch.randn(batch, 3, 8, 8, device="cuda"), torch.full((batch,), 7, device="cuda")
+        assert torch.allclose(graphed(xb, tb), eager(xb, tb), rtol=1e-4, atol=1e-5)
+    assert len(graphed.graphs.graphs) == CudaGraphs.MAX
+    bf16 = Denoiser(model, Precision.BF16)
+    assert ((bf16(x, t) - want).norm() / want.norm()).item() < 0.05 and not bf16.graphs.failed
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("capture failed")
+
+    monkeypatch.setattr(torch.cuda, "graph", broken)
+    fresh = Denoiser(model, Precision.FP32)
+    assert torch.allclose(fresh(x, t), want, rtol=1e-4, atol=1e-5)  # eager answered
+    assert fresh.graphs.failed == "RuntimeError: capture failed" and fresh(x, t) is not None
