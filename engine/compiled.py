@@ -2,19 +2,19 @@
 
 torch.compile (Inductor) fuses the U-Net's small ops (GroupNorm + SiLU, the timestep MLP, the residual adds): on this
 project's 2-core CPU one evaluation of the bundled tiny model in bf16 took 7.5 ms compiled against 9.9 ms eager at a
-strip of 6, 4.8 against 7.9 at 2 and 19.9 against 26.5 at 40; a chain of 8 images ran ~1.4x faster
+strip of 6, 4.8 against 7.9 at 2 and 19.9 against 26.5 at 40; a chain of 8 images ran 1.23x faster
 (docs/performance.md). On a CPU that pays only where an evaluation is short (CPU_COMPILE_BELOW_S).
 
-Compiling takes 20-90 s of Python that holds the GIL (Dynamo's tracing), which the engine thread needs between every
-two ops: compiled on a thread of the studio's process (before 2026-12-02), it made the first chain after launch
+Compiling takes 50-100 s, mostly Python that holds the GIL (Dynamo's tracing), which the engine thread needs between
+every two ops: compiled on a thread of the studio's process (before 2026-12-02), it made the first chain after launch
 finish 25-40 s after launch instead of 16-25 s. So the compile runs in a child process, which traces a network of the
 same configuration (its weights do not matter: they are the compiled function's inputs, not constants) with
-torch.compile's ahead-of-time API and saves the compiled function, guards included, to the user data folder. The
-child runs at idle priority and, more than that, is stopped (SIGSTOP, its whole process group) whenever the studio's
-process is busy: even at idle priority a compiler beside the engine thread slowed chains by 20-27% on 2 cores, through
-the caches and memory they share. Once the studio is idle, a thread of its own loads the function (~4-5 s, of which
-~1.5 s of imports hold the GIL), and from then on `LoadedModel.denoiser()` calls it, checking its first answer against
-the eager network's. Every later launch finds the file and only loads. Until it is ready, and for any call it was not
+torch.compile's ahead-of-time API and saves the compiled function, guards included, to the user data folder. The child
+runs at idle priority and, more than that, is stopped (SIGSTOP, its whole process group) whenever the studio's process
+is busy: even at idle priority a compiler beside the engine thread slowed chains by 20-27% on 2 cores, through the
+caches and memory they share. Once the studio is idle, a thread of its own loads the function (~4-5 s, of which ~1.5 s
+of imports hold the GIL), and from then on `LoadedModel.denoiser()` calls it, checking its first answer against the
+eager network's. Every later launch finds the file and only loads. Until it is ready, and for any call it was not
 compiled for (a batch of one, another shape, precision or CPU thread count, a batch size its guards exclude), the
 eager network answers: nothing compiles on the engine thread, so a slider drag never stalls on a compile. A guard
 failure answers eagerly for that batch size from then on; any other failure turns the compiled path off.
@@ -35,6 +35,7 @@ import atexit
 import hashlib
 import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -42,7 +43,6 @@ import sys
 import tempfile
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +75,8 @@ def compile_available(device: torch.device, seconds_per_image: float | None = No
         return f"no compiled path for {device.type}"
     if device.type == "cpu" and not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
         return "no C++ compiler (Inductor's CPU backend needs one)"
+    if device.type == "cuda" and not (shutil.which("gcc") or shutil.which("cc") or shutil.which("clang")):
+        return "no C compiler (Triton, Inductor's GPU backend, needs one)"
     if device.type == "cpu" and seconds_per_image is not None and seconds_per_image > CPU_COMPILE_BELOW_S:
         return f"on this CPU a model this size ({seconds_per_image * 1e3:.0f} ms per image) runs as fast uncompiled"
     return None
@@ -113,7 +115,8 @@ class CompiledForward:
     # 6 holds for 2..15 only (ATen picks another convolution backend from 16 images).
     unserved: set[int] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _wrappers: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
+    _wrappers: dict = field(default_factory=dict)  # id(network) -> Autocasting(network): it keeps the network alive
+    _cancelled: threading.Event = field(default_factory=threading.Event)
 
     def serves(self, x_t: Tensor, precision: Precision) -> bool:
         """Whether this call can go to the compiled function."""
@@ -130,9 +133,9 @@ class CompiledForward:
         """`network`'s eps through the compiled function (call it with no autocast around), or None where its guards
         exclude the call (the caller then runs eager: for this batch size from now on) or it failed (eager for every
         call from now on). The first answer is checked against the eager network's."""
-        wrapper = self._wrappers.get(network)
+        wrapper = self._wrappers.get(id(network))
         if wrapper is None:
-            wrapper = self._wrappers[network] = Autocasting(network, self.precision is Precision.BF16)
+            wrapper = self._wrappers[id(network)] = Autocasting(network, self.precision is Precision.BF16)
         try:
             eps = self.function(wrapper, x_t, t)
             if not self.checked:
@@ -144,7 +147,16 @@ class CompiledForward:
                     self.unserved.add(x_t.shape[0])
                 else:
                     self.state, self.error = "failed", f"{type(e).__name__}: {str(e)[:200]}"
+                    if self.path is not None:
+                        self.path.unlink(missing_ok=True)  # wrong or stale: the next launch compiles afresh
             return None
+
+    def cancel(self) -> None:
+        """Stop compiling or loading (another model is explored now): the child process is killed."""
+        self._cancelled.set()
+        with self._lock:
+            if self.state == "compiling":
+                self.state, self.error = "failed", "cancelled"
 
     def _check(self, eps: Tensor, network: nn.Module, x_t: Tensor, t: Tensor) -> None:
         """The compiled answer against the eager network's on the same call (once, on the thread that samples): a
@@ -155,8 +167,6 @@ class CompiledForward:
         # bf16: Inductor keeps fused intermediates in fp32 where eager rounds each op to bf16 (~0.4% on the tiny model)
         tolerance = 3e-2 if self.precision is Precision.BF16 else 1e-4
         if not error <= tolerance:
-            if self.path is not None:
-                self.path.unlink(missing_ok=True)  # the next launch compiles afresh
             raise ValueError(f"the compiled forward differs from the eager one by {error:.2e} (relative L2)")
         self.checked = True
 
@@ -175,7 +185,8 @@ def start(network: nn.Module, config: UNetConfig, precision: Precision, threads:
         "device": str(device),
         "batch": BATCH,
     }
-    path = _cache_folder() / f"{_key(spec)}.compiled"
+    path = _cache_folder() / f"{_key(spec, device)}.compiled"
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(path.parent / "inductor"))  # here: the engine thread
     handle = CompiledForward((config.in_channels, *config.image_size), precision, threads=threads, path=path)
 
     def build() -> None:
@@ -183,8 +194,10 @@ def start(network: nn.Module, config: UNetConfig, precision: Precision, threads:
         try:
             handle.cached = path.is_file()
             if not handle.cached:
-                _compile_in_child(spec, path)
-            _wait_until_idle()
+                _compile_in_child(spec, path, handle._cancelled)
+            _wait_until_idle(handle._cancelled)
+            if handle._cancelled.is_set():
+                return
             try:
                 function = _load(path)
             except Exception:
@@ -207,11 +220,15 @@ def start_for(loaded) -> CompiledForward:
     return start(loaded.denoiser().network, loaded.unet_config, loaded.inference)
 
 
-def _key(spec: dict) -> str:
-    """A name for the compiled function of `spec` on this torch, Python and engine source."""
+def _key(spec: dict, device: torch.device) -> str:
+    """A name for the compiled function of `spec` on this torch, Python, engine source and processor (a home folder
+    shared between machines must not hand one an instruction set it lacks)."""
     here = Path(__file__).resolve().parent
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
-    digest.update(f"{torch.__version__} {sys.version}".encode())
+    digest.update(f"{torch.__version__} {sys.version} {platform.machine()}".encode())
+    digest.update(torch.backends.cpu.get_cpu_capability().encode())
+    if device.type == "cuda":
+        digest.update(f"{torch.cuda.get_device_name(device)} {torch.cuda.get_device_capability(device)}".encode())
     for name in SOURCES:
         digest.update((here / name).read_bytes())
     return digest.hexdigest()[:32]
@@ -250,14 +267,16 @@ class Activity:
 TICK_S = 0.25
 
 
-def _compile_in_child(spec: dict, path: Path) -> None:
+def _compile_in_child(spec: dict, path: Path, cancelled: threading.Event | None = None) -> None:
     """Run this module in a child process on `spec` and wait for it to write `path` (raises with its last words).
     The child (and the compilers it starts: one process group) is stopped while this process is busy and continued
-    when it is idle; if the studio dies meanwhile, the kernel hangs up on the orphaned, stopped group."""
+    when it is idle, and killed when `cancelled` is set; if the studio dies meanwhile, the kernel hangs up on the
+    orphaned, stopped group."""
+    cancelled = cancelled or threading.Event()
     path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(path.parent / "inductor")}
     pausable = hasattr(os, "killpg") and hasattr(signal, "SIGSTOP")
-    with tempfile.TemporaryFile("w+") as log:
+    with tempfile.TemporaryFile() as log:
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(path)],
             stdin=subprocess.PIPE,
@@ -279,28 +298,36 @@ def _compile_in_child(spec: dict, path: Path) -> None:
                     break
                 except subprocess.TimeoutExpired:
                     pass
+                if cancelled.is_set():
+                    raise RuntimeError("cancelled")
                 if pausable and activity.busy() != stopped:
                     stopped = not stopped
-                    os.killpg(child.pid, signal.SIGSTOP if stopped else signal.SIGCONT)
+                    _signal_group(child, signal.SIGSTOP if stopped else signal.SIGCONT)
                 ran += 0.0 if stopped else TICK_S
                 if ran > BUILD_TIMEOUT_S:
                     raise RuntimeError(f"the compile took over {BUILD_TIMEOUT_S:.0f} s")
         finally:
             _children.discard(child)
-            if child.poll() is None:
-                _kill(child)
-        log.seek(0)
-        err = log.read()[-20_000:]
+            _kill(child)  # whatever of its group is left (a stop may have landed after the child itself ended)
+        log.seek(max(0, log.seek(0, os.SEEK_END) - 4000))
+        err = log.read().decode(errors="replace")
     if child.returncode != 0 or not path.is_file():
         lines = [line for line in err.strip().splitlines() if line.strip()]
         raise RuntimeError(lines[-1] if lines else f"the compiling process ended with code {child.returncode}")
     _prune(path.parent)
 
 
-def _kill(child: subprocess.Popen) -> None:
+def _signal_group(child: subprocess.Popen, number: int) -> None:
     try:
-        os.killpg(child.pid, signal.SIGKILL)  # the compilers it started too
-    except (AttributeError, OSError):
+        os.killpg(child.pid, number)  # the compilers it started too
+    except (AttributeError, OSError):  # no process groups here, or the group is gone
+        pass
+
+
+def _kill(child: subprocess.Popen) -> None:
+    _signal_group(child, signal.SIGCONT)  # a stopped process takes SIGKILL only once continued on some kernels
+    _signal_group(child, signal.SIGKILL)
+    if child.poll() is None:
         child.kill()
     child.wait()
 
@@ -312,18 +339,17 @@ def _stop_children() -> None:
         _kill(child)
 
 
-def _wait_until_idle() -> None:
-    """Return once this process has been idle for a tick: loading takes ~1.5 s of imports that hold the GIL."""
+def _wait_until_idle(cancelled: threading.Event) -> None:
+    """Return once this process has been idle for a tick (loading takes ~1.5 s of imports that hold the GIL), or
+    cancelled."""
     activity = Activity()
-    while True:
-        time.sleep(TICK_S)
+    while not cancelled.wait(TICK_S):
         if not activity.busy():
             return
 
 
 def _load(path: Path):
     """The compiled function saved at `path`: the application's own cache file (see the module docstring)."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(path.parent / "inductor"))
     with open(path, "rb") as f:
         return torch.compiler.load_compiled_function(f)
 
@@ -344,7 +370,7 @@ def _cache_folder() -> Path:
 def build(spec: dict, path: Path) -> None:
     """The child process's work: trace a network of `spec`'s configuration (random weights: they are inputs of the
     compiled function, and only their shapes and dtypes are guarded) through torch.compile's ahead-of-time API, with
-    a dynamic batch, and save the compiled function to `path` (atomically)."""
+    a dynamic batch, and save the compiled function to `path` (whole or not at all)."""
     import torch._dynamo.config
 
     from .device import inference_network
@@ -362,10 +388,19 @@ def build(spec: dict, path: Path) -> None:
     t = torch.full((batch,), 1, dtype=torch.long, device=device)
     with torch.no_grad():
         function = torch.compile(wrapper.forward, fullgraph=True, dynamic=True).aot_compile(((x, t), {}))
-    function.save_compiled_function(str(path))
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    function.save_compiled_function(str(partial))
+    os.replace(partial, path)  # a reader never sees half a file, and two compiles of one key never mix
 
 
 if __name__ == "__main__":  # the child process (CHILD): PATH as its argument, the spec as JSON on stdin
     from engine.compiled import build as build_here  # the importable module's: the saved function names its classes
 
-    build_here(json.loads(sys.stdin.read()), Path(sys.argv[1]))
+    try:
+        build_here(json.loads(sys.stdin.read()), Path(sys.argv[1]))
+    except Exception as e:  # noqa: BLE001 - the last line of stderr is the studio's reason: the error, not a hint
+        import traceback
+
+        traceback.print_exc()
+        lines = str(e).strip().splitlines() or [""]
+        sys.exit(f"{type(e).__name__}: {lines[0][:300]}")

@@ -146,7 +146,7 @@ class CudaGraphs:
                 self._eager(static_x, static_t)
         torch.cuda.current_stream(x_t.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # the compile thread may touch CUDA meanwhile
             static_eps = self._eager(static_x, static_t)
         graph.replay()  # the inputs are this call's
         want = self._eager(x_t, t)
@@ -169,7 +169,8 @@ class Denoiser:
 
     `network` is what the eager path evaluates, where it differs from `model` (inference_network's bf16 copy). On
     CUDA the eager network runs through CUDA graphs (`graphs`: a CudaGraphs of it to share between denoisers, else
-    one of its own); the compiled forward (engine/compiled.py), where it serves a call, goes first."""
+    one of its own unless `cuda_graphs` is False); the compiled forward (engine/compiled.py), where it serves a call,
+    goes first."""
 
     def __init__(
         self,
@@ -179,6 +180,7 @@ class Denoiser:
         compiled=None,
         network: nn.Module | None = None,
         graphs: CudaGraphs | None = None,
+        cuda_graphs: bool = True,
     ):
         self.model = model
         self.network = network if network is not None else model
@@ -188,7 +190,9 @@ class Denoiser:
         self.compiled = compiled  # engine.compiled.CompiledForward of this model, used where it serves the call
         if channels_last:
             self.network.to(memory_format=torch.channels_last)
-        self.graphs = graphs if graphs is not None else cuda_graphs_for(self.network, self.precision)
+        if graphs is None and cuda_graphs:
+            graphs = cuda_graphs_for(self.network, self.precision)
+        self.graphs = graphs
 
     @torch.no_grad()
     def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:

@@ -77,6 +77,8 @@ def time_one_step(loaded: LoadedModel) -> float:
         while len(seconds) < 3 and sum(seconds) < 0.05:  # a short one thrice (the least: noise only adds)
             started = time.perf_counter()
             denoiser(x, t)
+            if x.device.type == "cuda":
+                torch.cuda.synchronize(x.device)  # the launch returns before the work is done
             seconds.append(time.perf_counter() - started)
     return min(seconds)
 
@@ -105,6 +107,9 @@ def load_model_job(source: str, weights: str = "ema", device: str | None = None)
         # explored as a run.
         path = imported_run_for(source) if is_importable(source) else source
         loaded = load_model(path, Weights(weights), device)
+        previous = ctx.state.model
+        if previous is not None and previous.compiled is not None:
+            previous.compiled.cancel()  # its compile would only compete with this model's
         ctx.state.explore(loaded)
         seconds = time_one_step(loaded)  # eager: the compiled forward is not ready yet
         info = model_info(loaded, seconds)

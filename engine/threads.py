@@ -25,8 +25,9 @@ def _read_sample() -> Sample | None:
         return None
     if not fields or fields[0] != "cpu" or len(fields) < 6:
         return None
-    # idle + iowait, and the time of processes at a positive nice value (the studio's background compile runs at 19):
-    # torch's threads at nice 0 take such a core back at once (CFS weights 1024 against 15), so it is not held.
+    # idle + iowait, and the time of processes at a positive nice value (the studio's background compile runs at 19,
+    # and is stopped while the studio works): torch's threads at nice 0 take such a core back at once (CFS weights
+    # 1024 against 15 at nice 19; a process at nice 1-5 would still keep a third to four fifths of its share).
     idle_ticks = int(fields[2]) + int(fields[4]) + int(fields[5])  # summed over every CPU
     return time.monotonic(), idle_ticks / os.sysconf("SC_CLK_TCK"), time.process_time()
 

@@ -418,7 +418,7 @@ class Trainer:
         for module in (self.ema, self.model):
             was_training = module.training
             module.eval()
-            denoiser = Denoiser(module, self.precision)
+            denoiser = Denoiser(module, self.precision, cuda_graphs=False)  # no graph memory beside training's
             x0 = sample(
                 generate(denoiser, self.diffusion, shape, torch.Generator().manual_seed(seed), num_steps=num_steps)
             )

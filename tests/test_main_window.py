@@ -369,7 +369,7 @@ def test_the_status_bar_says_when_the_compiled_path_is_building_and_ready(qtbot,
 
     release = threading.Event()
 
-    def compile_in_child(spec, path):
+    def compile_in_child(spec, path, cancelled=None):
         release.wait(30)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"compiled")
