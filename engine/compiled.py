@@ -325,8 +325,8 @@ def _signal_group(child: subprocess.Popen, number: int) -> None:
 
 
 def _kill(child: subprocess.Popen) -> None:
-    _signal_group(child, signal.SIGCONT)  # a stopped process takes SIGKILL only once continued on some kernels
-    _signal_group(child, signal.SIGKILL)
+    if hasattr(signal, "SIGKILL"):  # POSIX; SIGKILL ends a stopped process too
+        _signal_group(child, signal.SIGKILL)
     if child.poll() is None:
         child.kill()
     child.wait()
