@@ -50,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import Precision, UNetConfig, from_jsonable, to_jsonable
-from .device import autocast, resolve_precision
+from .device import autocast, check_against_eager, resolve_precision
 
 # How a loaded function refuses a call its guards exclude (torch 2.13: a plain RuntimeError whose message starts so).
 GUARD_REFUSED = "GuardManager check failed"
@@ -163,11 +163,7 @@ class CompiledForward:
         wrong or stale compile never serves."""
         with autocast(x_t.device, self.precision):
             want = network(x_t, t).float()
-        error = ((eps.float() - want).norm() / want.norm().clamp_min(1e-12)).item()
-        # bf16: Inductor keeps fused intermediates in fp32 where eager rounds each op to bf16 (~0.4% on the tiny model)
-        tolerance = 3e-2 if self.precision is Precision.BF16 else 1e-4
-        if not error <= tolerance:
-            raise ValueError(f"the compiled forward differs from the eager one by {error:.2e} (relative L2)")
+        check_against_eager(eps, want, self.precision, "compiled")
         self.checked = True
 
 
