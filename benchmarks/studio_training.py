@@ -4,7 +4,7 @@ For each repeat it trains the same new run twice, in turn (CLI, studio, CLI, stu
 own as a user runs them:
 
   * `cli`: `ddpm train`'s loop, `Trainer.run` on the main thread with its ThreadPolicy ticking;
-  * `studio`: the studio's engine thread (`EngineWorker`) loading the data (`jobs.dataset_job`) and then running
+  * `studio`: the studio's engine thread (`EngineWorker`) loading the data (`data_jobs.dataset_job`) and then running
     `jobs.train_job`, its events taken by a waiting main thread as the Bridge takes them (without Qt: the window's
     own drawing is not in it). As in the studio, the main thread runs no torch work of its own.
 
@@ -39,7 +39,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout, uninstalled
 from engine.config import PRESETS, get_preset  # noqa: E402
 from engine.data import load_dataset  # noqa: E402
-from engine.jobs import dataset_job, train_job  # noqa: E402
+from engine.data_jobs import dataset_job
+from engine.jobs import train_job  # noqa: E402
 from engine.runs import Run, RunSpec  # noqa: E402
 from engine.threads import ThreadPolicy  # noqa: E402
 from engine.train import StepLogged, Trainer  # noqa: E402

@@ -9,42 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import time
 from pathlib import Path
 
 from . import config as cfg
 from . import limits as L
-from .cli_args import RECIPE_OPTIONS, build_parser, check_ranges
-
-
-class Progress:
-    """A one-line progress bar on stderr (quiet when stderr is not a terminal, except for the final line)."""
-
-    def __init__(self, total: int, label: str):
-        self.total, self.label, self.start = max(1, total), label, time.perf_counter()
-        self.live = sys.stderr.isatty()
-        self._last = 0.0
-
-    def update(self, done: int, extra: str = "") -> None:
-        now = time.perf_counter()
-        if not self.live or (now - self._last < 0.1 and done < self.total):
-            return
-        self._last = now
-        frac = min(1.0, done / self.total)
-        elapsed = now - self.start
-        eta = elapsed / frac - elapsed if frac > 0 else 0.0
-        bar = "#" * int(frac * 30)
-        sys.stderr.write(f"\r{self.label} [{bar:<30}] {done}/{self.total} {elapsed:5.0f}s eta {eta:5.0f}s {extra}   ")
-        sys.stderr.flush()
-
-    def close(self, message: str = "") -> None:
-        if self.live:
-            sys.stderr.write("\n")
-        if message:
-            print(message, file=sys.stderr)
-
+from .cli_args import BUNDLED_NAME, build_parser, check_ranges
+from .cli_train import cmd_train
 
 # ---- presets ----
 
@@ -81,180 +52,43 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-# ---- training ----
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from . import distributed
-
-    device = distributed.init_from_env(args.device)  # under torchrun: join the others, one device each
-    try:
-        return _train(args, device, distributed.is_main())
-    finally:
-        distributed.cleanup()
-
-
-def _train(args: argparse.Namespace, device, main: bool) -> int:
-    """Train on this process; under torchrun every process runs this, and only the main one (rank 0) talks."""
-    from . import distributed
-    from .runs import Run
-    from .threads import ThreadPolicy
-    from .train import (
-        CheckpointSaved,
-        RolledBack,
-        SamplesReady,
-        StepLogged,
-        StepSkipped,
-        Trainer,
-        TrainFinished,
-        TrainStarted,
-    )
-
-    say = (lambda *a: print(*a, file=sys.stderr)) if main else (lambda *a: None)
-    run_dir = Path(args.run)
-    resuming = (run_dir / "run.json").exists()
-    if not resuming:  # refused before anything is written (a resumed run's batch is checked by the Trainer)
-        distributed.shard_size(args.batch_size or cfg.get_preset(args.preset or "tiny").train.batch_size)
-    distributed.barrier()  # every process has looked before rank 0 creates the run
-    if resuming:
-        run = Run.open(run_dir)
-        say(f"resuming {run_dir} (preset {run.spec.preset or 'custom'}, data {run.spec.data})")
-        ignored = [flag for flag, dest in RECIPE_OPTIONS if getattr(args, dest) is not None]
-        if ignored:
-            say(f"warning: {', '.join(ignored)} ignored: a resumed run keeps its recipe (start a new run to change it)")
-        trainer = Trainer(run, device=device)
-        for problem in trainer.resume():
-            say(f"passed over: {problem}")
-    elif main:
-        spec, dataset = _new_run_spec(args)
-        run = Run.create(run_dir, spec)
-        distributed.barrier()
-        trainer = Trainer(run, device=device, dataset=dataset)
-    else:
-        distributed.barrier()  # rank 0 has written run.json: the others read the same spec from it
-        run = Run.open(run_dir)
-        trainer = Trainer(run, device=device)
-
-    stop_requested = {"flag": False}
-
-    def on_interrupt(signum, frame):
-        # Under torchrun, Ctrl-C reaches torchrun, which passes it to every process: each stops after the same step.
-        if stop_requested["flag"]:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now, the last checkpoint stays
-        stop_requested["flag"] = True
-        say("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)")
-
-    previous = signal.signal(signal.SIGINT, on_interrupt)
-    last_checkpoint = ""
-    total = args.steps or run.spec.train.total_steps
-    progress = Progress(total, "train")
-    threads = ThreadPolicy()  # fewer CPU threads while other processes hold cores (see engine/threads.py)
-    try:
-        for event in trainer.run(total, stop=lambda: stop_requested["flag"]):
-            threads.tick()
-            if not main:
-                continue
-            if isinstance(event, TrainStarted):
-                processes = f" x {event.processes} processes" if event.processes > 1 else ""
-                print(
-                    f"{event.parameters / 1e6:.2f}M parameters on {event.device}{processes} ({event.precision}), "
-                    f"{event.dataset_size:,} images, step {event.step} -> {event.total_steps}",
-                    file=sys.stderr,
-                )
-                for warning in event.warnings:
-                    print(f"warning: {warning}", file=sys.stderr)
-            elif isinstance(event, StepLogged):
-                progress.update(event.step, f"loss {event.loss:.4f} {event.images_per_s:.0f} img/s")
-                if not progress.live and event.step % (run.spec.train.log_every * 10) == 0:
-                    print(
-                        f"step {event.step} loss {event.loss:.4f} lr {event.lr:.2e} "
-                        f"{event.images_per_s:.0f} img/s eta {event.eta_s:.0f}s",
-                        file=sys.stderr,
-                    )
-            elif isinstance(event, SamplesReady):
-                progress.update(event.step, f"samples -> {event.path}")
-            elif isinstance(event, (StepSkipped, RolledBack)):
-                print(f"\n{event}", file=sys.stderr)
-            elif isinstance(event, CheckpointSaved):
-                last_checkpoint = event.path
-            elif isinstance(event, TrainFinished):
-                progress.close(f"{event.reason} at step {event.step}; checkpoint {last_checkpoint}")
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    return 0
-
-
-def _new_run_spec(args: argparse.Namespace):
-    """A new run's configs: the preset, with the data's channels and size, and the command line's changes."""
-    import dataclasses
-
-    from .data import load_dataset, parse_data_spec
-    from .runs import RunSpec
-
-    preset = cfg.get_preset(args.preset or "tiny")
-    data = args.data or "builtin:shapes"
-    spec = parse_data_spec(data)
-    if "size=" not in data:
-        spec = dataclasses.replace(spec, image_size=preset.unet.image_size)
-    dataset = load_dataset(spec)
-    for skipped in dataset.report.skipped[:20]:
-        print(f"skipped {skipped.reason.value}: {skipped.path}", file=sys.stderr)
-    for warning in dataset.report.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    unet = dataclasses.replace(preset.unet, in_channels=dataset.channels, image_size=dataset.image_size)
-    changes = {
-        k: v
-        for k, v in (
-            ("batch_size", args.batch_size),
-            ("learning_rate", args.lr),
-            ("seed", args.seed),
-            ("total_steps", args.steps),
-            ("ema_decay", args.ema_decay),
-        )
-        if v is not None
-    }
-    if args.precision:
-        changes["precision"] = cfg.Precision(args.precision)
-    if args.lr_schedule:
-        changes["lr_schedule"] = cfg.LRSchedule(args.lr_schedule)
-    train = dataclasses.replace(preset.train, **changes)
-    diffusion = preset.diffusion
-    if args.schedule:
-        diffusion = dataclasses.replace(diffusion, schedule=cfg.ScheduleKind(args.schedule))
-    if args.loss:
-        diffusion = dataclasses.replace(diffusion, loss=cfg.LossType(args.loss))
-    return RunSpec(unet, diffusion, train, str(spec), preset.name), dataset
-
-
 # ---- exploring a trained model ----
 
 
 def _load(args: argparse.Namespace):
-    from .loading import Weights, load_model
+    """The model --run names: a run, a checkpoint, or (omitted, or `bundled`) the bundled model, as the studio opens
+    it; the first line says which when it is the bundled one."""
+    from .loading import BUNDLED_RUN, Weights, load_model
 
-    return load_model(args.run, Weights.RAW if getattr(args, "raw", False) else Weights.EMA, args.device)
+    source = args.run
+    if source in (None, BUNDLED_NAME):
+        source = BUNDLED_RUN
+        print("using the bundled model (a tiny model of builtin:shapes; --run RUN names another)", file=sys.stderr)
+    return load_model(source, Weights.RAW if getattr(args, "raw", False) else Weights.EMA, args.device)
 
 
-def _progress(label: str):
-    """A progress bar for a figure's `on_step(done, total)`; call the result with no arguments to close it."""
-    bar: list[Progress] = []
+def _drain(label: str, work):
+    """Run a figure's recipe (engine/figures.py) to its end with a progress bar on stderr; returns its result."""
+    from .progress import ProgressBar, finish
 
-    def on_step(done: int | None = None, total: int | None = None) -> None:
-        if done is None:
-            if bar:
-                bar[0].close()
-            return
+    bar: list[ProgressBar] = []
+
+    def on_progress(value) -> None:
         if not bar:
-            bar.append(Progress(total, label))
-        bar[0].update(done)
+            bar.append(ProgressBar(value.total, label))
+        bar[0].update(value.done)
 
-    return on_step
+    try:
+        return finish(work, on_progress)
+    finally:
+        if bar:
+            bar[0].close()
 
 
-def _save(args: argparse.Namespace, figure, label: str) -> int:
+def _save(args: argparse.Namespace, picture, metadata: dict[str, str]) -> int:
     from .images import save_png, upscale
 
-    save_png(args.out, upscale(figure.picture, args.scale), figure.metadata)
+    save_png(args.out, upscale(picture, args.scale), metadata)
     print(args.out)
     return 0
 
@@ -264,12 +98,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     loaded = _load(args)
     L.REVERSE_STEPS.check("--steps", args.steps, high=loaded.diffusion.num_timesteps)
-    progress = _progress("sample")
-    figure = figures.sample_grid(
-        loaded, args.n, args.seed, args.steps, args.eta, args.nrow, cfg.Precision(args.precision), progress
-    )
-    progress()
-    return _save(args, figure, "sample")
+    recipe = figures.sample_grid(loaded, args.n, args.seed, args.steps, args.eta, cfg.Precision(args.precision))
+    samples = _drain("sample", recipe)
+    return _save(args, samples.picture(args.nrow), samples.metadata)
 
 
 def cmd_trajectory(args: argparse.Namespace) -> int:
@@ -279,13 +110,11 @@ def cmd_trajectory(args: argparse.Namespace) -> int:
     loaded = _load(args)
     T = loaded.diffusion.num_timesteps
     L.FRAMES.check("--frames", args.frames, high=min(L.FRAMES.high, T + 1), why="at most the model's T + 1")
-    progress = _progress("trajectory")
-    figure = figures.trajectory(loaded, args.n, args.seed, args.frames, progress)
-    progress()
+    shown = figures.frame_steps(T, args.frames)
+    frames = _drain("trajectory", figures.trajectory(loaded, args.n, args.seed, shown))
     if args.gif:
-        frames = figure.frames["pred_x0" if args.gif_pred else "x_t"]
-        save_gif(args.gif, [upscale(frame, args.scale) for frame in frames])
-    return _save(args, figure, "trajectory")
+        save_gif(args.gif, [upscale(f, args.scale) for f in frames.animation("pred_x0" if args.gif_pred else "x_t")])
+    return _save(args, frames.picture(), frames.metadata)
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
@@ -293,62 +122,53 @@ def cmd_fork(args: argparse.Namespace) -> int:
 
     loaded = _load(args)
     L.TIMESTEP.check("--t", args.t, high=loaded.diffusion.num_timesteps)
-    progress = _progress("fork")
-    figure = figures.forks_figure(loaded, args.n, args.t, args.forks, args.seed, progress)
-    progress()
-    return _save(args, figure, "fork")
+    forks = _drain("fork", figures.forks_figure(loaded, args.n, args.t, args.forks, args.seed))
+    return _save(args, forks.picture(), forks.metadata)
 
 
 def _source_image(flag: str, text: str, loaded, data_spec: str):
-    """'data:INDEX' (the run's data), 'test:INDEX' (its test split) or an image file, as [1, C, H, W] in [-1, 1]."""
+    """'data:INDEX' (the model's data), 'test:INDEX' (its test split) or an image file, as [H, W, C] uint8 at the
+    model's size."""
     import dataclasses
 
-    from .data import Split, decode_image, load_dataset, parse_data_spec
-    from .images import from_uint8
+    from .data import FitMode, Split, decode_image, load_dataset, parse_data_spec
 
     c = loaded.unet_config
     if text.startswith(("data:", "test:")):
         split = Split.TEST if text.startswith("test:") else Split.TRAIN
-        spec = dataclasses.replace(parse_data_spec(data_spec), split=split)
-        dataset = load_dataset(spec)
+        shape = {"image_size": c.image_size, "channels": c.in_channels}
+        dataset = load_dataset(dataclasses.replace(parse_data_spec(data_spec), split=split, **shape))
         prefix, index = text.split(":", 1)
         if not index.isdigit():
             raise L.LimitError(f"{flag}: {prefix}:INDEX needs a whole number, got {text!r}")
         L.Limit(0, len(dataset) - 1).check(flag, int(index), why=f"the run's {split.value} images")
-        image = dataset[int(index)]  # [C, H, W] uint8
-        return from_uint8(image.permute(1, 2, 0)[None].numpy())
-    from .data import FitMode
-
+        return dataset[int(index)].permute(1, 2, 0).numpy()  # [C, H, W] -> [H, W, C] uint8
     if not Path(text).is_file():
         raise L.LimitError(f"{flag}: {text!r} is no image file here, nor data:INDEX or test:INDEX")
-    array = decode_image(text, c.image_size, c.in_channels, FitMode.CROP)  # [H, W, C] uint8
-    return from_uint8(array[None])
+    return decode_image(text, c.image_size, c.in_channels, FitMode.CROP)
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from . import figures
-    from .runs import Run
 
     loaded = _load(args)
     L.TIMESTEP.check("--t", args.t, high=loaded.diffusion.num_timesteps)
     L.REVERSE_STEPS.check("--steps", args.steps, high=args.t, why="the mixing step --t")
-    data_spec = Run.open(Path(loaded.source).parent.parent).spec.data
-    device = loaded.diffusion.device
-    a = _source_image("--a", args.a, loaded, data_spec).to(device)
-    b = _source_image("--b", args.b, loaded, data_spec).to(device)
+    data_spec = loaded.trained_on or "builtin:shapes"
+    a = _source_image("--a", args.a, loaded, data_spec)
+    b = _source_image("--b", args.b, loaded, data_spec)
     lambdas = np.linspace(0, 1, args.lambdas).tolist()
-    progress = _progress("interpolate")
-    figure = figures.interpolation(loaded, a, b, args.t, lambdas, args.seed, args.steps, (args.a, args.b), progress)
-    progress()
-    return _save(args, figure, "interpolate")
+    recipe = figures.interpolation(loaded, a, b, args.t, lambdas, args.seed, args.steps, (args.a, args.b))
+    strip = _drain("interpolate", recipe)
+    return _save(args, strip.picture(), strip.metadata)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
-    import torch
+    import numpy as np
 
     from . import figures
     from .data import Split, held_out_notes, load_dataset, parse_data_spec
@@ -357,19 +177,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data = args.data or loaded.trained_on or "builtin:shapes"
     shape = {"image_size": loaded.unet_config.image_size, "channels": loaded.unet_config.in_channels}
     spec = dataclasses.replace(parse_data_spec(data), split=Split(args.split), **shape)
+    if spec.count is None or spec.count > args.n:
+        spec = dataclasses.replace(spec, count=args.n)  # decode no more than needed
     dataset = load_dataset(spec)
     notes = held_out_notes(dataset.report, loaded.trained_on)
     for warning in notes.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    n = min(args.n, len(dataset))
-    x0 = (torch.stack([dataset[i] for i in range(n)]).float() / 127.5 - 1).to(loaded.diffusion.device)
-    progress = _progress("bound")
-    summary = figures.bound_summary(loaded, x0, args.seed, args.split, progress)
-    progress()
-    summary |= {"data": notes.scored, "warnings": list(notes.warnings)}
-    curves = {key: summary.pop(key) for key in ("rate_bpd", "distortion_rmse")}
+    images = np.concatenate(list(dataset.chunks(args.n)))  # [N, H, W, C] uint8
+    result = _drain("bound", figures.bound(loaded, images, args.seed))
+    summary = result.summary() | {"split": args.split, "data": notes.scored, "warnings": list(notes.warnings)}
     print(json.dumps(summary, indent=2))
     if args.out:
+        curves = {"rate_bpd": result.rate.tolist(), "distortion_rmse": result.distortion.tolist()}
         Path(args.out).write_text(json.dumps({**summary, **curves}))
     return 0
 

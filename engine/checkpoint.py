@@ -1,10 +1,11 @@
 """Checkpoints: tensors in safetensors, everything else in JSON, written atomically; nothing is ever unpickled.
 
-A checkpoint is two files, `step_XXXXXXX.safetensors` (model, EMA and optimiser tensors, RNG states) and
-`step_XXXXXXX.json` (configs, step, optimiser hyper-parameters, data spec, the tensor file's SHA-256). The tensor
-file is written first and the JSON last, each through a temporary file, fsync and rename: the JSON is the mark of a
-complete checkpoint, so a process killed at any instant leaves the previous checkpoint loadable. A checkpoint whose
-files are missing, truncated, altered or of another format is refused with a message that says which.
+A checkpoint is two files, `step_XXXXXXX.safetensors` (model, EMA and optimiser tensors) and `step_XXXXXXX.json`
+(configs, step, optimiser hyper-parameters, data spec and position, the tensor file's SHA-256). It holds no random
+number generator state: every step's draws are seeded from (seed, step), so a resumed run needs none (train.py).
+The tensor file is written first and the JSON last, each through a temporary file, fsync and rename: the JSON is the
+mark of a complete checkpoint, so a process killed at any instant leaves the previous checkpoint loadable. A
+checkpoint whose files are missing, truncated, altered or of another format is refused with a message that says which.
 """
 
 from __future__ import annotations

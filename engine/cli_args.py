@@ -8,7 +8,10 @@ import argparse
 from . import config as cfg
 from . import limits as L
 
+BUNDLED_NAME = "bundled"  # --run bundled: the model that ships with the studio (also what no --run means)
+
 EXAMPLES = """examples:
+  ddpm sample --n 4 --out samples.png              # the bundled model
   ddpm inspect ~/Pictures/cats
   ddpm train --data builtin:shapes --preset tiny --steps 2000 --run runs/shapes
   ddpm sample --run runs/shapes --n 16 --steps 100 --seed 0 --out samples.png
@@ -87,8 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=description)
 
+    def model_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--run",
+            default=None,
+            help=f"a run directory (its newest checkpoint) or a checkpoint file; omitted or `{BUNDLED_NAME}`: the "
+            "bundled model, as the studio opens it",
+        )
+
     def explore_options(p: argparse.ArgumentParser, out: str) -> None:
-        p.add_argument("--run", required=True, help="a run directory (its newest checkpoint) or a checkpoint file")
+        model_option(p)
         p.add_argument("--seed", type=int, default=0, help="the random seed: the same seed gives the same picture")
         p.add_argument("--out", default=out, help=f"the PNG to write (default {out}); it records how it was made")
         p.add_argument("--scale", type=int, default=4, help="nearest-neighbour zoom of the saved picture (default 4)")
@@ -232,10 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         "bits/dim and the rate-distortion curve (Fig. 5)",
         "Evaluate the variational bound (Ho et al. 2020, Eq. 5 with the discretized decoder of Eq. 13) on "
-        "held-out images in bits per dimension, and the rate-distortion curve of Fig. 5. T network "
-        "evaluations of the batch.",
+        "held-out images in bits per dimension, and the rate-distortion curve of Fig. 5: T network "
+        "evaluations of every batch of 256 images, so memory stays bounded whatever --n is.",
     )
-    p.add_argument("--run", required=True, help="a run directory or a checkpoint file")
+    model_option(p)
     p.add_argument("--n", type=int, default=64, help="how many images (default 64)")
     p.add_argument("--split", choices=["test", "train"], default="test", help="which split (default test)")
     p.add_argument(
@@ -272,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         "loadable by diffusers' UNet2DModel.from_pretrained(DIR / 'unet'), DDPMScheduler.from_pretrained(DIR / "
         "'scheduler') and DDPMPipeline.from_pretrained(DIR). EMA weights unless --raw.",
     )
-    p.add_argument("--run", required=True, help="a run directory (its newest checkpoint) or a checkpoint file")
+    model_option(p)
     p.add_argument("--format", choices=["diffusers"], default="diffusers")
     p.add_argument("--out", required=True, help="the folder to write")
     p.add_argument("--raw", action="store_true", help="the live training weights instead of their EMA")

@@ -31,25 +31,23 @@ the command line, whose single runs would not earn back the compile. `DDPM_COMPI
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import os
 import platform
 import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from .config import Precision, UNetConfig, from_jsonable, to_jsonable
+from .compile_child import compile_in_child, wait_until_idle
+from .config import Precision, UNetConfig, to_jsonable
 from .device import autocast, check_against_eager, resolve_precision
 
 # How a loaded function refuses a call its guards exclude (torch 2.13: a plain RuntimeError whose message starts so).
@@ -60,10 +58,8 @@ GUARD_REFUSED = "GuardManager check failed"
 # CPU's bf16 peak (docs/performance.md). The bar sits between the two (their geometric mean).
 CPU_COMPILE_BELOW_S = 0.012
 BATCH = 6  # the batch the child traces with: dynamic, so one graph serves every size its guards allow (>= 2)
-KEEP = 8  # compiled functions kept in the cache folder, newest first
-BUILD_TIMEOUT_S = 1800.0
 # The engine's sources a compiled function bakes in: a change to any of them is another function.
-SOURCES = ("unet.py", "device.py", "compiled.py", "config.py")
+SOURCES = ("unet.py", "device.py", "compiled.py", "compile_child.py", "config.py")
 
 
 def compile_available(device: torch.device, seconds_per_image: float | None = None) -> str | None:
@@ -96,6 +92,17 @@ class Autocasting(nn.Module):
             return self.net(x, t).float()
 
 
+@dataclass(frozen=True)
+class CompileStatus:
+    """Where the explored model's compiled path stands, as an event: "off" (detail: why not), "compiling", "ready"
+    (detail: how, and in how many seconds) or "failed" (the error). `handle` tells one model's compile from another's:
+    a late word of a compile that was cancelled for a newer model is not about the model explored now."""
+
+    state: str
+    detail: str = ""
+    handle: int = 0  # id() of its CompiledForward (0: none)
+
+
 @dataclass
 class CompiledForward:
     """The compiled forward of one network configuration for one image shape and precision; `state` is "compiling",
@@ -117,6 +124,17 @@ class CompiledForward:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _wrappers: dict = field(default_factory=dict)  # id(network) -> Autocasting(network): it keeps the network alive
     _cancelled: threading.Event = field(default_factory=threading.Event)
+    on_change: Callable[[CompileStatus], None] | None = None  # told of every change of `state` (any thread)
+
+    def status(self) -> CompileStatus:
+        if self.state == "ready":
+            how = "loaded from the cache" if self.cached else "compiled"
+            return CompileStatus("ready", f"{how} in {self.seconds:.0f} s", id(self))
+        return CompileStatus(self.state, self.error, id(self))
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self.status())
 
     def serves(self, x_t: Tensor, precision: Precision) -> bool:
         """Whether this call can go to the compiled function."""
@@ -149,6 +167,8 @@ class CompiledForward:
                     self.state, self.error = "failed", f"{type(e).__name__}: {str(e)[:200]}"
                     if self.path is not None:
                         self.path.unlink(missing_ok=True)  # wrong or stale: the next launch compiles afresh
+            if self.state == "failed":
+                self._changed()
             return None
 
     def cancel(self) -> None:
@@ -167,10 +187,17 @@ class CompiledForward:
         self.checked = True
 
 
-def start(network: nn.Module, config: UNetConfig, precision: Precision, threads: int | None = None) -> CompiledForward:
+def start(
+    network: nn.Module,
+    config: UNetConfig,
+    precision: Precision,
+    threads: int | None = None,
+    on_change: Callable[[CompileStatus], None] | None = None,
+) -> CompiledForward:
     """Compile the forward of networks of `config` (on `network`'s device) under `precision` and `threads` CPU
     threads (None: the current count) in a child process, unless the cache folder has it, then load it, on a
-    background thread. The returned handle turns "ready" when done; the eager network stays usable meanwhile."""
+    background thread. The returned handle turns "ready" when done (`on_change` is told, on that thread); the eager
+    network stays usable meanwhile."""
     device = next(network.parameters()).device
     precision = resolve_precision(precision, device)
     threads = threads or torch.get_num_threads()
@@ -183,15 +210,16 @@ def start(network: nn.Module, config: UNetConfig, precision: Precision, threads:
     }
     path = _cache_folder() / f"{_key(spec, device)}.compiled"
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(path.parent / "inductor"))  # here: the engine thread
-    handle = CompiledForward((config.in_channels, *config.image_size), precision, threads=threads, path=path)
+    shape = (config.in_channels, *config.image_size)
+    handle = CompiledForward(shape, precision, threads=threads, path=path, on_change=on_change)
 
     def build() -> None:
         started = time.perf_counter()
         try:
             handle.cached = path.is_file()
             if not handle.cached:
-                _compile_in_child(spec, path, handle._cancelled)
-            _wait_until_idle(handle._cancelled)
+                compile_in_child(spec, path, handle._cancelled)
+            wait_until_idle(handle._cancelled)
             if handle._cancelled.is_set():
                 return
             try:
@@ -200,20 +228,24 @@ def start(network: nn.Module, config: UNetConfig, precision: Precision, threads:
                 path.unlink(missing_ok=True)  # unreadable here (a torch or CPU it was not made for): compile afresh
                 raise
         except Exception as e:  # noqa: BLE001 - no compiler, an unsupported op, a stale file: eager it is
-            handle.state, handle.error = "failed", f"{type(e).__name__}: {str(e)[:300]}"
+            if not handle._cancelled.is_set():
+                handle.state, handle.error = "failed", f"{type(e).__name__}: {str(e)[:300]}"
+                handle._changed()
             return
         with handle._lock:
             if handle.state == "compiling":
                 handle.function, handle.seconds, handle.state = function, time.perf_counter() - started, "ready"
+        if handle.state == "ready":
+            handle._changed()
 
     threading.Thread(target=build, name="compile", daemon=True).start()
     return handle
 
 
-def start_for(loaded) -> CompiledForward:
+def start_for(loaded, on_change: Callable[[CompileStatus], None] | None = None) -> CompiledForward:
     """`start` as the studio uses it: a LoadedModel's network at its inference precision, for the thread count the
     engine thread runs it at."""
-    return start(loaded.denoiser().network, loaded.unet_config, loaded.inference)
+    return start(loaded.denoiser().network, loaded.unet_config, loaded.inference, on_change=on_change)
 
 
 def _key(spec: dict, device: torch.device) -> str:
@@ -230,173 +262,13 @@ def _key(spec: dict, device: torch.device) -> str:
     return digest.hexdigest()[:32]
 
 
-_children: set[subprocess.Popen] = set()
-
-# The child starts at the lowest priority before it imports torch (see _idle_priority), then runs this module.
-CHILD = (
-    "import os, runpy\n"
-    "os.nice(19)\n"
-    "try:\n"
-    "    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
-    "except (AttributeError, OSError):\n"
-    "    pass\n"
-    "runpy.run_module('engine.compiled', run_name='__main__')\n"
-)
-
-
-class Activity:
-    """Whether this process (the studio) is at work, from its CPU time over the last tick: its user is waiting on it
-    then, so the background compile pauses. Even at idle priority a compiler beside the engine thread slowed the
-    first chain 20-27% on 2 cores (caches and memory are shared; a spinning process at idle priority cost nothing)."""
-
-    def __init__(self, busy_share: float = 0.3, clock=time.monotonic, cpu=time.process_time):
-        self.busy_share, self._clock, self._cpu = busy_share, clock, cpu
-        self._last = (clock(), cpu())
-
-    def busy(self) -> bool:
-        now = (self._clock(), self._cpu())
-        wall, used = now[0] - self._last[0], now[1] - self._last[1]
-        self._last = now
-        return used > self.busy_share * max(wall, 1e-6)
-
-
-TICK_S = 0.25
-
-
-def _compile_in_child(spec: dict, path: Path, cancelled: threading.Event | None = None) -> None:
-    """Run this module in a child process on `spec` and wait for it to write `path` (raises with its last words).
-    The child (and the compilers it starts: one process group) is stopped while this process is busy and continued
-    when it is idle, and killed when `cancelled` is set; if the studio dies meanwhile, the kernel hangs up on the
-    orphaned, stopped group."""
-    cancelled = cancelled or threading.Event()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(path.parent / "inductor")}
-    pausable = hasattr(os, "killpg") and hasattr(signal, "SIGSTOP")
-    with tempfile.TemporaryFile() as log:
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            text=True,
-            env=env,
-            cwd=Path(__file__).resolve().parent.parent,
-            **({"process_group": 0} if pausable else {}),
-        )
-        _children.add(child)
-        try:
-            child.stdin.write(json.dumps(spec))
-            child.stdin.close()
-            activity, stopped, ran = Activity(), False, 0.0
-            while True:
-                try:
-                    child.wait(TICK_S)  # waits without the GIL
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if cancelled.is_set():
-                    raise RuntimeError("cancelled")
-                if pausable and activity.busy() != stopped:
-                    stopped = not stopped
-                    _signal_group(child, signal.SIGSTOP if stopped else signal.SIGCONT)
-                ran += 0.0 if stopped else TICK_S
-                if ran > BUILD_TIMEOUT_S:
-                    raise RuntimeError(f"the compile took over {BUILD_TIMEOUT_S:.0f} s")
-        finally:
-            _children.discard(child)
-            _kill(child)  # whatever of its group is left (a stop may have landed after the child itself ended)
-        log.seek(max(0, log.seek(0, os.SEEK_END) - 4000))
-        err = log.read().decode(errors="replace")
-    if child.returncode != 0 or not path.is_file():
-        lines = [line for line in err.strip().splitlines() if line.strip()]
-        raise RuntimeError(lines[-1] if lines else f"the compiling process ended with code {child.returncode}")
-    _prune(path.parent)
-
-
-def _signal_group(child: subprocess.Popen, number: int) -> None:
-    try:
-        os.killpg(child.pid, number)  # the compilers it started too
-    except (AttributeError, OSError):  # no process groups here, or the group is gone
-        pass
-
-
-def _kill(child: subprocess.Popen) -> None:
-    if hasattr(signal, "SIGKILL"):  # POSIX; SIGKILL ends a stopped process too
-        _signal_group(child, signal.SIGKILL)
-    if child.poll() is None:
-        child.kill()
-    child.wait()
-
-
-@atexit.register
-def _stop_children() -> None:
-    """A compile still running when the studio quits is stopped: no process outlives the window."""
-    for child in list(_children):
-        _kill(child)
-
-
-def _wait_until_idle(cancelled: threading.Event) -> None:
-    """Return once this process has been idle for a tick (loading takes ~1.5 s of imports that hold the GIL), or
-    cancelled."""
-    activity = Activity()
-    while not cancelled.wait(TICK_S):
-        if not activity.busy():
-            return
-
-
 def _load(path: Path):
     """The compiled function saved at `path`: the application's own cache file (see the module docstring)."""
     with open(path, "rb") as f:
         return torch.compiler.load_compiled_function(f)
 
 
-def _prune(folder: Path) -> None:
-    """Keep the KEEP newest compiled functions (each a few MB; a new torch or engine makes the old ones stale)."""
-    found = sorted(folder.glob("*.compiled"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in found[KEEP:]:
-        old.unlink(missing_ok=True)
-
-
 def _cache_folder() -> Path:
     from .runs import user_data_folder
 
     return user_data_folder() / "compile-cache"
-
-
-def build(spec: dict, path: Path) -> None:
-    """The child process's work: trace a network of `spec`'s configuration (random weights: they are inputs of the
-    compiled function, and only their shapes and dtypes are guarded) through torch.compile's ahead-of-time API, with
-    a dynamic batch, and save the compiled function to `path` (whole or not at all)."""
-    import torch._dynamo.config
-
-    from .device import inference_network
-    from .unet import UNet
-
-    torch._dynamo.config.specialize_float = True  # else the ahead-of-time trace stops on a float it would tensorify
-    torch.set_num_threads(int(spec["threads"]))
-    device = torch.device(spec["device"])
-    precision = Precision(spec["precision"])
-    config = from_jsonable(UNetConfig, spec["unet"])
-    network = inference_network(UNet(config).to(device).eval().requires_grad_(False), precision)
-    wrapper = Autocasting(network, precision is Precision.BF16)
-    batch = int(spec["batch"])
-    x = torch.randn(batch, config.in_channels, *config.image_size, device=device)
-    t = torch.full((batch,), 1, dtype=torch.long, device=device)
-    with torch.no_grad():
-        function = torch.compile(wrapper.forward, fullgraph=True, dynamic=True).aot_compile(((x, t), {}))
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    function.save_compiled_function(str(partial))
-    os.replace(partial, path)  # a reader never sees half a file, and two compiles of one key never mix
-
-
-if __name__ == "__main__":  # the child process (CHILD): PATH as its argument, the spec as JSON on stdin
-    from engine.compiled import build as build_here  # the importable module's: the saved function names its classes
-
-    try:
-        build_here(json.loads(sys.stdin.read()), Path(sys.argv[1]))
-    except Exception as e:  # noqa: BLE001 - the last line of stderr is the studio's reason: the error, not a hint
-        import traceback
-
-        traceback.print_exc()
-        lines = str(e).strip().splitlines() or [""]
-        sys.exit(f"{type(e).__name__}: {lines[0][:300]}")

@@ -1,52 +1,177 @@
-"""The paper's figures as recipes: what to compute and how to lay it out, with the provenance every picture records.
+"""The paper's figures, each as one recipe: the sample grid, the trajectory (Fig. 6), the forks (Fig. 7), the
+interpolation (Figs. 8-9) and the bound (Fig. 5, Table 2).
 
-One place for Figs. 5-9 (Ho et al. 2020), used by the command line (`ddpm sample/trajectory/fork/interpolate/eval`)
-and, for the layouts, by the studio's Export tab: the two faces of the engine draw the same figure the same way.
-Each recipe takes a loaded model and its settings, reports progress through `on_step(done, total)`, and returns a
-`Figure`: the picture at zoom 1 ([H, W, C] uint8) and the text chunks to save with it.
+A recipe takes the loaded model, its settings and a seed; it is a generator (engine/progress.py) that yields its
+`Progress` (and, where a view can show it early, partial results), and returns the figure: uint8 images [.., H, W, C],
+the provenance every saved picture records, and the model that computed it. The command line drains a recipe with
+a progress bar (`progress.finish`); the studio's jobs (engine/jobs.py) advance the same recipe on the engine thread
+and tie it to the session (the cache, the refinement stages, the stored chain); the trainer's preview draws its
+grids with `draw_samples`. So the two faces of the engine give the same pictures and numbers for the same request.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .config import Precision
-from .images import make_grid, to_uint8
-from .likelihood import evaluate_bound
-from .loading import LoadedModel, provenance
-from .sampling import SampleStep, fork, generate, interpolate
+from .diffusion import EpsModel, GaussianDiffusion
+from .images import from_uint8, make_grid, to_uint8
+from .likelihood import BoundResult, bound_terms
+from .loading import LoadedModel, ModelIdentity, provenance
+from .progress import Progress, Stage, Work, drain
+from .sampling import SampleStep, encode_pair, fork, generate, mix_latents, reverse_chain, shared_noise
 
-OnStep = Callable[[int, int], None] | None  # (done, total)
-
-
-@dataclass(frozen=True)
-class Figure:
-    picture: np.ndarray  # [H, W, C] uint8, zoom 1
-    metadata: dict[str, str]  # provenance and settings: the PNG's text chunks
-    frames: dict[str, list[np.ndarray]] = field(default_factory=dict)  # animations (Fig. 6): "x_t", "pred_x0"
+BOUND_BATCH = 256  # images through the bound at once: memory stays bounded whatever the number of images
 
 
 def _metadata(loaded: LoadedModel, **settings) -> dict[str, str]:
     return {**provenance(loaded), **{k: str(v) for k, v in settings.items()}}
 
 
-def _drain(steps: Iterator[SampleStep], total: int, on_step: OnStep, keep=None) -> tuple[SampleStep, list]:
-    kept, last = [], None
+def sampler_name(num_steps: int | None, T: int, eta: float = 1.0) -> str:
+    return "ancestral" if num_steps is None or num_steps >= T else f"strided (eta={eta})"
+
+
+def chain_length(num_steps: int | None, t: int) -> int:
+    """Network evaluations of a reverse chain from step t: all t (exact) or `num_steps` (strided)."""
+    return t if num_steps is None else min(num_steps, t)
+
+
+# ---- the sample grid ----
+
+
+@dataclass(frozen=True)
+class Samples:
+    images: np.ndarray  # [N, H, W, C] uint8
+    metadata: dict[str, str]  # provenance and settings: the PNG's text chunks
+    model: ModelIdentity | None = None
+
+    def picture(self, nrow: int | None = None, padding: int = 2) -> np.ndarray:
+        return make_grid(self.images, nrow=nrow, padding=padding)
+
+
+def draw_samples(
+    denoiser: EpsModel,
+    diffusion: GaussianDiffusion,
+    shape: Sequence[int],
+    seed: int,
+    num_steps: int | None = None,
+    eta: float = 1.0,
+    stage: str = Stage.SAMPLE,
+) -> Work[np.ndarray]:
+    """x_0 of shape [N, C, H, W] as [N, H, W, C] uint8: x_T from `seed`, then the exact chain of Algorithm 2
+    (num_steps None or >= T) or a strided one with eta; one yield per network evaluation."""
+    g = torch.Generator().manual_seed(seed)
+    steps = generate(denoiser, diffusion, shape, g, num_steps=num_steps, eta=eta)
+    last = yield from drain(steps, stage, chain_length(num_steps, diffusion.num_timesteps) + 1)
+    return to_uint8(last.x_t)
+
+
+def sample_grid(
+    loaded: LoadedModel,
+    n: int,
+    seed: int,
+    num_steps: int | None = None,
+    eta: float = 1.0,
+    precision: Precision | None = None,
+) -> Work[Samples]:
+    """n samples from seed; the network in `precision` (None: the model's inference precision, bf16 where the
+    device runs it natively)."""
+    c, T = loaded.unet_config, loaded.diffusion.num_timesteps
+    shape = (n, c.in_channels, *c.image_size)
+    images = yield from draw_samples(loaded.denoiser(precision), loaded.diffusion, shape, seed, num_steps, eta)
+    settings = {"sampler": sampler_name(num_steps, T, eta), "steps": chain_length(num_steps, T), "seed": seed, "n": n}
+    return Samples(images, _metadata(loaded, **settings), loaded.identity)
+
+
+# ---- the trajectory (Fig. 6) ----
+
+
+@dataclass(frozen=True)
+class TrajectoryFrames:
+    """Frames of a chain (Fig. 6): t_values [K] from T down, x_t and x^0 as [K, N, H, W, C] uint8. A recipe yields
+    the frames computed since its last chunk and returns all of them, with the provenance."""
+
+    trajectory_id: int
+    t_values: np.ndarray
+    x_t: np.ndarray
+    pred_x0: np.ndarray
+    done: int  # steps of the chain so far (of T + 1)
+    total: int
+    model: ModelIdentity | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def picture(self, padding: int = 2) -> np.ndarray:
+        return trajectory_layout(self.x_t, self.pred_x0, padding)
+
+    def animation(self, which: str = "x_t", padding: int = 2) -> list[np.ndarray]:
+        """One grid per frame of "x_t" or "pred_x0"."""
+        return [make_grid(frame, padding=padding) for frame in (self.x_t if which == "x_t" else self.pred_x0)]
+
+
+def frame_steps(T: int, frames: int) -> list[int]:
+    """`frames` evenly spaced steps from T to 0 (fewer where they round together): Fig. 6's columns."""
+    return sorted(set(np.linspace(T, 0, frames).round().astype(int).tolist()), reverse=True)
+
+
+def trajectory(
+    loaded: LoadedModel,
+    n: int,
+    seed: int,
+    shown: Collection[int] | None = None,
+    chunk: int = 50,
+    trajectory_id: int = 0,
+    states: list[torch.Tensor] | None = None,
+) -> Work[TrajectoryFrames]:
+    """The exact chain of n samples from seed, keeping the frames of the steps in `shown` (None: every step).
+
+    Yields x_T's frame at once, then a chunk of new frames every `chunk` steps (None between). `states`, where
+    given, receives every float x_t [N, C, H, W] as it is computed (index T - t), so a fork can hold any of them
+    while the chain still runs."""
+    c, T = loaded.unet_config, loaded.diffusion.num_timesteps
+    model = loaded.identity
+    t_values, xs, preds = [], [], []
+    sent = 0
+    steps = generate(
+        loaded.denoiser(), loaded.diffusion, (n, c.in_channels, *c.image_size), torch.Generator().manual_seed(seed)
+    )
     for done, step in enumerate(steps, 1):
-        last = step
-        if keep is not None and keep(step):
-            kept.append(step)
-        if on_step is not None:
-            on_step(done, total)
-    return last, kept
-
-
-# ---- layouts (also the studio's Export) ----
+        if states is not None:
+            states.append(step.x_t)
+        if shown is None or step.t in shown:
+            t_values.append(step.t)
+            xs.append(to_uint8(step.x_t))
+            preds.append(to_uint8(step.pred_x0))
+        if len(xs) > sent and (len(xs) - sent >= chunk or step.t == 0 or sent == 0):
+            yield TrajectoryFrames(
+                trajectory_id,
+                np.array(t_values[sent:]),
+                np.stack(xs[sent:]),
+                np.stack(preds[sent:]),
+                done,
+                T + 1,
+                model,
+            )
+            sent = len(xs)
+        else:
+            yield Progress(Stage.TRAJECTORY, done, T + 1) if done % 10 == 0 else None
+    metadata = _metadata(
+        loaded,
+        sampler="ancestral",
+        steps=T,
+        seed=seed,
+        n=n,
+        frames=",".join(str(t) for t in t_values) if shown is not None else "every step",
+        layout="rows: x_t then x0_pred per image",
+    )
+    return TrajectoryFrames(
+        trajectory_id, np.array(t_values), np.stack(xs), np.stack(preds), T + 1, T + 1, model, metadata
+    )
 
 
 def trajectory_layout(x_t: np.ndarray, pred_x0: np.ndarray, padding: int = 2) -> np.ndarray:
@@ -56,114 +181,108 @@ def trajectory_layout(x_t: np.ndarray, pred_x0: np.ndarray, padding: int = 2) ->
     return make_grid(np.concatenate(rows), nrow=x_t.shape[0], padding=padding)
 
 
-def forks_layout(held: np.ndarray, completions: np.ndarray, padding: int = 2) -> np.ndarray:
-    """Fig. 7: held states [N, H, W, C] and completions [N * F, H, W, C] -> per row a held x_t, then its F forks."""
-    n, forks = len(held), len(completions) // len(held)
-    rows = [np.concatenate([held[i : i + 1], completions[i * forks : (i + 1) * forks]]) for i in range(n)]
-    return make_grid(np.concatenate(rows), nrow=forks + 1, padding=padding)
+# ---- the forks (Fig. 7) ----
 
 
-def strip_layout(images: np.ndarray, padding: int = 2) -> np.ndarray:
-    """Figs. 8-9: [K, H, W, C] side by side in one row (source A, the lambdas, source B)."""
-    return make_grid(images, nrow=len(images), padding=padding)
+@dataclass(frozen=True)
+class Forks:
+    held: np.ndarray  # [N, H, W, C] uint8: the held x_t
+    completions: np.ndarray  # [N * F, H, W, C] uint8: image i's forks are rows i*F ... (i+1)*F-1
+    metadata: dict[str, str]
+    model: ModelIdentity | None = None
+
+    def picture(self, padding: int = 2) -> np.ndarray:
+        """Per row a held x_t, then its F forks."""
+        n, forks = len(self.held), len(self.completions) // len(self.held)
+        rows = [np.concatenate([self.held[i : i + 1], self.completions[i * forks : (i + 1) * forks]]) for i in range(n)]
+        return make_grid(np.concatenate(rows), nrow=forks + 1, padding=padding)
 
 
-# ---- recipes ----
+def fork_chain(loaded: LoadedModel, held: torch.Tensor, forks: int):
+    """The reverse chain of `forks` completions of each held x_t [N, C, H, W], as a refinement stage runs it:
+    (x_t, t, generator, num_steps) -> steps over [N * forks, C, H, W] (x_t is the held state repeated)."""
+    return lambda x, t, g, k: fork(loaded.denoiser(), loaded.diffusion, held, t, forks, g, num_steps=k)
 
 
-def sample_grid(
-    loaded: LoadedModel,
-    n: int,
-    seed: int,
-    num_steps: int | None = None,
-    eta: float = 1.0,
-    nrow: int | None = None,
-    precision: Precision | None = None,
-    on_step: OnStep = None,
-) -> Figure:
-    """n samples x_0: the exact chain of Algorithm 2 (num_steps None or >= T), else a strided chain with eta; the
-    network in `precision` (None: the model's inference precision, bf16 where the device runs it natively)."""
+def forks_figure(loaded: LoadedModel, n: int, t: int, forks: int, seed: int) -> Work[Forks]:
+    """Fig. 7: the chains of n samples from seed (as `trajectory` draws them) down to step t, then each held x_t
+    completed `forks` times, x_0 ~ p(x_0 | x_t), the completions drawing from a generator of seed of their own."""
     c, T = loaded.unet_config, loaded.diffusion.num_timesteps
-    steps = generate(
-        loaded.denoiser(precision),
-        loaded.diffusion,
-        (n, c.in_channels, *c.image_size),
-        torch.Generator().manual_seed(seed),
-        num_steps=num_steps,
-        eta=eta,
-    )
-    total = min(num_steps or T, T)
-    last, _ = _drain(steps, total, on_step)
-    sampler = "ancestral" if total >= T else f"strided (eta={eta})"
-    metadata = _metadata(loaded, sampler=sampler, steps=total, seed=seed, n=n)
-    return Figure(make_grid(to_uint8(last.x_t), nrow=nrow), metadata)
-
-
-def trajectory(loaded: LoadedModel, n: int, seed: int, frames: int, on_step: OnStep = None) -> Figure:
-    """Fig. 6: the exact chain of n samples, shown at `frames` evenly spaced steps from t = T to 0; the figure's
-    `frames` hold the grids of x_t and of x^0 at those steps, for an animation."""
-    c, T = loaded.unet_config, loaded.diffusion.num_timesteps
-    shown = set(np.linspace(T, 0, frames).round().astype(int).tolist())
+    held = None
     steps = generate(
         loaded.denoiser(), loaded.diffusion, (n, c.in_channels, *c.image_size), torch.Generator().manual_seed(seed)
     )
-    _, kept = _drain(steps, T + 1, on_step, keep=lambda s: s.t in shown)
-    x_t = np.stack([to_uint8(s.x_t) for s in kept])  # [K, N, H, W, C]
-    pred = np.stack([to_uint8(s.pred_x0) for s in kept])
-    metadata = _metadata(
-        loaded,
-        sampler="ancestral",
-        steps=T,
-        seed=seed,
-        n=n,
-        frames=",".join(str(s.t) for s in kept),
-        layout="rows: x_t then x0_pred per image",
-    )
-    animation = {"x_t": [make_grid(f) for f in x_t], "pred_x0": [make_grid(f) for f in pred]}
-    return Figure(trajectory_layout(x_t, pred), metadata, animation)
-
-
-def forks_figure(loaded: LoadedModel, n: int, t: int, forks: int, seed: int, on_step: OnStep = None) -> Figure:
-    """Fig. 7: n chains down to step t, each held x_t completed `forks` times, x_0 ~ p(x_0 | x_t)."""
-    c = loaded.unet_config
-    denoiser = loaded.denoiser()
-    g = torch.Generator().manual_seed(seed)
-    held = None
-    for step in generate(denoiser, loaded.diffusion, (n, c.in_channels, *c.image_size), g):
+    total = (T - t + 1) + (t + 1)  # down to the held step, then the forks' chain
+    for done, step in enumerate(steps, 1):
         if step.t == t:
             held = step.x_t
             break
-    last, _ = _drain(fork(denoiser, loaded.diffusion, held, t, forks, g), t + 1, on_step)
-    metadata = _metadata(
-        loaded, sampler="ancestral", t=t, forks=forks, seed=seed, layout="rows: held x_t then its forks"
-    )
-    return Figure(forks_layout(to_uint8(held), to_uint8(last.x_t)), metadata)
+        yield Progress(Stage.FORK, done, total) if done % 10 == 0 else None
+    completions = fork_chain(loaded, held, forks)(held, t, torch.Generator().manual_seed(seed), None)
+    last = yield from _continue(completions, Stage.FORK, T - t + 1, total)
+    settings = {"sampler": "ancestral", "t": t, "forks": forks, "seed": seed, "layout": "rows: held x_t then its forks"}
+    return Forks(to_uint8(held), to_uint8(last.x_t), _metadata(loaded, **settings), loaded.identity)
+
+
+def _continue(steps, stage: str, done: int, total: int) -> Work[SampleStep]:
+    last = None
+    for last in steps:  # noqa: B007 (the last step is the result)
+        done += 1
+        yield Progress(stage, done, total) if done % 10 == 0 or done == total else None
+    return last
+
+
+# ---- the interpolation (Figs. 8-9) ----
+
+
+@dataclass(frozen=True)
+class Interpolation:
+    a: np.ndarray  # [H, W, C] uint8: the sources
+    b: np.ndarray
+    images: np.ndarray  # [L, H, W, C] uint8: lambda = 0 .. 1
+    metadata: dict[str, str]
+    model: ModelIdentity | None = None
+
+    def picture(self, padding: int = 2) -> np.ndarray:
+        """Source A, the lambdas, source B side by side in one row."""
+        return strip_layout(np.concatenate([self.a[None], self.images, self.b[None]]), padding)
+
+
+def mixed_latents(loaded: LoadedModel, a: np.ndarray, b: np.ndarray, t: int, lambdas: Sequence[float], seed: int):
+    """Sources a, b ([H, W, C] uint8) encoded at step t with q(x_t | x_0) from seed and mixed for every lambda
+    (Fig. 8): ([L, C, H, W] latents, the chain that decodes them). Encoded once: every stage of a progressive view
+    decodes the same latents, its chain's noise continuing the seed's stream after the encoding draws and shared by
+    every lambda (Sec. 4.4), exactly as `sampling.interpolate` draws it."""
+    device = loaded.diffusion.device
+    x0_a, x0_b = from_uint8(a[None]).to(device), from_uint8(b[None]).to(device)
+    g = torch.Generator().manual_seed(seed)
+    mixed = mix_latents(*encode_pair(loaded.diffusion, x0_a, x0_b, t, g), list(lambdas))
+    after_encoding = g.get_state()
+
+    def chain(x: torch.Tensor, t_: int, g_: torch.Generator, k: int | None):
+        g_.set_state(after_encoding)
+        noise = shared_noise(len(lambdas))
+        return reverse_chain(loaded.denoiser(), loaded.diffusion, x, t_, g_, num_steps=k, noise_fn=noise)
+
+    return mixed, chain
 
 
 def interpolation(
     loaded: LoadedModel,
-    a: torch.Tensor,
-    b: torch.Tensor,
+    a: np.ndarray,
+    b: np.ndarray,
     t: int,
     lambdas: Sequence[float],
     seed: int,
     num_steps: int | None = None,
     sources: tuple[str, str] = ("A", "B"),
-    on_step: OnStep = None,
-) -> Figure:
-    """Figs. 8-9: sources a, b [1, C, H, W] in [-1, 1] mixed at step t for each lambda, then decoded."""
-    steps = interpolate(
-        loaded.denoiser(),
-        loaded.diffusion,
-        a,
-        b,
-        t,
-        list(lambdas),
-        torch.Generator().manual_seed(seed),
-        num_steps=num_steps,
+) -> Work[Interpolation]:
+    """Figs. 8-9: sources a, b ([H, W, C] uint8) mixed at step t for each lambda, then decoded by the exact chain
+    (num_steps None) or a strided one."""
+    mixed, chain = mixed_latents(loaded, a, b, t, lambdas, seed)
+    last = yield from drain(
+        chain(mixed, t, torch.Generator(), num_steps), Stage.INTERPOLATION, chain_length(num_steps, t) + 1
     )
-    last, _ = _drain(steps, min(num_steps or t, t) + 1, on_step)
-    row = np.concatenate([to_uint8(a), to_uint8(last.x_t), to_uint8(b)])  # source A, lambda = 0..1, source B
     metadata = _metadata(
         loaded,
         a=sources[0],
@@ -171,31 +290,75 @@ def interpolation(
         t=t,
         lambdas=json.dumps(list(lambdas)),
         seed=seed,
-        steps=num_steps or t,
+        steps=chain_length(num_steps, t),
         layout="source A, lambda = 0 .. 1, source B",
     )
-    return Figure(strip_layout(row), metadata)
+    return Interpolation(a, b, to_uint8(last.x_t), metadata, loaded.identity)
 
 
-def bound_summary(loaded: LoadedModel, x0: torch.Tensor, seed: int, split: str, on_step: OnStep = None) -> dict:
-    """Fig. 5 and Table 2's bits/dim: the bound on x0 [N, C, H, W] in [-1, 1], its parts, and the rate-distortion
-    curve (rate in bits/dim, distortion as RMSE on the 0-255 scale, both indexed by t)."""
-    T, n = loaded.diffusion.num_timesteps, x0.shape[0]
-    on_term = (lambda term: on_step(T - term.t + 1, T)) if on_step is not None else None
-    result = evaluate_bound(
-        loaded.denoiser(Precision.FP32), loaded.diffusion, x0, torch.Generator().manual_seed(seed), on_term=on_term
-    )
+def strip_layout(images: np.ndarray, padding: int = 2) -> np.ndarray:
+    """Figs. 8-9: [K, H, W, C] side by side in one row (source A, the lambdas, source B)."""
+    return make_grid(images, nrow=len(images), padding=padding)
+
+
+# ---- the bound (Fig. 5, Table 2) ----
+
+
+@dataclass(frozen=True)
+class LikelihoodResult:
+    bits_per_dim: float
+    stderr: float | None  # of the mean; None for one image, which has no spread
+    prior_bpd: float
+    decoder_bpd: float
+    images: int
+    rate: np.ndarray  # [T+1] bits/dim at t (Fig. 5)
+    distortion: np.ndarray  # [T+1] RMSE on the 0-255 scale
+    model: ModelIdentity | None = None
+
+    def summary(self) -> dict:
+        """The figures as JSON values (the curves apart)."""
+        return {
+            "bits_per_dim": self.bits_per_dim,
+            "stderr": self.stderr,
+            "prior_bpd": self.prior_bpd,
+            "decoder_bpd": self.decoder_bpd,
+            "images": self.images,
+            **({"run": self.model.run, "step": self.model.step, "weights": self.model.weights} if self.model else {}),
+        }
+
+
+def bound(
+    loaded: LoadedModel, images: np.ndarray, seed: int = 0, batch_size: int = BOUND_BATCH
+) -> Work[LikelihoodResult]:
+    """Bits/dim of images [N, H, W, C] uint8 through the variational bound (Eq. 5) in fp32, with its parts and the
+    rate-distortion curve (Fig. 5). Batches of `batch_size` images, each through all T steps, one generator from
+    seed continuing from batch to batch: memory does not grow with N."""
+    n, T = len(images), loaded.diffusion.num_timesteps
+    assert n >= 1 and images.ndim == 4 and images.dtype == np.uint8, (images.shape, images.dtype)
+    device = loaded.diffusion.device
+    terms, mse, prior = torch.zeros(n, T), torch.zeros(n, T), torch.zeros(n)
+    generator = torch.Generator().manual_seed(seed)
+    denoiser = loaded.denoiser(Precision.FP32)
+    starts = range(0, n, batch_size)
+    for b, start in enumerate(starts):
+        part = from_uint8(images[start : start + batch_size]).to(device)
+        rows = slice(start, start + len(part))
+        for term in bound_terms(denoiser, loaded.diffusion, part, generator):
+            terms[rows, term.t - 1] = term.term_bpd.cpu()
+            mse[rows, term.t - 1] = term.x0_mse.cpu()
+            done = b * T + T - term.t + 1
+            yield Progress(Stage.BOUND, done, T * len(starts)) if done % 10 == 0 else None
+        prior[rows] = loaded.diffusion.prior_bpd(part).cpu()
+    result = BoundResult(prior + terms.sum(1), prior, terms, mse)
     rate, distortion = result.rate_distortion()
-    return {
-        "bits_per_dim": float(result.total_bpd.mean()),
-        "stderr": float(result.total_bpd.std() / n**0.5) if n > 1 else None,  # one image has no spread
-        "prior_bpd": float(result.prior_bpd.mean()),
-        "decoder_bpd": float(result.terms_bpd[:, 0].mean()),
-        "images": n,
-        "split": split,
-        "run": loaded.identity.run,
-        "step": loaded.step,
-        "weights": loaded.weights.value,
-        "rate_bpd": rate.tolist(),
-        "distortion_rmse": distortion.tolist(),
-    }
+    total = result.total_bpd
+    return LikelihoodResult(
+        float(total.mean()),
+        float(total.std() / n**0.5) if n > 1 else None,
+        float(prior.mean()),
+        float(terms[:, 0].mean()),
+        n,
+        rate.numpy(),
+        distortion.numpy(),
+        loaded.identity,
+    )

@@ -34,13 +34,20 @@ def from_uint8(images: np.ndarray | Tensor) -> Tensor:
     return t.permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
+def grid_shape(n: int, height: int, width: int, nrow: int | None = None, padding: int = 2) -> tuple[int, int, int]:
+    """(columns, picture height, picture width) of `make_grid` of n images of height x width: `nrow` images per
+    row (None: as square as possible), `padding` pixels around every image."""
+    columns = nrow or max(1, int(np.ceil(np.sqrt(n))))
+    rows = int(np.ceil(n / columns))
+    return columns, rows * (height + padding) + padding, columns * (width + padding) + padding
+
+
 def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2, pad_value: int = 255) -> np.ndarray:
     """[N, H, W, C] uint8 -> one [H', W', C] picture, `nrow` images per row (default: as square as possible)."""
     assert images.ndim == 4 and images.dtype == np.uint8, (images.shape, images.dtype)
     n, h, w, c = images.shape
-    ncol = nrow or max(1, int(np.ceil(np.sqrt(n))))
-    nrows = int(np.ceil(n / ncol))
-    grid = np.full((nrows * (h + padding) + padding, ncol * (w + padding) + padding, c), pad_value, dtype=np.uint8)
+    ncol, height, width = grid_shape(n, h, w, nrow, padding)
+    grid = np.full((height, width, c), pad_value, dtype=np.uint8)
     for i in range(n):
         r, col = divmod(i, ncol)
         y, x = padding + r * (h + padding), padding + col * (w + padding)

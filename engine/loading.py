@@ -21,7 +21,17 @@ from .diffusion import GaussianDiffusion
 from .runs import Run
 from .unet import UNet
 
-BUNDLED_RUN = Path(__file__).resolve().parent / "assets" / "bundled"  # package data: travels in the wheel
+
+def _assets() -> Path:
+    """The assets folder: inside the package where the wheel put it (site-packages/engine/assets), else the
+    checkout's top-level assets/."""
+    package = Path(__file__).resolve().parent
+    installed = package / "assets"
+    return installed if (installed / "bundled" / "run.json").is_file() else package.parent / "assets"
+
+
+ASSETS = _assets()
+BUNDLED_RUN = ASSETS / "bundled"  # the model a new user explores first (assets/README.md says how it was trained)
 
 
 @dataclass(frozen=True)

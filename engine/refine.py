@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 
 from .images import to_uint8
 from .loading import LoadedModel, ModelIdentity
+from .progress import Stage, drain
 from .sampling import SampleStep
 from .session import EngineSession
 
@@ -30,15 +30,6 @@ from .session import EngineSession
 SETTLED_STEPS = 100
 SETTLED_MIN_STEPS = 5  # ... and at least this many,
 SETTLED_BUDGET_S = 0.8  # sized so that it takes about this long (docs/architecture.md: settled within about a second)
-
-
-class Stage(StrEnum):  # a str: a stage compares equal to its name
-    DIRECT = "direct"  # x^0 from one evaluation
-    SETTLED = "settled"  # a short strided chain
-    EXACT = "exact"  # the ancestral chain of the paper
-    SAMPLE = "sample"  # a sample grid's chain (one stage)
-    BOUND = "bound"  # the variational bound's T terms
-    READING = "reading"  # decoding images
 
 
 @dataclass(frozen=True)
@@ -54,27 +45,11 @@ class Refined:
     next_total: int = 0  # ... and how many reverse steps it runs
 
 
-@dataclass(frozen=True)
-class ChainProgress:
-    stage: Stage
-    done: int
-    total: int
-
-
 def settled_steps_for(seconds_per_step: float) -> int:
     """How many strided steps the settled stage takes: as many as fit SETTLED_BUDGET_S at the measured cost of one
     network evaluation, between SETTLED_MIN_STEPS and SETTLED_STEPS (a GPU, or a small model, gets all 100)."""
     fits = int(SETTLED_BUDGET_S / max(seconds_per_step, 1e-6))
     return max(SETTLED_MIN_STEPS, min(SETTLED_STEPS, fits))
-
-
-def drain(steps: Iterator[SampleStep], stage: Stage, total: int) -> Generator[Any, None, SampleStep]:
-    """Run a chain to its end, yielding progress every 10 steps (and None between: a point to pre-empt)."""
-    last, done = None, 0
-    for last in steps:  # noqa: B007 (the last step is the result)
-        done += 1
-        yield ChainProgress(stage, min(done, total), total) if done % 10 == 0 else None
-    return last
 
 
 Chain = Callable[[torch.Tensor, int, torch.Generator, int | None], Iterator[SampleStep]]

@@ -12,6 +12,7 @@ whole and flushed, and a reader ignores a last line that is not finished yet.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -80,6 +81,28 @@ class RunSpec:
     @classmethod
     def from_preset(cls, preset: Preset, data: str) -> RunSpec:
         return cls(preset.unet, preset.diffusion, preset.train, data, preset.name)
+
+    @classmethod
+    def for_data(
+        cls,
+        preset: Preset,
+        data: str,
+        channels: int,
+        image_size: tuple[int, int],
+        train: dict[str, Any] | None = None,
+        diffusion: dict[str, Any] | None = None,
+    ) -> RunSpec:
+        """A new run's configs: the preset, with the data's channels and size and the user's changes (fields of
+        TrainConfig and DiffusionConfig). The one place the command line and the studio build a new run from; a
+        size the U-Net's levels cannot halve evenly raises ValueError."""
+        unet = dataclasses.replace(preset.unet, in_channels=channels, image_size=tuple(image_size))
+        return cls(
+            unet,
+            dataclasses.replace(preset.diffusion, **(diffusion or {})),
+            dataclasses.replace(preset.train, **(train or {})),
+            data,
+            preset.name,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

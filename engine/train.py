@@ -26,7 +26,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,10 +39,39 @@ from .config import LRSchedule, to_jsonable
 from .data import BatchPosition, ImageDataset, batches, load_dataset
 from .device import Denoiser, autocast, pick_device, resolve_precision
 from .diffusion import GaussianDiffusion
-from .images import make_grid, save_png, to_uint8, upscale
-from .runs import Run, RunError
-from .sampling import generate, sample
+from .figures import chain_length, draw_samples, sampler_name
+from .images import make_grid, save_png, upscale
+from .progress import Progress, Stage, Work
+from .runs import Run, RunError, RunSpec
+from .train_events import (
+    BusyClock,
+    CheckpointSaved,
+    RolledBack,
+    SamplesReady,
+    StepDone,
+    StepLogged,
+    StepSkipped,
+    StepStats,
+    TrainEvent,
+    TrainFinished,
+    TrainStarted,
+)
 from .unet import UNet, count_parameters
+
+__all__ = [  # the events, for those who import them from here
+    "CheckpointSaved",
+    "RolledBack",
+    "SamplesReady",
+    "StepDone",
+    "StepLogged",
+    "StepSkipped",
+    "TrainEvent",
+    "TrainFinished",
+    "TrainStarted",
+    "Trainer",
+    "make_adam",
+    "open_trainer",
+]
 
 
 def make_adam(params, lr: float, device: torch.device) -> torch.optim.Adam:
@@ -54,80 +83,6 @@ def make_adam(params, lr: float, device: torch.device) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, fused=True if fused else None)
 
 
-# ---- events ----
-
-
-@dataclass(frozen=True)
-class TrainStarted:
-    step: int
-    total_steps: int
-    resumed_from: int | None  # the checkpoint's step when resuming
-    device: str
-    precision: str
-    parameters: int
-    dataset_size: int
-    warnings: tuple[str, ...] = ()
-    processes: int = 1  # distributed training: the world size, each process taking batch_size / processes
-
-
-@dataclass(frozen=True)
-class StepLogged:
-    step: int
-    loss: float  # mean L_simple over the steps since the last log
-    loss_by_quartile: tuple[float | None, ...]  # the same by t-quartile (t in [1, T/4], ...); None where no sample fell
-    lr: float
-    grad_norm: float  # before clipping
-    images_per_s: float
-    eta_s: float
-    elapsed_s: float
-
-
-@dataclass(frozen=True)
-class StepDone:
-    """Every optimiser step (cheap: a progress counter, and the point where other work may run)."""
-
-    step: int
-    loss: float
-
-
-@dataclass(frozen=True)
-class StepSkipped:
-    step: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class RolledBack:
-    from_step: int
-    to_step: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class SamplesReady:
-    step: int
-    ema: np.ndarray  # [N, H, W, C] uint8
-    raw: np.ndarray  # [N, H, W, C] uint8, the live weights with the same noise
-    path: str
-
-
-@dataclass(frozen=True)
-class CheckpointSaved:
-    step: int
-    path: str
-
-
-@dataclass(frozen=True)
-class TrainFinished:
-    step: int
-    reason: str  # "done" or "stopped"
-
-
-TrainEvent = (
-    TrainStarted | StepDone | StepLogged | StepSkipped | RolledBack | SamplesReady | CheckpointSaved | TrainFinished
-)
-
-
 def _step_seed(seed: int, step: int, stream: int, rollbacks: int, rank: int = 0) -> int:
     """A seed for one step's draws; after a rollback the replayed steps draw afresh instead of diverging again.
     `rank` > 0 gives each distributed process its own stream (for the draws that are not shared, i.e. dropout)."""
@@ -135,48 +90,11 @@ def _step_seed(seed: int, step: int, stream: int, rollbacks: int, rank: int = 0)
     return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
 
 
-class BusyClock:
-    """Seconds spent working: runs between `resume` and `pause` only."""
-
-    def __init__(self):
-        self._total, self._since = 0.0, None
-
-    def resume(self) -> None:
-        self._since = time.perf_counter()
-
-    def pause(self) -> None:
-        if self._since is not None:
-            self._total += time.perf_counter() - self._since
-            self._since = None
-
-    def elapsed(self) -> float:
-        running = time.perf_counter() - self._since if self._since is not None else 0.0
-        return self._total + running
-
-
 def _count(value: object) -> int:
     """A non-negative integer from a checkpoint's JSON (ValueError otherwise)."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"{value!r} is not a count")
     return value
-
-
-@dataclass(frozen=True)
-class StepStats:
-    """One optimiser step, summed over every process: the global batch's losses by t-quartile, and the verdict."""
-
-    loss_sum_by_quartile: torch.Tensor  # [4] float64: sum of L_simple over the examples with t in [q T/4, (q+1) T/4)
-    count_by_quartile: torch.Tensor  # [4] float64: how many examples
-    grad_norm: float  # before clipping; the same on every process (DDP averaged the gradients)
-    problem: str | None  # "non-finite loss" / "non-finite gradient" (the step was not applied), else None
-
-    @property
-    def count(self) -> int:
-        return int(self.count_by_quartile.sum())
-
-    @property
-    def loss(self) -> float:
-        return float(self.loss_sum_by_quartile.sum() / max(1.0, float(self.count_by_quartile.sum())))
 
 
 class Trainer:
@@ -406,10 +324,9 @@ class Trainer:
 
     # ---- previews ----
 
-    def preview(
-        self, count: int | None = None, num_steps: int | None = None, seed: int = 0
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Samples from the EMA and the live weights with the same noise: ([N,H,W,C], [N,H,W,C]) uint8."""
+    def preview(self, count: int | None = None, num_steps: int | None = None, seed: int = 0) -> Work[tuple]:
+        """Samples from the EMA and the live weights with the same noise (figures.draw_samples), one yield per
+        network evaluation: ([N, H, W, C], [N, H, W, C]) uint8."""
         cfg = self.run_dir.spec.unet
         count = count or self.config.sample_count
         num_steps = num_steps or self.config.sample_steps
@@ -419,15 +336,16 @@ class Trainer:
             was_training = module.training
             module.eval()
             denoiser = Denoiser(module, self.precision, cuda_graphs=False)  # no graph memory beside training's
-            x0 = sample(
-                generate(denoiser, self.diffusion, shape, torch.Generator().manual_seed(seed), num_steps=num_steps)
-            )
-            module.train(was_training)
-            grids.append(to_uint8(x0))
+            try:
+                grids.append(
+                    (yield from draw_samples(denoiser, self.diffusion, shape, seed, num_steps, 1.0, Stage.PREVIEW))
+                )
+            finally:
+                module.train(was_training)
         return grids[0], grids[1]
 
-    def _save_preview(self) -> SamplesReady:
-        ema, raw = self.preview()
+    def _save_preview(self) -> Work[SamplesReady]:
+        ema, raw = yield from self.preview()
         # Zoomed (nearest neighbour) so a person opening the file can see a 16x16 sample; the studio re-zooms anyway.
         picture = upscale(make_grid(ema, nrow=int(math.ceil(math.sqrt(len(ema))))), max(1, 64 // ema.shape[1]))
         path = save_png(
@@ -437,8 +355,8 @@ class Trainer:
                 "run": self.run_dir.name,
                 "step": str(self.step),
                 "weights": "ema",
-                "sampler": "strided" if self.config.sample_steps < self.diffusion.num_timesteps else "ancestral",
-                "steps": str(self.config.sample_steps),
+                "sampler": sampler_name(self.config.sample_steps, self.diffusion.num_timesteps),
+                "steps": str(chain_length(self.config.sample_steps, self.diffusion.num_timesteps)),
                 "seed": "0",
                 "config": to_jsonable(self.run_dir.spec.unet),
             },
@@ -447,8 +365,17 @@ class Trainer:
 
     # ---- the loop ----
 
-    def run(self, total_steps: int | None = None, stop: Callable[[], bool] = lambda: False) -> Iterator[TrainEvent]:
+    def run(
+        self,
+        total_steps: int | None = None,
+        stop: Callable[[], bool] = lambda: False,
+        switch_points: bool = False,
+    ) -> Iterator[TrainEvent | Progress | None]:
         """Train until `total_steps` (default: the config's) or until `stop()` is true; yields events.
+
+        With `switch_points` it also yields the preview grid's `Progress`, and None between its network evaluations,
+        so a consumer that shares the thread (the studio's engine thread) can serve other work there: a step, or one
+        evaluation of a preview, is then the longest it waits.
 
         A `total_steps` other than the run's plan changes the plan (run.json's `train.total_steps`, with a line in
         its `history`): the cosine learning-rate decay is re-planned to end at the new total, as if the run had been
@@ -479,7 +406,8 @@ class Trainer:
                     return
                 finally:
                     self._clock.pause()
-                yield event
+                if switch_points or not (event is None or isinstance(event, Progress)):
+                    yield event
 
     def _replan(self, total: int) -> str:
         old = self.config.total_steps
@@ -542,8 +470,8 @@ class Trainer:
                 window_start, window_images = now, 0
                 self._window = (torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
             if self.step % cfg.sample_every == 0:
-                if distributed.is_main():
-                    yield self._save_preview()
+                if distributed.is_main():  # a yield per evaluation: the studio's sliders wait one at most
+                    yield (yield from self._save_preview())
                 distributed.barrier()  # the others wait while rank 0 alone samples
             if self.step % cfg.checkpoint_every == 0 and self.step != total:
                 yield CheckpointSaved(self.step, self.save())
@@ -596,3 +524,30 @@ class Trainer:
             )
         self.rollbacks += 1
         return RolledBack(from_step, found.step, reason)
+
+
+def open_trainer(
+    run_dir: str | Path,
+    spec: RunSpec | None = None,
+    device: torch.device | str | None = None,
+    dataset: ImageDataset | None = None,
+) -> tuple[Trainer, list[str]]:
+    """The one way the command line, the studio and torchrun's processes open a trainer: a folder that holds a run
+    resumes it from its newest complete checkpoint (the run keeps its recipe); else the run is created from `spec`
+    (RunSpec.for_data), trained on `dataset` where that is the spec's data (already loaded), else on the spec's data
+    loaded afresh. Returns the trainer and why newer checkpoints were passed over.
+
+    Under torchrun every process calls this: they decide together whether the run is new before rank 0 writes it
+    (only rank 0 needs the spec), and the others read the run.json it wrote."""
+    root = Path(run_dir)
+    if not distributed.any_rank(not (root / "run.json").exists()):
+        trainer = Trainer(Run.open(root), device=device)
+        return trainer, trainer.resume()
+    run = None
+    if distributed.is_main():
+        if spec is None:
+            raise RunError(f"{root} holds no run to resume (no run.json)")
+        run = Run.create(root, spec)
+    distributed.barrier()  # rank 0 has written run.json: the others read the same spec from it
+    usable = dataset is not None and str(dataset.spec) == (run or Run.open(root)).spec.data
+    return Trainer(run or Run.open(root), device=device, dataset=dataset if usable else None), []

@@ -18,7 +18,7 @@ import threading
 import traceback
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 from .session import EngineSession
@@ -29,6 +29,22 @@ class Priority(IntEnum):
     INTERACTIVE = 0  # a slider, the scrubber: supersedes its own kind, runs before anything else
     ONE_OFF = 1  # sample, evaluate, export, load
     TRAINING = 2  # yields between steps
+
+
+class JobKey(StrEnum):
+    """What a job is, for supersession (a newer job of a key cancels the older) and for the status bar's words."""
+
+    MODEL = "model"
+    SAMPLE = "sample"
+    TRAJECTORY = "trajectory"
+    FORK = "fork"
+    INTERPOLATE = "interpolate"
+    LIKELIHOOD = "likelihood"
+    DATASET = "dataset"
+    DATASET_IMAGES = "dataset-images"
+    HELD_OUT = "held-out"
+    TRAINING_COST = "training-cost"
+    TRAIN = "train"
 
 
 class Cancelled(Exception):
@@ -55,6 +71,11 @@ class JobContext:
         if self.cancelled.is_set():
             raise Cancelled()
         self.worker.emit(JobProgress(self.job_id, self.key, value))
+
+    def announce(self, event: Any) -> None:
+        """An event that outlives the job (the compile of the model it loaded finishing later): sent as it is, from
+        any thread."""
+        self.worker.emit(event)
 
 
 JobFunction = Callable[[JobContext], Generator[Any, None, Any]]

@@ -15,14 +15,18 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal
 
-from engine import jobs, limits, refine
+from engine import data_jobs, figures, jobs, limits, refine
+from engine.compiled import CompileStatus
 from engine.config import PRESETS, DiffusionConfig, Precision, Preset, TrainConfig, UNetConfig, to_jsonable
+from engine.data import IMAGE_EXTENSIONS, DataError, DataSpec, FitMode, decode_image, detect_source, fit_array
+from engine.data import parse_data_spec as read_data_spec
 from engine.data.report import human_bytes
-from engine.figures import strip_layout, trajectory_layout
-from engine.images import captioned, make_grid, read_png_metadata, save_gif, save_png, strip, upscale
+from engine.figures import frame_steps, strip_layout, trajectory_layout
+from engine.images import captioned, grid_shape, make_grid, read_png_metadata, save_gif, save_png, strip, upscale
 from engine.loading import BUNDLED_RUN, identity_provenance, run_name
+from engine.progress import Progress, Stage
 from engine.runs import MetricsFollower, RunError, RunSpec, default_runs_folder, read_run_record, step_files
-from engine.train import (
+from engine.train_events import (
     CheckpointSaved,
     RolledBack,
     SamplesReady,
@@ -32,21 +36,24 @@ from engine.train import (
     TrainFinished,
     TrainStarted,
 )
-from engine.worker import EngineWorker, JobCancelled, JobFailed, JobFinished, JobProgress, JobStarted, Priority
+from engine.worker import EngineWorker, JobCancelled, JobFailed, JobFinished, JobKey, JobProgress, JobStarted, Priority
 
 # Re-exported for panels, which must not import the engine's torch-backed modules themselves.
 Refined = refine.Refined
-ChainProgress = refine.ChainProgress
-TrajectoryFrames = jobs.TrajectoryFrames
+Samples = figures.Samples
+TrajectoryFrames = figures.TrajectoryFrames
 ModelInfo = jobs.ModelInfo
-DataPreview = jobs.DataPreview
-LikelihoodResult = jobs.LikelihoodResult
+DataPreview = data_jobs.DataPreview
+LikelihoodResult = figures.LikelihoodResult
 TrainingCost = jobs.TrainingCost
 __all__ = [
     "Bridge",
+    "JobKey",
     "EngineError",
     "Refined",
-    "ChainProgress",
+    "Progress",
+    "Stage",
+    "Samples",
     "TrajectoryFrames",
     "ModelInfo",
     "DataPreview",
@@ -68,6 +75,8 @@ __all__ = [
     "save_png",
     "save_gif",
     "make_grid",
+    "grid_shape",
+    "frame_steps",
     "upscale",
     "captioned",
     "strip",
@@ -80,6 +89,14 @@ __all__ = [
     "human_bytes",
     "limits",
     "spin_range",
+    "IMAGE_SUFFIXES",
+    "image_file_filter",
+    "open_source_image",
+    "fit_source_image",
+    "DataSpec",
+    "FitMode",
+    "read_data_spec",
+    "source_kind",
     "TrainStarted",
     "StepDone",
     "StepLogged",
@@ -95,6 +112,35 @@ def spin_range(limit: limits.Limit, high: float | None = None) -> tuple[int, int
     """An engine limit as the (minimum, maximum) of a QSpinBox, which holds at most 2**31 - 1."""
     top = limit.high if high is None else high
     return int(limit.low), int(min(top, 2**31 - 1))
+
+
+# ---- the engine's rules, for panels that must not import it (plain functions: no torch work on the GUI thread) ----
+
+IMAGE_SUFFIXES = tuple(sorted(IMAGE_EXTENSIONS))  # what an image folder's files may end in
+
+
+def image_file_filter() -> str:
+    """A file dialog's filter for the image files the engine reads."""
+    return f"Images ({' '.join('*' + suffix for suffix in IMAGE_SUFFIXES)});;All files (*)"
+
+
+def open_source_image(path: str, size: tuple[int, int], channels: int) -> np.ndarray:
+    """An image file as an interpolation source, [H, W, C] uint8 at the model's size: decoded and centre-cropped
+    exactly as `ddpm interpolate --a FILE` and the data loader do (ValueError or OSError on a bad file)."""
+    return decode_image(path, size, channels, FitMode.CROP)
+
+
+def fit_source_image(image: np.ndarray, size: tuple[int, int], channels: int) -> np.ndarray:
+    """An image of another shape than the model's (a dataset image), brought to it as `open_source_image` would."""
+    return fit_array(image, size, channels, FitMode.CROP)
+
+
+def source_kind(source: str) -> str | None:
+    """What a data source is ("builtin:shapes", "folder", "cifar10", "idx"), or None where it is none of them."""
+    try:
+        return detect_source(source).value
+    except (DataError, OSError):
+        return None
 
 
 class EngineError(RuntimeError):
@@ -113,6 +159,7 @@ class Bridge(QObject):
     model_changed = Signal(object)  # jobs.ModelInfo
     train_event = Signal(object)  # engine.train events (TrainStarted, StepDone, StepLogged, SamplesReady, ...)
     training_changed = Signal(bool)  # a training job started (True) or ended (False)
+    compile_changed = Signal(object)  # engine.compiled.CompileStatus of the explored model's compiled path
     _engine_event = Signal(object)
 
     def __init__(self, parent: QObject | None = None):
@@ -122,8 +169,9 @@ class Bridge(QObject):
         self._keys: dict[int, str] = {}
         self._running: set[int] = set()
         self._train_job: int | None = None
-        self.model: jobs.ModelInfo | None = None
-        self.last_job_id = 0
+        self.model: jobs.ModelInfo | None = None  # the explored model: the studio's one description of it
+        self.compile_status: CompileStatus = CompileStatus("off")  # its compiled path, from the engine's events
+        self._compile_words: dict[int, CompileStatus] = {}  # the newest word of each compile, by handle
         self._engine_event.connect(self._on_engine_event, Qt.ConnectionType.QueuedConnection)
         self._worker = EngineWorker(emit=self._engine_event.emit)
 
@@ -138,7 +186,8 @@ class Bridge(QObject):
         graceful: bool = False,
         supersede: bool = True,
     ) -> asyncio.Future:
-        """Run an engine job; the future resolves with its result (cancelled if superseded, EngineError if it failed).
+        """Run an engine job; the future resolves with its result (cancelled if superseded, EngineError if it failed)
+        and names the job in `future.job_id` (for `cancel_job`).
 
         Interactive views supersede their own key (a slider's old value is never finished); one-off requests that
         several panels make independently (a sample, some dataset images) pass supersede=False and all complete.
@@ -147,7 +196,7 @@ class Bridge(QObject):
         if supersede:  # the older job of this key is cancelled: its progress, still in the queue, is not shown
             self._progress = {j: cb for j, cb in self._progress.items() if self._keys.get(j) != key}
         job_id = self._worker.submit(key, fn, priority, supersede=supersede, graceful=graceful)
-        self.last_job_id = job_id
+        future.job_id = job_id
         self._futures[job_id] = future
         self._keys[job_id] = key
         if on_progress is not None:
@@ -167,6 +216,12 @@ class Bridge(QObject):
         return [self._keys[j] for j in self._running if j in self._keys]
 
     def _on_engine_event(self, event: Any) -> None:
+        if isinstance(event, CompileStatus):
+            self._compile_words[event.handle] = event
+            if self.model is not None and event.handle == self.model.compile.handle:
+                self.compile_status = event
+                self.compile_changed.emit(event)
+            return  # else a cancelled compile's late word, or one that came before its model: kept above
         job_id = event.job_id
         if isinstance(event, JobProgress):
             if job_id == self._train_job:
@@ -189,7 +244,11 @@ class Bridge(QObject):
         if isinstance(event, JobFinished):
             if isinstance(event.result, jobs.ModelInfo):
                 self.model = event.result
+                status = event.result.compile
+                self.compile_status = self._compile_words.get(status.handle, status) if status.handle else status
+                self._compile_words.clear()
                 self.model_changed.emit(event.result)
+                self.compile_changed.emit(self.compile_status)
             if future is not None and not future.done():
                 future.set_result(event.result)
             self.job_finished.emit(job_id, event.key)
@@ -202,20 +261,6 @@ class Bridge(QObject):
                 future.cancel()
             self.job_cancelled.emit(job_id, event.key)
 
-    def compiled_path(self) -> tuple[str, str]:
-        """The explored model's compiled forward (engine/compiled.py) as (state, detail): ("off", why) where it is
-        not compiled here, ("compiling", ""), ("ready", how and in how many seconds) or ("failed", the error); ("", "")
-        before a model is loaded. Read from the engine thread's objects without waiting on it (plain attributes)."""
-        model = self._worker.state.model
-        if model is None:
-            return "", ""
-        handle = model.compiled
-        if handle is None:
-            return "off", model.compile_off or ""
-        if handle.state == "ready":
-            return "ready", f"{'loaded from the cache' if handle.cached else 'compiled'} in {handle.seconds:.0f} s"
-        return handle.state, handle.error
-
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop every job (training saves its checkpoint first) and end the engine thread."""
         self._worker.shutdown(timeout)
@@ -223,7 +268,7 @@ class Bridge(QObject):
     # ---- the studio's jobs ----
 
     def load_model(self, source: str, weights: str = "ema") -> asyncio.Future:
-        return self.submit("model", jobs.load_model_job(source, weights), Priority.ONE_OFF)
+        return self.submit(JobKey.MODEL, jobs.load_model_job(source, weights), Priority.ONE_OFF)
 
     def sample(
         self,
@@ -234,13 +279,13 @@ class Bridge(QObject):
         on_progress: Callable[[Any], None] | None = None,
     ) -> asyncio.Future:
         return self.submit(
-            "sample", jobs.sample_job(n, seed, num_steps, eta), Priority.ONE_OFF, on_progress, supersede=False
+            JobKey.SAMPLE, jobs.sample_job(n, seed, num_steps, eta), Priority.ONE_OFF, on_progress, supersede=False
         )
 
     def trajectory(
-        self, n: int, seed: int, on_frames: Callable[[jobs.TrajectoryFrames], None] | None = None
+        self, n: int, seed: int, on_frames: Callable[[TrajectoryFrames], None] | None = None
     ) -> asyncio.Future:
-        return self.submit("trajectory", jobs.trajectory_job(n, seed), Priority.ONE_OFF, on_frames)
+        return self.submit(JobKey.TRAJECTORY, jobs.trajectory_job(n, seed), Priority.ONE_OFF, on_frames)
 
     def fork(
         self,
@@ -252,7 +297,7 @@ class Bridge(QObject):
         on_refined: Callable[[Any], None] | None = None,
     ) -> asyncio.Future:
         return self.submit(
-            "fork", jobs.fork_job(trajectory_id, index, t, forks, seed), Priority.INTERACTIVE, on_refined
+            JobKey.FORK, jobs.fork_job(trajectory_id, index, t, forks, seed), Priority.INTERACTIVE, on_refined
         )
 
     def interpolate(
@@ -266,20 +311,22 @@ class Bridge(QObject):
         exact: bool = True,
     ) -> asyncio.Future:
         return self.submit(
-            "interpolate", jobs.interpolate_job(a, b, t, lambdas, seed, exact), Priority.INTERACTIVE, on_refined
+            JobKey.INTERPOLATE, jobs.interpolate_job(a, b, t, lambdas, seed, exact), Priority.INTERACTIVE, on_refined
         )
 
     def likelihood(
         self, images: np.ndarray, seed: int = 0, on_progress: Callable[[Any], None] | None = None
     ) -> asyncio.Future:
-        return self.submit("likelihood", jobs.likelihood_job(images, seed), Priority.ONE_OFF, on_progress)
+        return self.submit(JobKey.LIKELIHOOD, jobs.likelihood_job(images, seed), Priority.ONE_OFF, on_progress)
 
     def load_dataset(self, spec: str, on_progress: Callable[[Any], None] | None = None) -> asyncio.Future:
-        """DataPreview of a data spec, loaded into the engine; `on_progress` gets LoadProgress (stage, done, total)."""
-        return self.submit("dataset", jobs.dataset_job(spec), Priority.ONE_OFF, on_progress)
+        """DataPreview of a data spec, loaded into the engine; `on_progress` gets Progress (stage, done, total)."""
+        return self.submit(JobKey.DATASET, data_jobs.dataset_job(spec), Priority.ONE_OFF, on_progress)
 
     def dataset_images(self, indices: Sequence[int]) -> asyncio.Future:
-        return self.submit("dataset-images", jobs.dataset_images_job(list(indices)), Priority.ONE_OFF, supersede=False)
+        return self.submit(
+            JobKey.DATASET_IMAGES, data_jobs.dataset_images_job(list(indices)), Priority.ONE_OFF, supersede=False
+        )
 
     def held_out_images(
         self,
@@ -290,24 +337,24 @@ class Bridge(QObject):
     ) -> asyncio.Future:
         """HeldOutImages: the first n images (None: all) of a data spec, [K, H, W, C] uint8, what they are and why
         a model trained on `trained_on` may score them misleadingly; the loaded dataset stays as it is."""
-        job = jobs.held_out_images_job(spec, n, trained_on)
-        return self.submit("held-out", job, Priority.ONE_OFF, on_progress)
+        job = data_jobs.held_out_images_job(spec, n, trained_on)
+        return self.submit(JobKey.HELD_OUT, job, Priority.ONE_OFF, on_progress)
 
     def training_cost(self, unet: UNetConfig) -> asyncio.Future:
         """TrainingCost (parameters, forward FLOPs, activation bytes per image) of a U-Net config; a newer request
         supersedes an older one."""
-        return self.submit("training-cost", jobs.training_cost_job(unet), Priority.ONE_OFF)
+        return self.submit(JobKey.TRAINING_COST, jobs.training_cost_job(unet), Priority.ONE_OFF)
 
     def start_training(self, run_dir: str, spec=None, total_steps: int | None = None) -> asyncio.Future:
         """Train in the background (resuming the run if it exists); `train_event` carries its events."""
-        future = self.submit("train", jobs.train_job(run_dir, spec, total_steps), Priority.TRAINING, graceful=True)
-        self._train_job = self.last_job_id
+        future = self.submit(JobKey.TRAIN, jobs.train_job(run_dir, spec, total_steps), Priority.TRAINING, graceful=True)
+        self._train_job = future.job_id
         self.training_changed.emit(True)
         return future
 
     def stop_training(self) -> None:
         """Finish the current step, save a checkpoint, end the training job."""
-        self.cancel("train")
+        self.cancel(JobKey.TRAIN)
 
     @property
     def training(self) -> bool:

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .bridge import BUNDLED_RUN, Bridge, EngineError, StepLogged, TrainFinished, TrainStarted, run_name
+from .bridge import BUNDLED_RUN, Bridge, EngineError, JobKey, StepLogged, TrainFinished, TrainStarted, run_name
 from .panels.dataset import DatasetPanel
 from .panels.export import ExportPanel
 from .panels.interpolation import InterpolationPanel
@@ -37,17 +37,17 @@ from .widgets.shortcuts import ShortcutsDialog, bound_shortcuts, key_text
 
 PANELS = (DatasetPanel, TrainingPanel, TrajectoryPanel, InterpolationPanel, LikelihoodPanel, ExportPanel)
 JOB_NAMES = {
-    "model": "loading the model",
-    "sample": "sampling",
-    "trajectory": "running the reverse chain",
-    "fork": "forking",
-    "interpolate": "interpolating",
-    "likelihood": "evaluating the bound",
-    "dataset": "loading the dataset",
-    "dataset-images": "reading images",
-    "train": "training",
-    "held-out": "reading the held-out images",
-    "training-cost": "estimating the training cost",
+    JobKey.MODEL: "loading the model",
+    JobKey.SAMPLE: "sampling",
+    JobKey.TRAJECTORY: "running the reverse chain",
+    JobKey.FORK: "forking",
+    JobKey.INTERPOLATE: "interpolating",
+    JobKey.LIKELIHOOD: "evaluating the bound",
+    JobKey.DATASET: "loading the dataset",
+    JobKey.DATASET_IMAGES: "reading images",
+    JobKey.TRAIN: "training",
+    JobKey.HELD_OUT: "reading the held-out images",
+    JobKey.TRAINING_COST: "estimating the training cost",
 }
 
 
@@ -119,6 +119,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self.bridge.job_failed.connect(self._on_job_failed)
         self.bridge.model_changed.connect(self._on_model_changed)
+        self.bridge.compile_changed.connect(self._show_compile)
         self.bridge.train_event.connect(self._on_train_event)
         self.state.observe("status", self.status_message.setText)
         self.resize(1280, 860)
@@ -254,9 +255,6 @@ class MainWindow(QMainWindow):
         self.training_label.setVisible(False)
         self.compile_label = QLabel("")
         self.compile_label.setVisible(False)
-        self.compile_poll = QTimer(self)
-        self.compile_poll.setInterval(1000)
-        self.compile_poll.timeout.connect(self._refresh_compile_label)
         self.engine_busy = QProgressBar()
         self.engine_busy.setRange(0, 0)
         self.engine_busy.setMaximumWidth(90)
@@ -306,22 +304,15 @@ class MainWindow(QMainWindow):
 
     def _on_model_changed(self, info) -> None:
         self._show_model(info)
-        self.state.set("model", info)
-        self._refresh_compile_label()
 
-    def _refresh_compile_label(self) -> None:
-        """The explored model's compiled path (engine/compiled.py), polled each second while it compiles."""
-        state, detail = self.bridge.compiled_path()
-        text, tip = COMPILE_LABELS.get(state, ("", ""))
-        if state == "off" and "C++ compiler" not in detail:
+    def _show_compile(self, status) -> None:
+        """The explored model's compiled path (engine/compiled.py), as the engine's CompileStatus events say."""
+        text, tip = COMPILE_LABELS.get(status.state, ("", ""))
+        if status.state == "off" and "C++ compiler" not in status.detail:
             text = ""  # turned off on purpose, or not for this device: nothing to say
         self.compile_label.setText(text)
-        self.compile_label.setToolTip(tip.format(detail=detail))
+        self.compile_label.setToolTip(tip.format(detail=status.detail))
         self.compile_label.setVisible(bool(text))
-        if state == "compiling":
-            self.compile_poll.start()
-        else:
-            self.compile_poll.stop()
 
     def _show_model(self, info) -> None:
         h, w = info.image_size

@@ -14,7 +14,6 @@ from typing import Any
 
 FIELDS = {
     "run_dir": None,  # str: the run being trained or explored
-    "model": None,  # bridge.ModelInfo of the loaded model
     "dataset": None,  # bridge.DataPreview of the loaded dataset
     "dataset_error": None,  # str: why the newest load failed ("SPEC: reason"); None once a load succeeds
     "samples": None,  # Export: the latest sample grid, {"images": [N,H,W,C] uint8, "metadata": {...}}

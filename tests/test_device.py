@@ -124,7 +124,7 @@ def test_the_compiled_forward_is_built_in_the_background_and_used_only_where_it_
             raise RuntimeError("something else broke")
         return wrapper(x, t)
 
-    monkeypatch.setattr(compiled, "_compile_in_child", compile_in_child)
+    monkeypatch.setattr(compiled, "compile_in_child", compile_in_child)
     monkeypatch.setattr(compiled, "_load", lambda path: function)
     config = PRESETS["micro"].unet
     model = _trained_looking_micro().requires_grad_(False)
@@ -180,7 +180,7 @@ def test_a_compiled_function_that_disagrees_with_the_eager_network_never_serves(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"compiled")
 
-    monkeypatch.setattr(compiled, "_compile_in_child", compile_in_child)
+    monkeypatch.setattr(compiled, "compile_in_child", compile_in_child)
     monkeypatch.setattr(compiled, "_load", lambda path: lambda wrapper, x, t: wrapper(x, t) * 1.01)
     model = _trained_looking_micro().requires_grad_(False)
     handle = compiled.start(model, PRESETS["micro"].unet, Precision.FP32)
@@ -222,7 +222,7 @@ def test_compiling_is_off_where_it_cannot_pay(monkeypatch):
 
 
 def test_the_studio_counts_as_busy_when_it_used_over_30_percent_of_a_core():
-    from engine.compiled import Activity
+    from engine.compile_child import Activity
 
     clock, cpu = [0.0], [0.0]
     activity = Activity(clock=lambda: clock[0], cpu=lambda: cpu[0])
@@ -234,13 +234,13 @@ def test_the_studio_counts_as_busy_when_it_used_over_30_percent_of_a_core():
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "killpg"), reason="pausing needs POSIX process groups")
 def test_the_compiling_process_is_paused_while_the_studio_is_busy_and_killed_when_cancelled(monkeypatch, tmp_path):
-    """engine.compiled._compile_in_child with a stand-in child (it counts, one every 20 ms, to 60, then writes its
+    """engine.compile_child.compile_in_child with a stand-in child (it counts, one every 20 ms, to 60, then writes its
     output): while the studio's process is busy the child's process group is stopped (its count does not move); once
     idle again the child runs to the end. Cancelled, the child is killed and nothing is written. A child that fails
     raises with its last line."""
     import time
 
-    from engine import compiled
+    from engine import compile_child
 
     child = (
         "import pathlib, sys, time\n"
@@ -261,15 +261,15 @@ def test_the_compiling_process_is_paused_while_the_studio_is_busy_and_killed_whe
             time.sleep(0.01)
         assert condition()
 
-    monkeypatch.setattr(compiled, "CHILD", child)
-    monkeypatch.setattr(compiled, "Activity", Scripted)
+    monkeypatch.setattr(compile_child, "CHILD", child)
+    monkeypatch.setattr(compile_child, "Activity", Scripted)
     out = tmp_path / "f.compiled"
     count = out.with_suffix(".count")
-    done = threading.Thread(target=compiled._compile_in_child, args=({}, out))
+    done = threading.Thread(target=compile_child.compile_in_child, args=({}, out))
     done.start()
     wait_for(lambda: count.exists() and count.read_text() not in ("", "0"))  # it runs while the studio is idle
     busy.set()
-    time.sleep(3 * compiled.TICK_S)  # stopped within a tick
+    time.sleep(3 * compile_child.TICK_S)  # stopped within a tick
     paused_at = count.read_text()
     time.sleep(0.6)
     assert count.read_text() == paused_at and int(paused_at) < 59 and not out.exists()  # no progress while busy
@@ -282,7 +282,7 @@ def test_the_compiling_process_is_paused_while_the_studio_is_busy_and_killed_whe
 
     def run():
         try:
-            compiled._compile_in_child({}, out, cancelled)
+            compile_child.compile_in_child({}, out, cancelled)
         except RuntimeError as e:
             failure.append(str(e))
 
@@ -291,13 +291,15 @@ def test_the_compiling_process_is_paused_while_the_studio_is_busy_and_killed_whe
     wait_for(lambda: out.with_suffix(".count").exists())
     cancelled.set()
     done.join(20)
-    assert failure == ["cancelled"] and not out.exists() and not compiled._children
+    assert failure == ["cancelled"] and not out.exists() and not compile_child._children
     time.sleep(0.3)
     assert not out.exists()  # killed: it never finished
 
-    monkeypatch.setattr(compiled, "CHILD", "import sys; print('warming up', file=sys.stderr); sys.exit('g++ broke')")
+    monkeypatch.setattr(
+        compile_child, "CHILD", "import sys; print('warming up', file=sys.stderr); sys.exit('g++ broke')"
+    )
     with pytest.raises(RuntimeError, match="^g\\+\\+ broke$"):
-        compiled._compile_in_child({}, tmp_path / "h.compiled")
+        compile_child.compile_in_child({}, tmp_path / "h.compiled")
 
 
 def _compile_and_compare() -> dict:

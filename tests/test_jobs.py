@@ -48,7 +48,7 @@ def test_held_out_images_reads_the_split_without_replacing_the_loaded_dataset():
     """held_out_images_job returns the first n images of a spec's split as [n, H, W, C] uint8, the same images a
     dataset load of that split holds, and 'all' (None) the whole split; the engine's loaded dataset stays as it was."""
     from engine.data import load_dataset
-    from engine.jobs import dataset_job, held_out_images_job
+    from engine.data_jobs import dataset_job, held_out_images_job
 
     ctx = JobContext(_Worker(), 1)
     _run(dataset_job("builtin:shapes?size=8&count=16"), ctx)
@@ -122,7 +122,7 @@ def test_held_out_images_of_an_unusable_source_fail_with_a_reason(tmp_path):
     """A source with no usable images is a readable failure, not an empty array."""
     import pytest
 
-    from engine.jobs import held_out_images_job
+    from engine.data_jobs import held_out_images_job
 
     with pytest.raises(RuntimeError, match="no usable images"):
         _run(held_out_images_job(f"{tmp_path / 'nowhere'}?size=8", 4), JobContext(_Worker(), 1))

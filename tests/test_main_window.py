@@ -211,7 +211,6 @@ def test_an_export_is_named_by_the_model_that_computed_it(qtbot, bridge, micro_r
     assert run_async(qtbot, window.open_run(str(micro_run)))
     stale = dataclasses.replace(bridge.model, step=0, provenance={**bridge.model.provenance, "step": "0"})
     bridge.model = stale  # what the studio remembers no longer says what the engine computes with
-    window.state.set("model", stale)
 
     _mix_to_exact(qtbot, window, 20)
     trajectory = window.panels["Trajectory"]
@@ -374,7 +373,7 @@ def test_the_status_bar_says_when_the_compiled_path_is_building_and_ready(qtbot,
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"compiled")
 
-    monkeypatch.setattr("engine.compiled._compile_in_child", compile_in_child)
+    monkeypatch.setattr("engine.compiled.compile_in_child", compile_in_child)
     monkeypatch.setattr("engine.compiled._load", lambda path: lambda wrapper, x, t: wrapper(x, t))
     monkeypatch.setenv("DDPM_COMPILE", "1")
     monkeypatch.setattr("engine.compiled.shutil.which", lambda name: "/usr/bin/g++")

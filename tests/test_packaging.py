@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLED = "engine/assets/bundled"
+BUNDLED = "engine/assets/bundled"  # in the wheel; assets/bundled in a checkout
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def wheel(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("src")
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
-    for package in ("engine", "studio"):
+    for package in ("engine", "studio", "assets"):
         shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("dist")
     subprocess.run(
@@ -43,7 +43,10 @@ def test_the_wheel_holds_both_commands_and_the_bundled_model(wheel):
         packed = hashlib.sha256(z.read(weights[-1])).hexdigest()
     assert "ddpm = engine.__main__:main" in scripts and "ddpm-studio = studio.app:run" in scripts
     assert {f"{BUNDLED}/run.json", weights[-1].replace(".safetensors", ".json")} <= names
-    assert packed == hashlib.sha256((ROOT / weights[-1]).read_bytes()).hexdigest()
+    checkout = ROOT / "assets" / Path(weights[-1]).relative_to("engine/assets")
+    assert packed == hashlib.sha256(checkout.read_bytes()).hexdigest()
+    inits = {str(p.relative_to(ROOT)) for top in ("engine", "studio") for p in (ROOT / top).rglob("__init__.py")}
+    assert len(inits) >= 5 and inits <= names, f"packages pyproject.toml does not list: {sorted(inits - names)}"
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
 

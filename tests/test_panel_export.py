@@ -12,7 +12,6 @@ from tests.conftest import run_async
 def test_an_exported_grid_exists_and_carries_its_metadata(qtbot, bridge, tmp_path):
     """Generate, then Save: the PNG is the grid at the chosen zoom and its text chunks say how to regenerate it."""
     state = AppState()
-    state.set("model", bridge.model)
     panel = ExportPanel(bridge, state)
     qtbot.addWidget(panel)
     panel.count.setValue(4)
@@ -35,7 +34,6 @@ def test_an_exported_grid_exists_and_carries_its_metadata(qtbot, bridge, tmp_pat
 
 def test_trajectory_strip_gif_and_interpolation_sheet(qtbot, bridge, tmp_path):
     state = AppState()
-    state.set("model", bridge.model)
     panel = ExportPanel(bridge, state)
     qtbot.addWidget(panel)
     assert not panel.save_strip_button.isEnabled()
@@ -82,7 +80,6 @@ def test_the_preview_caption_gives_the_saved_zoom_padding_and_size(qtbot, bridge
     """The preview fits its box, so a caption under it says how the PNG is saved (zoom, padding, pixels), following
     the spin boxes; the size it names is the saved file's."""
     state = AppState()
-    state.set("model", bridge.model)
     panel = ExportPanel(bridge, state)
     qtbot.addWidget(panel)
     assert "zoom 4, padding 2." in panel.preview_caption.text()  # no samples yet: no size
@@ -104,7 +101,6 @@ def test_generating_shows_progress_and_a_second_press_stops_it(qtbot, bridge):
     pressing it again stops the job, the bar goes and the previous grid (none here) stays. "Columns" at 0 reads
     "auto"."""
     state = AppState()
-    state.set("model", bridge.model)
     panel = ExportPanel(bridge, state)
     qtbot.addWidget(panel)
     assert panel.columns.value() == 0 and panel.columns.text() == "auto"

@@ -27,7 +27,7 @@ Everything public is re-exported here: import from `engine.data`, not from its m
 
 from .batches import BatchIterator, BatchPosition, batches, to_model_range, to_uint8_tensor
 from .dataset import ImageDataset, load_dataset
-from .files import IMAGE_EXTENSIONS, decode_image, find_image_files
+from .files import IMAGE_EXTENSIONS, decode_image, find_image_files, fit_array
 from .formats import (
     RestrictedUnpickler,
     UnsafePickleError,
@@ -45,7 +45,6 @@ from .spec import (
     DataSpec,
     FitMode,
     LoadOptions,
-    LoadProgress,
     ProgressCallback,
     SourceKind,
     Split,
@@ -58,7 +57,6 @@ __all__ = [
     "DataSpec",
     "FitMode",
     "LoadOptions",
-    "LoadProgress",
     "ProgressCallback",
     "SourceKind",
     "Split",
@@ -74,6 +72,7 @@ __all__ = [
     # files
     "IMAGE_EXTENSIONS",
     "decode_image",
+    "fit_array",
     "find_image_files",
     # formats
     "RestrictedUnpickler",

@@ -105,6 +105,13 @@ class ImageDataset:
         finally:
             stream.close()  # shuts the decoding threads down now
 
+    def chunks(self, count: int, chunk: int = 256) -> Iterator[np.ndarray]:
+        """The first `count` images as [B, H, W, C] uint8 numpy chunks of up to `chunk` (fewer where streamed files
+        fail to decode): how images to score or show are read, with a point between chunks to report or stop."""
+        for start in range(0, min(count, len(self)), chunk):
+            images, _ = self.read(torch.arange(start, min(start + chunk, count, len(self))))
+            yield images.permute(0, 2, 3, 1).contiguous().numpy()
+
     def read_ahead(self, index_batches: Iterator[Tensor], depth: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         """`read` for each batch of indices, decoding up to `depth` batches ahead on a thread pool when streamed."""
         if self._images is not None:

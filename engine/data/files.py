@@ -199,6 +199,14 @@ def _fit(image: Image.Image, size: tuple[int, int], fit: FitMode) -> Image.Image
     return canvas
 
 
+def fit_array(array: np.ndarray, size: tuple[int, int], channels: int, fit: FitMode = FitMode.CROP) -> np.ndarray:
+    """A decoded image [H, W, C] uint8 (C = 1, 3 or 4) -> [height, width, channels] uint8 at `size`, brought there
+    exactly as `decode_image` brings a file: a dataset image of another shape than the model's, say."""
+    assert array.ndim == 3 and array.dtype == np.uint8 and array.shape[2] in (1, 3, 4), (array.shape, array.dtype)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[array.shape[2]]
+    return _finish(Image.fromarray(array[:, :, 0] if mode == "L" else array, mode), size, channels, fit)
+
+
 def decode_image(path: str | os.PathLike, size: tuple[int, int], channels: int, fit: FitMode) -> np.ndarray:
     """One image file -> [H, W, channels] uint8: first frame, EXIF orientation applied, any Pillow mode.
 

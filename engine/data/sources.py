@@ -14,10 +14,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..progress import Progress
 from .files import _finish, decode_image
 from .report import SkippedFile, _classify
 from .shapes import make_shapes, render_shape
-from .spec import DataSpec, LoadOptions, LoadProgress, ProgressCallback
+from .spec import DataSpec, LoadOptions, ProgressCallback
 
 
 class _Source(Protocol):
@@ -97,7 +98,7 @@ class _CallbackError(Exception):
 def _report(progress: ProgressCallback | None, stage: str, done: int, total: int) -> None:
     if progress is not None:
         try:
-            progress(LoadProgress(stage, done, total))
+            progress(Progress(stage, done, total))
         except Exception as error:
             raise _CallbackError() from error
 

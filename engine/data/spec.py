@@ -14,6 +14,8 @@ from typing import Any
 
 from PIL import Image
 
+from ..progress import Progress
+
 
 class DataError(ValueError):
     """A source that cannot be read at all (missing, wrong format, unsafe); the message says why, for a person."""
@@ -59,8 +61,13 @@ class DataSpec:
 
     def __str__(self) -> str:
         """The text `parse_data_spec` reads back: the source, then the options that differ from the defaults."""
+        return self.to_text()
+
+    def to_text(self, size: bool = False) -> str:
+        """`str(spec)`; with `size`, the size is written even where it is the default (`ddpm train` takes a spec
+        without a size at its preset's size, so a spec shown for a person to copy names it)."""
         options = []
-        if self.image_size != (32, 32):
+        if size or self.image_size != (32, 32):
             height, width = self.image_size
             options.append(f"size={height}" if height == width else f"size={height}x{width}")
         for name in ("channels", "fit", "split", "count", "seed"):
@@ -124,11 +131,4 @@ class LoadOptions:
         return limit if limit is not None else 2**62
 
 
-@dataclass(frozen=True)
-class LoadProgress:
-    stage: str  # "reading headers", "decoding", "reading CIFAR-10", ...
-    done: int
-    total: int
-
-
-ProgressCallback = Callable[[LoadProgress], None]  # may raise to cancel; the exception reaches the caller unchanged
+ProgressCallback = Callable[[Progress], None]  # may raise to cancel; the exception reaches the caller unchanged

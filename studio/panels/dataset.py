@@ -40,7 +40,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.bridge import PRESETS, DataPreview, EngineError, UNetConfig, human_bytes
+from studio.bridge import (
+    IMAGE_SUFFIXES,
+    PRESETS,
+    DataPreview,
+    DataSpec,
+    EngineError,
+    FitMode,
+    UNetConfig,
+    human_bytes,
+    read_data_spec,
+    source_kind,
+)
 from studio.state import AppState
 from studio.widgets.image_grid import ImageGrid
 from studio.widgets.training_estimate import TrainingEstimateBox
@@ -216,17 +227,17 @@ class DatasetPanel(QWidget):
     # ---- the spec ----
 
     def spec_text(self) -> str:
-        """The data spec the controls describe, in `engine.data.parse_data_spec` syntax."""
+        """The data spec the controls describe, as the engine writes it (the size always named)."""
         source = "builtin:shapes" if self.source_combo.currentIndex() == BUILTIN else self.path_edit.text().strip()
-        h, w = self.height_spin.value(), self.width_spin.value()
-        options = [f"size={h}" if h == w else f"size={h}x{w}"]
-        if self.channels_combo.currentText() != "auto":
-            options.append(f"channels={self.channels_combo.currentText()}")
-        if self.fit_combo.currentText() != "crop":
-            options.append(f"fit={self.fit_combo.currentText()}")
-        if self.count_spin.value():
-            options.append(f"count={self.count_spin.value()}")
-        return f"{source}?{'&'.join(options)}"
+        channels = self.channels_combo.currentText()
+        spec = DataSpec(
+            source,
+            (self.height_spin.value(), self.width_spin.value()),
+            None if channels == "auto" else int(channels),
+            FitMode(self.fit_combo.currentText()),
+            count=self.count_spin.value() or None,
+        )
+        return spec.to_text(size=True)
 
     def _refresh_spec(self, *_) -> None:
         self.spec_label.setText(f"spec: <code>{self.spec_text()}</code>")
@@ -309,48 +320,43 @@ class DatasetPanel(QWidget):
         self.load(str(path))
 
     def _show_source(self, source: str) -> None:
-        """Set the source controls to match a spec's source (a path or builtin:...)."""
-        if source.lower().startswith("builtin:"):
+        """Set the source controls to match a spec's source (a path or builtin:...), of the kind the engine reads
+        it as."""
+        kind = source_kind(source)
+        if kind == "builtin:shapes":
             self.source_combo.setCurrentIndex(BUILTIN)
             return
-        path = Path(source)
-        if path.is_dir() or not path.exists():
-            kind = FOLDER
-        elif "idx" in path.name or "ubyte" in path.name:
-            kind = MNIST
-        else:
-            kind = CIFAR10
-        self.source_combo.setCurrentIndex(kind)
+        self.source_combo.setCurrentIndex({"cifar10": CIFAR10, "idx": MNIST}.get(kind, FOLDER))
         self.path_edit.setText(source)
-        if path.exists():
+        if Path(source).exists():
             self._remember(source)
 
-    def _show_options(self, query: str) -> None:
-        """Set the shape controls from a spec's options; a missing option takes the engine's default."""
-        options = dict(item.partition("=")[::2] for item in query.split("&") if "=" in item)
-        size = options.get("size", "32").lower().split("x")
-        if all(part.isdigit() for part in size):
-            self.height_spin.setValue(int(size[0]))
-            self.width_spin.setValue(int(size[-1]))
-        self.channels_combo.setCurrentText(options.get("channels", "auto"))
-        self.fit_combo.setCurrentText(options.get("fit", "crop"))
-        count = options.get("count", "0")
-        self.count_spin.setValue(int(count) if count.isdigit() else 0)
+    def _show_options(self, spec) -> None:
+        """Set the shape controls from a parsed spec (a missing option took the engine's default)."""
+        self.height_spin.setValue(spec.image_size[0])
+        self.width_spin.setValue(spec.image_size[1])
+        self.channels_combo.setCurrentText(str(spec.channels or "auto"))
+        self.fit_combo.setCurrentText(spec.fit.value)
+        self.count_spin.setValue(spec.count or 0)
 
     # ---- loading ----
 
     def load(self, spec_text: str) -> asyncio.Future:
         """Inspect and load `spec_text` ("SOURCE?size=HxW&channels=3&fit=crop", or a bare path, which takes the
         size, channels and fit of the controls). Returns the scheduled task."""
-        source, sep, query = spec_text.partition("?")
-        if Path(spec_text).exists():
-            source, sep, query = spec_text, "", ""
-        if source.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")):
+        try:
+            spec = read_data_spec(spec_text)
+        except ValueError as e:
+            self._failed(spec_text, str(e))
+            self._task = asyncio.ensure_future(asyncio.sleep(0))
+            return self._task
+        source = spec.source
+        if source.lower().endswith(IMAGE_SUFFIXES) and Path(source).is_file():
             source = str(Path(source).parent)  # a dropped image: train on its folder
         self._show_source(source)
-        if sep:
-            self._show_options(query)
-        else:
+        if "?" in spec_text and not Path(spec_text).exists():  # the text names its options: they apply as given
+            self._show_options(spec)
+        else:  # a bare source takes the controls' size, channels and fit
             spec_text = self.spec_text()
         self.spec_label.setText(f"spec: <code>{spec_text}</code>")
         self._task = asyncio.ensure_future(self._load(spec_text))

@@ -31,7 +31,8 @@ from PySide6.QtWidgets import (
 from ..bridge import (
     Bridge,
     captioned,
-    identity_provenance,
+    frame_steps,
+    grid_shape,
     limits,
     make_grid,
     save_gif,
@@ -197,10 +198,9 @@ class ExportPanel(QWidget):
         if samples is None:
             return None
         n, h, w = samples["images"].shape[:3]
-        padding, zoom = self.padding.value(), self.scale.value()
-        columns = self.columns.value() or max(1, int(np.ceil(np.sqrt(n))))  # as make_grid lays them out
-        rows = int(np.ceil(n / columns))
-        return (columns * (w + padding) + padding) * zoom, (rows * (h + padding) + padding) * zoom
+        zoom = self.scale.value()
+        _, height, width = grid_shape(n, h, w, self.columns.value() or None, self.padding.value())
+        return width * zoom, height * zoom
 
     def _show_preview_caption(self, *_) -> None:
         size = self.saved_grid_size()
@@ -219,7 +219,7 @@ class ExportPanel(QWidget):
             asyncio.ensure_future(self.generate())
 
     async def generate(self) -> None:
-        model = self.state.get("model")
+        model = self.bridge.model
         if model is None:
             self.message.setText("no model is loaded")
             return
@@ -237,7 +237,7 @@ class ExportPanel(QWidget):
 
     def _start_sampling(self, n: int, seed: int, steps: int | None, on_value) -> asyncio.Future:
         future = self.bridge.sample(n, seed, steps, on_progress=on_value)
-        self._sample_job = self.bridge.last_job_id
+        self._sample_job = future.job_id
         return future
 
     def _set_sampling(self, sampling: bool) -> None:
@@ -255,25 +255,12 @@ class ExportPanel(QWidget):
         self.message.setText("sampling stopped; the grid shown is the previous one")
 
     def _on_sampled(self, result) -> None:
+        """A `Samples` from the engine's sample-grid recipe: its provenance is the one `ddpm sample` writes."""
         self._set_sampling(False)
         n, seed, steps, T = self._asked
-        sampler = "ancestral (Alg. 2)" if steps is None else f"strided, eta=1, {steps} steps"
-        named = identity_provenance(result.model) if result.model is not None else {}  # who computed it
-        self.state.set(
-            "samples",
-            {
-                "images": result.images,
-                "metadata": {
-                    **self._model_metadata(),
-                    **named,
-                    "sampler": sampler,
-                    "steps": str(steps or T),
-                    "seed": str(seed),
-                    "n": str(n),
-                },
-            },
-        )
+        self.state.set("samples", {"images": result.images, "metadata": dict(result.metadata)})
         self.grid.set_images(result.images, columns=self.columns.value() or None)
+        sampler = "ancestral (Alg. 2)" if steps is None else f"strided, eta=1, {steps} steps"
         self.message.setText(f"{n} samples, seed {seed}, {sampler}")
         self._refresh_buttons()
 
@@ -302,7 +289,11 @@ class ExportPanel(QWidget):
     def _strip_frames(self, which: str) -> tuple[np.ndarray, np.ndarray]:
         trajectory = self.state.get("trajectory")
         t_values = np.asarray(trajectory["t_values"])
-        picks = np.unique(np.linspace(0, len(t_values) - 1, self.frames.value()).round().astype(int))
+        T = int(t_values[0])
+        if len(t_values) == T + 1:  # the whole chain: the steps `ddpm trajectory --frames K` shows
+            picks = np.array([T - t for t in frame_steps(T, self.frames.value())])
+        else:  # a chain stopped early: evenly over what it computed
+            picks = np.unique(np.linspace(0, len(t_values) - 1, self.frames.value()).round().astype(int))
         return t_values[picks], np.asarray(trajectory[which])[picks]  # [K], [K, N, H, W, C]
 
     def export_strip(self, path: str) -> str:
@@ -343,16 +334,6 @@ class ExportPanel(QWidget):
         return self._save(path, picture, {**sheet["metadata"], "layout": "lambda from 0 (A) to 1 (B)"})
 
     # ---- helpers ----
-
-    def _model_metadata(self) -> dict:
-        model = self.state.get("model")
-        if model is None:
-            return {}
-        return {
-            **model.provenance,
-            "image_size": f"{model.image_size[0]}x{model.image_size[1]}x{model.channels}",
-            "T": str(model.num_timesteps),
-        }
 
     def _save(self, path: str, picture: np.ndarray, metadata: dict) -> str:
         save_png(path, picture, {k: v if isinstance(v, str) else to_jsonable(v) for k, v in metadata.items()})

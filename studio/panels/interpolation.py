@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QFormLayout,
@@ -27,16 +26,17 @@ from PySide6.QtWidgets import (
 )
 
 from studio.bridge import (
-    ChainProgress,
+    Progress,
     Refined,
     identity_provenance,
     limits,
+    open_source_image,
     spin_range,
 )
 from studio.requests import ViewRequests
 from studio.widgets.chain_view import chain_cost, stage_badge
 from studio.widgets.image_grid import ImageGrid
-from studio.widgets.source_box import SourceBox, SourceLoader, fit_image, ranged
+from studio.widgets.source_box import SourceBox, SourceLoader, ranged
 
 LAMBDA_STEPS = 20  # the λ slider moves in steps of 1/20 = 0.05
 STAGE_NAMES = {"direct": "preview", "settled": "settled", "exact": "exact"}
@@ -184,9 +184,8 @@ class InterpolationPanel(QWidget):
             self.status_label.setText("Load a model first: the file is resized to the model's image size.")
             return
         try:
-            with Image.open(path) as picture:
-                image = fit_image(picture, tuple(info.image_size), info.channels)
-        except (OSError, ValueError) as e:
+            image = open_source_image(path, tuple(info.image_size), info.channels)
+        except Exception as e:  # noqa: BLE001 - any file a person picks (a bomb, a truncated PNG): a line, not a crash
             self.status_label.setText(f"Cannot open {path}: {e}")
             return
         self.set_source(which, image, f"file {Path(path).name}")
@@ -277,7 +276,7 @@ class InterpolationPanel(QWidget):
         self.status_label.setText(f"Interpolation failed: {message}")
 
     def _on_refined(self, value) -> None:
-        if isinstance(value, ChainProgress):
+        if isinstance(value, Progress):
             self._show_progress(value.stage, value.done, value.total)
             return
         if not isinstance(value, Refined):

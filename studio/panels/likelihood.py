@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.bridge import ChainProgress, LikelihoodResult, limits, spin_range
+from studio.bridge import JobKey, LikelihoodResult, Progress, limits, spin_range
 from studio.requests import ViewRequests
 from studio.widgets.plots import duration
 from studio.widgets.shortcuts import bind_shortcut
@@ -236,8 +236,8 @@ class LikelihoodPanel(QWidget):
 
     def _on_evaluate_clicked(self) -> None:
         if self._running:
-            self._bridge.cancel("held-out")
-            self._bridge.cancel("likelihood")
+            self._bridge.cancel(JobKey.HELD_OUT)
+            self._bridge.cancel(JobKey.LIKELIHOOD)
             return
         if self._bridge.model is not None:
             self._set_running(True)  # at once, so the button says Stop before the job even starts
@@ -294,7 +294,7 @@ class LikelihoodPanel(QWidget):
 
     def _on_progress(self, value) -> None:
         """Reading the images, then the bound's terms: the bar, and for the bound the time left."""
-        if not isinstance(value, ChainProgress):
+        if not isinstance(value, Progress):
             return
         self.progress.setRange(0, value.total)
         self.progress.setValue(value.done)
@@ -312,7 +312,8 @@ class LikelihoodPanel(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         self.progress.setFormat("done")
-        self.result_label.setText(f"{result.bits_per_dim:.2f} ± {result.stderr:.2f} bits/dim")
+        spread = f" ± {result.stderr:.2f}" if result.stderr is not None else " (one image: no standard error)"
+        self.result_label.setText(f"{result.bits_per_dim:.2f}{spread} bits/dim")
         self.scored_label.setText(f"{result.images:,} images of {scored}\nmodel {model}")
         kl = result.bits_per_dim - result.prior_bpd - result.decoder_bpd
         for label, value in (

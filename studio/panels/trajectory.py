@@ -25,10 +25,10 @@ from PySide6.QtWidgets import (
 
 from studio.bridge import (
     Bridge,
-    ChainProgress,
+    JobKey,
+    Progress,
     Refined,
     TrajectoryFrames,
-    identity_provenance,
     limits,
     spin_range,
 )
@@ -98,7 +98,7 @@ class TrajectoryPanel(QWidget):
     # ---- layout ----
 
     def _build(self) -> None:
-        chain_box = ChainControls(self._on_generate_clicked, lambda: self.bridge.cancel("trajectory"), MAX_SEED)
+        chain_box = ChainControls(self._on_generate_clicked, lambda: self.bridge.cancel(JobKey.TRAJECTORY), MAX_SEED)
         self.n_spin, self.seed_spin = chain_box.n_spin, chain_box.seed_spin
         self.random_seed_button = chain_box.random_seed_button
         self.generate_button, self.stop_button = chain_box.generate_button, chain_box.stop_button
@@ -224,9 +224,9 @@ class TrajectoryPanel(QWidget):
     def _on_chain_done(self, result: TrajectoryFrames) -> None:
         self._on_chain_ended()
         (n, seed), chain, T = self._chain_asked, self._frames, self._frames.num_timesteps
-        self._metadata.update(trajectory_id=result.trajectory_id, num_timesteps=T)
-        if result.model is not None:  # named by the model that computed the chain, not by a remembered copy
-            self._metadata.update(identity_provenance(result.model))
+        # The recipe's provenance, as `ddpm trajectory` writes it: named by the model that computed the chain, not
+        # by a remembered copy.
+        self._metadata.update(result.metadata, trajectory_id=result.trajectory_id, num_timesteps=T)
         self.state.set(
             "trajectory",
             {
@@ -242,8 +242,11 @@ class TrajectoryPanel(QWidget):
         )
         self._update_fork_button()
 
-    def _on_frames_received(self, frames: TrajectoryFrames) -> None:
-        """Keep a chunk (or the whole chain) and follow the chain's front until the person scrubs elsewhere or forks."""
+    def _on_frames_received(self, frames) -> None:
+        """Keep a chunk (or the whole chain) and follow the chain's front until the person scrubs elsewhere or forks;
+        the chain's Progress between chunks says nothing the frames do not."""
+        if not isinstance(frames, TrajectoryFrames):
+            return
         chain, first, previous_front = self._frames, self._frames.received == 0, self._frames.front
         chain.add(frames)
         self._trajectory_id = frames.trajectory_id  # the engine stores the chain from its first step on: forkable
@@ -359,7 +362,7 @@ class TrajectoryPanel(QWidget):
         self._set_status(f"Forking failed: {message}", error=True)
 
     def _on_fork_progress(self, value) -> None:
-        if isinstance(value, ChainProgress):
+        if isinstance(value, Progress):
             running = "quick preview" if value.stage == "settled" else value.stage
             self.fork_stage_label.setText(
                 f"Stage: {STAGES.get(self._fork_stage, self._fork_stage)} · now running "

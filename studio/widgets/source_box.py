@@ -1,34 +1,16 @@
 """One source of the Interpolation panel (A or B): its image, where it came from, and the three ways to pick one
-(a dataset image, a generated sample, a file); and `fit_image`, which brings any picture to the model's size."""
+(a dataset image, a generated sample, a file), each brought to the model's size by the engine's own rule."""
 
 from __future__ import annotations
 
 import asyncio
 
 import numpy as np
-from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QGridLayout, QGroupBox, QLabel, QPushButton, QSpinBox, QWidget
 
-from studio.bridge import EngineError, Refined
+from studio.bridge import EngineError, Samples, fit_source_image, image_file_filter
 from studio.widgets.image_grid import ImageGrid
-
-
-def fit_image(picture: Image.Image, size: tuple[int, int], channels: int) -> np.ndarray:
-    """Any Pillow image -> [H, W, C] uint8 at `size` (height, width): scale the shorter side, cut out the centre."""
-    has_alpha = "A" in picture.getbands() or "transparency" in picture.info
-    picture = picture.convert("RGBA" if has_alpha else "RGB")
-    if has_alpha and channels != 4:  # like the data loader: transparency becomes white
-        white = Image.new("RGBA", picture.size, (255, 255, 255, 255))
-        picture = Image.alpha_composite(white, picture).convert("RGB")
-    picture = picture.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
-    h, w = size
-    scale = max(h / picture.height, w / picture.width)
-    new_w, new_h = max(w, round(picture.width * scale)), max(h, round(picture.height * scale))
-    picture = picture.resize((new_w, new_h), Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.NEAREST)
-    left, top = (new_w - w) // 2, (new_h - h) // 2
-    array = np.asarray(picture.crop((left, top, left + w, top + h)), dtype=np.uint8)
-    return np.ascontiguousarray(array[:, :, None] if array.ndim == 2 else array)
 
 
 def ranged(control, tooltip: str, minimum: int, maximum: int, value: int):
@@ -123,7 +105,7 @@ class SourceLoader:
             self._parent,
             f"Open source {box.name}",
             "",
-            "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff);;All files (*)",
+            image_file_filter(),
         )
         if path:
             self._load_file(box.name, path)
@@ -134,8 +116,7 @@ class SourceLoader:
         await self._ensure_dataset(info)
         image = (await self._bridge.dataset_images([index]))[0]
         if image.shape != (*info.image_size, info.channels):  # a dataset of another shape than the model's
-            picture = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
-            image = fit_image(picture, tuple(info.image_size), info.channels)
+            image = fit_source_image(image, tuple(info.image_size), info.channels)
         return image
 
     async def _ensure_dataset(self, info) -> None:
@@ -164,7 +145,7 @@ class SourceLoader:
         self._state.set("dataset", await self._bridge.load_dataset(spec))
 
     async def _fill(self, box: SourceBox, image, origin: str) -> None:
-        """Await a source image (or a Refined sample) and show it; a superseded or failed request leaves it be."""
+        """Await a source image (or a sample grid of one) and show it; a superseded or failed request leaves it be."""
         try:
             image = await image
         except asyncio.CancelledError:
@@ -172,4 +153,4 @@ class SourceLoader:
         except EngineError as e:
             self._say(f"Source {box.name}: {e}")
             return
-        self._set_source(box.name, image.images[0] if isinstance(image, Refined) else image, origin)
+        self._set_source(box.name, image.images[0] if isinstance(image, Samples) else image, origin)
