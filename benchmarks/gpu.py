@@ -44,7 +44,8 @@ from engine.device import Denoiser, inference_network, pick_device  # noqa: E402
 from engine.diffusion import GaussianDiffusion  # noqa: E402
 from engine.runs import Run, RunSpec  # noqa: E402
 from engine.sampling import generate  # noqa: E402
-from engine.train import StepDone, Trainer  # noqa: E402
+from engine.train import Trainer  # noqa: E402
+from engine.train_events import StepDone  # noqa: E402
 from engine.unet import UNet, count_parameters  # noqa: E402
 
 PAPER = {"train_steps_per_s": 21.0, "sample_256x1000_s": 17.0}  # Ho et al. 2020, Sec. 4 / Appendix B (TPU v3-8)

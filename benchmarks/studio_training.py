@@ -43,7 +43,8 @@ from engine.data_jobs import dataset_job
 from engine.jobs import train_job  # noqa: E402
 from engine.runs import Run, RunSpec  # noqa: E402
 from engine.threads import ThreadPolicy  # noqa: E402
-from engine.train import StepLogged, Trainer  # noqa: E402
+from engine.train import Trainer  # noqa: E402
+from engine.train_events import StepLogged  # noqa: E402
 from engine.worker import EngineWorker, JobFailed, JobFinished, JobProgress, Priority  # noqa: E402
 
 

@@ -27,7 +27,6 @@ def _train(args: argparse.Namespace, device, main: bool) -> int:
     from . import distributed
     from .progress import ProgressBar
     from .threads import ThreadPolicy
-    from .train import open_trainer
     from .train_events import (
         CheckpointSaved,
         RolledBack,
@@ -37,6 +36,7 @@ def _train(args: argparse.Namespace, device, main: bool) -> int:
         TrainFinished,
         TrainStarted,
     )
+    from .train_state import open_trainer
 
     say = (lambda *a: print(*a, file=sys.stderr)) if main else (lambda *a: None)
     run_dir = Path(args.run)

@@ -37,8 +37,8 @@ CHILD = (
 
 class Activity:
     """Whether this process (the studio) is at work, from its CPU time over the last tick: its user is waiting on it
-    then, so the background compile pauses. Even at idle priority a compiler beside the engine thread slowed the
-    first chain 20-27% on 2 cores (caches and memory are shared; a spinning process at idle priority cost nothing)."""
+    then, so the background compile pauses: even at idle priority a compiler beside the engine thread slows it, as
+    they share the caches and memory (docs/performance.md)."""
 
     def __init__(self, busy_share: float = 0.3, clock=time.monotonic, cpu=time.process_time):
         self.busy_share, self._clock, self._cpu = busy_share, clock, cpu

@@ -1,23 +1,22 @@
 """A compiled copy of the explored model's forward pass, built in another process while the eager one serves.
 
-torch.compile (Inductor) fuses the U-Net's small ops (GroupNorm + SiLU, the timestep MLP, the residual adds): on this
-project's 2-core CPU one evaluation of the bundled tiny model in bf16 took 7.5 ms compiled against 9.9 ms eager at a
-strip of 6, 4.8 against 7.9 at 2 and 19.9 against 26.5 at 40; a chain of 8 images ran 1.23x faster
-(docs/performance.md). On a CPU that pays only where an evaluation is short (CPU_COMPILE_BELOW_S).
+torch.compile (Inductor) fuses the U-Net's small ops (GroupNorm + SiLU, the timestep MLP, the residual adds), which
+makes chains of the small models measurably faster (docs/performance.md has the figures). On a CPU that pays only
+where an evaluation is short (CPU_COMPILE_BELOW_S).
 
-Compiling takes 50-100 s, mostly Python that holds the GIL (Dynamo's tracing), which the engine thread needs between
-every two ops: compiled on a thread of the studio's process (before 2026-12-02), it made the first chain after launch
-finish 25-40 s after launch instead of 16-25 s. So the compile runs in a child process, which traces a network of the
-same configuration (its weights do not matter: they are the compiled function's inputs, not constants) with
-torch.compile's ahead-of-time API and saves the compiled function, guards included, to the user data folder. The child
-runs at idle priority and, more than that, is stopped (SIGSTOP, its whole process group) whenever the studio's process
-is busy: even at idle priority a compiler beside the engine thread slowed chains by 20-27% on 2 cores, through the
-caches and memory they share. Once the studio is idle, a thread of its own loads the function (~4-5 s, of which ~1.5 s
-of imports hold the GIL), and from then on `LoadedModel.denoiser()` calls it, checking its first answer against the
-eager network's. Every later launch finds the file and only loads. Until it is ready, and for any call it was not
-compiled for (a batch of one, another shape, precision or CPU thread count, a batch size its guards exclude), the
-eager network answers: nothing compiles on the engine thread, so a slider drag never stalls on a compile. A guard
-failure answers eagerly for that batch size from then on; any other failure turns the compiled path off.
+Compiling takes about a minute, mostly Python that holds the GIL (Dynamo's tracing), which the engine thread needs
+between every two ops: a compile on a thread of the studio's process delayed the first chain after launch. So the
+compile runs in a child process (engine/compile_child.py), which traces a network of the same configuration (its
+weights do not matter: they are the compiled function's inputs, not constants) with torch.compile's ahead-of-time API
+and saves the compiled function, guards included, to the user data folder. The child runs at idle priority and, more
+than that, is stopped (SIGSTOP, its whole process group) whenever the studio's process is busy: even at idle priority
+a compiler beside the engine thread slows chains, through the caches and memory they share. Once the studio is idle,
+a thread of its own loads the function (a few seconds, part of them imports that hold the GIL), and from then on
+`LoadedModel.denoiser()` calls it, checking its first answer against the eager network's. Every later launch finds
+the file and only loads. Until it is ready, and for any call it was not compiled for (a batch of one, another shape,
+precision or CPU thread count, a batch size its guards exclude), the eager network answers: nothing compiles on the
+engine thread, so a slider drag never stalls on a compile. A guard failure answers eagerly for that batch size from
+then on; any other failure turns the compiled path off. Each change of state is told as a `CompileStatus` event.
 
 The saved function is a pickle and holds compiled code, as Inductor's own on-disk cache does: it is only ever read
 from the application's cache folder, under a name that hashes everything it depends on (the network's configuration,
@@ -52,10 +51,9 @@ from .device import autocast, check_against_eager, resolve_precision
 
 # How a loaded function refuses a call its guards exclude (torch 2.13: a plain RuntimeError whose message starts so).
 GUARD_REFUSED = "GuardManager check failed"
-# On a CPU compiling pays where per-op overhead is a large share of an evaluation, i.e. where one is short: the tiny
-# preset (one image eager in bf16: 6.4-6.8 ms on 2 threads here) sampled 1.72x diffusers' fp32 compiled against
-# 1.37-1.60x eager; `small` (21-23 ms) 1.61x compiled against 1.67-1.69x eager, its convolutions already near the
-# CPU's bf16 peak (docs/performance.md). The bar sits between the two (their geometric mean).
+# On a CPU compiling pays where per-op overhead is a large share of an evaluation, i.e. where one is short: it paid for
+# the tiny preset and not for `small`, whose convolutions already run near the CPU's bf16 peak; the bar sits between
+# their eager times per image (docs/performance.md has the figures).
 CPU_COMPILE_BELOW_S = 0.012
 BATCH = 6  # the batch the child traces with: dynamic, so one graph serves every size its guards allow (>= 2)
 # The engine's sources a compiled function bakes in: a change to any of them is another function.

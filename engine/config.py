@@ -168,10 +168,9 @@ PRESETS: dict[str, Preset] = {
                 attention_resolutions=(4,),
                 dropout=0.0,
             ),
-            # Sized by measurement (issue 3's note): per image this learns a little slower than two blocks per level
-            # with attention at 8x8 (the 1.62M model of docs/performance.md), but it trains ~2x more images per second,
-            # and the larger batch with lr 8e-3 and a cosine decay learns ~2.5x faster per image than batch 32 at lr
-            # 1e-3.
+            # Sized by measurement (docs/performance.md): per image this learns a little slower than two blocks per
+            # level with attention at 8x8, but it trains more images per second, and the larger batch with lr 8e-3
+            # and a cosine decay learns faster per image than batch 32 at lr 1e-3.
             train=TrainConfig(
                 batch_size=128,
                 learning_rate=8e-3,

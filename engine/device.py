@@ -81,9 +81,8 @@ def autocast(device: torch.device, precision: Precision) -> Iterator[None]:
 def inference_network(model: nn.Module, precision: Precision) -> nn.Module:
     """`model` to evaluate under `precision`: itself where that is fp32; for bf16 a copy whose convolution and linear
     weights are bf16 once and for all, which autocast would otherwise cast again on every call (the same rounding, so
-    eps is identical bit for bit; GroupNorm keeps its fp32 parameters, as autocast runs it in fp32). On this CPU it
-    saves ~5% of an evaluation of the paper's CIFAR-10 model at batch 8 and nothing measurable for tiny or small
-    (docs/performance.md); it costs a bf16 copy of those weights (half the fp32 model's size)."""
+    eps is identical bit for bit; GroupNorm keeps its fp32 parameters, as autocast runs it in fp32). What it saves
+    is in docs/performance.md; it costs a bf16 copy of those weights (half the fp32 model's size)."""
     device = next(model.parameters()).device
     if resolve_precision(precision, device) is not Precision.BF16:
         return model

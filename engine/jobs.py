@@ -206,7 +206,7 @@ def train_job(run_dir: str, spec=None, total_steps: int | None = None, device: s
     def job(ctx: JobContext):
         from pathlib import Path
 
-        from .train import open_trainer
+        from .train_state import open_trainer
 
         trainer = ctx.state.trainer
         if trainer is None or trainer.run_dir.root.resolve() != Path(run_dir).resolve():

@@ -65,9 +65,9 @@ class LoadedModel:
     source: str  # the checkpoint's path on this machine: for finding it again, never for a picture's provenance
     sha256: str | None  # of the checkpoint's weights file (names the exact weights); None for live training weights
     trained_on: str | None = None  # the data spec of its training; None where not recorded (an imported model)
-    # Sampling and exploring run the network in bf16 where the device runs it natively (1.1-1.7x faster on this
-    # project's CPU, docs/performance.md; eps within the tolerance tests/test_device.py states); the bound is
-    # evaluated in fp32 regardless (it is a reported number).
+    # Sampling and exploring run the network in bf16 where the device runs it natively (faster: docs/performance.md;
+    # eps within the tolerance tests/test_device.py states); the bound is evaluated in fp32 regardless (it is a
+    # reported number).
     inference: Precision = Precision.AUTO
     compiled: CompiledForward | None = None  # the studio's background-compiled forward (engine/compiled.py)
     compile_off: str | None = None  # why there is none, where the studio's load job asked (for the status bar)

@@ -25,8 +25,7 @@ from .sampling import SampleStep
 from .session import EngineSession
 
 # The strided chain shown while the exact one runs: at most this many steps (more steps share more of the exact
-# chain's noise draws and land closer to it: for the bundled model at t = 500, a mean absolute difference from the
-# exact result of 24.7 / 255 with 100 steps against 33.0 with 25; two exact chains of other seeds differ by 41.6) ...
+# chain's noise draws and land closer to it; docs/performance.md has the distances) ...
 SETTLED_STEPS = 100
 SETTLED_MIN_STEPS = 5  # ... and at least this many,
 SETTLED_BUDGET_S = 0.8  # sized so that it takes about this long (docs/architecture.md: settled within about a second)

@@ -24,7 +24,7 @@ from engine import distributed
 from engine.config import get_preset
 from engine.data import LoadOptions, batches, load_dataset, parse_data_spec
 from engine.runs import Run, RunSpec
-from engine.train import RolledBack
+from engine.train_events import RolledBack
 from tests import data_fixtures as fx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,7 +171,8 @@ def _describe(event) -> str:
 
 def _worker(out: Path) -> None:
     """Run by `test_skip_rollback_stop_and_resume_agree_across_processes` in each of 2 processes."""
-    from engine.train import SamplesReady, Trainer
+    from engine.train import Trainer
+    from engine.train_events import SamplesReady
 
     distributed.init_from_env("cpu")
     rank = distributed.rank()

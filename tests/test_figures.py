@@ -142,7 +142,8 @@ def _train_spec(tmp_path, sample_steps: int):
 def test_training_yields_after_every_network_evaluation_of_its_preview(tmp_path):
     """With switch points, the trainer yields after every training step and after every evaluation of the preview
     grid: between two yields the network runs at most once."""
-    from engine.train import SamplesReady, open_trainer
+    from engine.train_events import SamplesReady
+    from engine.train_state import open_trainer
 
     trainer, _ = open_trainer(tmp_path / "run", _train_spec(tmp_path, 20))
     calls = []
@@ -160,7 +161,7 @@ def test_an_interactive_job_waits_for_one_preview_step_at_most(tmp_path, micro_r
     """An interactive job submitted while a preview is being drawn starts at the next evaluation's yield, long
     before the preview's 2 x 101 evaluations end."""
     from engine.jobs import train_job
-    from engine.train import SamplesReady
+    from engine.train_events import SamplesReady
     from engine.worker import EngineWorker, JobFinished, JobKey, JobProgress, JobStarted, Priority
 
     order, done = [], threading.Event()

@@ -117,7 +117,7 @@ def test_settings_show_what_differs_from_the_paper(qtbot, bridge):
     panel.lr_spin.setValue(2e-4)
     lines = [panel.differs_list.item(i).text() for i in range(panel.differs_list.count())]
     assert not any(line.startswith("lr ") for line in lines if not line.startswith("lr schedule"))
-    assert panel.configs()[2].learning_rate == pytest.approx(2e-4)
+    assert panel.run_spec().train.learning_rate == pytest.approx(2e-4)
     panel.preset_combo.setCurrentText("cifar10")
     assert panel.differs_list.item(0).text() == "nothing: this is the paper's recipe"
 
@@ -239,7 +239,7 @@ def test_follow_refuses_a_folder_that_is_not_a_run(qtbot, bridge, tmp_path):
 
 def test_skipped_steps_and_rollbacks_show_a_warning(qtbot, bridge):
     """A StepSkipped or RolledBack event from the training loop shows a visible warning line naming the step and why."""
-    from engine.train import RolledBack, StepSkipped
+    from engine.train_events import RolledBack, StepSkipped
 
     panel = make_panel(qtbot, bridge)
     assert not panel.warning_label.isVisibleTo(panel)

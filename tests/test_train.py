@@ -12,16 +12,8 @@ from engine import checkpoint as ckpt
 from engine.config import LRSchedule, get_preset
 from engine.data import load_dataset
 from engine.runs import Run, RunError, RunSpec
-from engine.train import (
-    CheckpointSaved,
-    RolledBack,
-    SamplesReady,
-    StepLogged,
-    StepSkipped,
-    Trainer,
-    TrainFinished,
-    make_adam,
-)
+from engine.train import Trainer, make_adam
+from engine.train_events import CheckpointSaved, RolledBack, SamplesReady, StepLogged, StepSkipped, TrainFinished
 
 DATA = "builtin:shapes?size=8&count=64"
 

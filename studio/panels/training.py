@@ -11,17 +11,15 @@ appended to the run's metrics.jsonl and the newest samples/ and checkpoints/ fil
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import html
 import time
 import weakref
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QFrame,
     QGroupBox,
     QHBoxLayout,
@@ -48,30 +46,18 @@ from studio.bridge import (
     TrainStarted,
     read_run_record,
     run_name,
-    step_files,
     to_jsonable,
 )
+from studio.panels.training_follow import RunFollowing, run_timesteps
 from studio.state import AppState
 from studio.widgets.plots import TrainingCurves
-from studio.widgets.run_controls import BUSY_STATES, RunControls, runs_folder
+from studio.widgets.run_controls import BUSY_STATES, RunControls
 from studio.widgets.run_outputs import CheckpointList, RunOutputs
 from studio.widgets.train_settings import SETTINGS, PaperDifferences, TrainSettingsForm
 
-FOLLOW_INTERVAL_MS = 2000
-FOLLOWED_RAW_PLACEHOLDER = (
-    "Raw-weight grids appear while the studio trains;\na run written elsewhere saves EMA grids only."
-)
 IDLE_PROMPT = (
     "Press Start (Ctrl+Return) to train the preset on the data named above, or Follow a run… written elsewhere."
 )
-
-
-def _run_timesteps(run_dir: Path) -> int | None:
-    """The run's T from its run.json, None if it cannot be read."""
-    try:
-        return int(read_run_record(run_dir)["diffusion"]["num_timesteps"])
-    except (ValueError, KeyError, TypeError):  # RunError is a ValueError
-        return None
 
 
 class StepProgressBar(QProgressBar):
@@ -83,7 +69,7 @@ class StepProgressBar(QProgressBar):
         return f"step {self.value():,} / {self.maximum():,}"
 
 
-class TrainingPanel(QWidget):
+class TrainingPanel(RunFollowing, QWidget):
     """Train a preset on the loaded dataset, or follow a run written elsewhere. `training_state_changed` says which
     state it is in: idle, running, pausing, paused, stopping, stopped, finished, failed or following."""
 
@@ -96,12 +82,8 @@ class TrainingPanel(QWidget):
         self.training_state = "idle"
         self.run_dir = ""  # the run being trained or followed
         self._total_steps = self._batch_size = 0
-        self._tail: MetricsFollower | None = None  # while following
         self._progress_shown_at = 0.0
-        self._hinted_step = 0  # the newest checkpoint of a followed run already offered in the status bar
-        self.follow_timer = QTimer(self)
-        self.follow_timer.setInterval(FOLLOW_INTERVAL_MS)
-        self.follow_timer.timeout.connect(self.poll_followed_run)
+        self._init_following()
 
         # ---- settings ----
         self.preset_combo = QComboBox()
@@ -250,22 +232,19 @@ class TrainingPanel(QWidget):
     def _new_run_dir(self) -> None:
         self.run_controls.new_run_dir(self.preset_combo.currentText())
 
-    def configs(self):
-        """(unet, diffusion, train) of the chosen preset with the panel's settings and the loaded dataset's shape.
-        Raises ValueError when the dataset's size does not halve evenly through the U-Net's levels."""
-        preset = PRESETS[self.preset_combo.currentText()]
-        dataset = self.state.get("dataset")
-        unet = preset.unet
-        if dataset is not None:
-            unet = dataclasses.replace(unet, in_channels=dataset.channels, image_size=tuple(dataset.image_size))
-        return unet, preset.diffusion, dataclasses.replace(preset.train, **self.settings_form.values())
+    def run_spec(self) -> RunSpec:
+        """A new run's spec as `ddpm train` builds it (RunSpec.for_data): the chosen preset with the loaded dataset's
+        shape and the panel's settings. Raises ValueError when the size does not halve evenly through the U-Net."""
+        preset, data = PRESETS[self.preset_combo.currentText()], self.state.get("dataset")
+        shape = (data.channels, data.image_size) if data else (preset.unet.in_channels, preset.unet.image_size)
+        return RunSpec.for_data(preset, data.spec if data else "", *shape, self.settings_form.values())
 
     def _show_differences(self, *_, record: dict | None = None) -> None:
         if self.training_state == "following" and record is None:
             return  # the list shows the followed run's own settings
         try:
             self.differs_list.show_configs(
-                record or dict(zip(("unet", "diffusion", "train"), map(to_jsonable, self.configs())))
+                record or {k: v for k, v in self.run_spec().to_json().items() if k in ("unet", "diffusion", "train")}
             )
         except ValueError as e:
             self.differs_list.show_lines([f"⚠ {e}"])
@@ -300,13 +279,13 @@ class TrainingPanel(QWidget):
         spec = None  # resuming: the run keeps its own settings
         if not resuming:
             try:
-                spec = RunSpec(*self.configs(), dataset.spec, self.preset_combo.currentText())
+                spec = self.run_spec()
             except ValueError as e:
                 return self._error(f"The dataset's images do not fit this preset's U-Net: {e}")
         self._reset_view()
         self.run_dir, self._total_steps, self._batch_size = run_dir, self.steps_spin.value(), self.batch_spin.value()
         if resuming:  # show the run's history; the trainer drops any steps after its newest checkpoint
-            self.curves.set_timesteps(_run_timesteps(Path(run_dir)))
+            self.curves.set_timesteps(run_timesteps(Path(run_dir)))
             self.curves.show_records(
                 MetricsFollower(Path(run_dir) / "metrics.jsonl").read()[0], self._total_steps, self._batch_size
             )
@@ -416,92 +395,3 @@ class TrainingPanel(QWidget):
         except EngineError as e:
             return self._error(f"Could not load {path}: {e}")
         self.status_label.setText(f"Loaded step {info.step:,} of {run_name(path)} to explore.")
-
-    # ---- following a run written by the CLI or a multi-GPU job ----
-
-    def _on_follow_clicked(self) -> None:
-        if self.training_state == "following":
-            return self.stop_following()
-        current = self.state.get("run_dir") or self.run_dir  # the run opened or trained last
-        start = next(
-            (p for p in (Path(current) if current else None, runs_folder()) if p is not None and p.is_dir()),
-            Path.home(),
-        )
-        path = QFileDialog.getExistingDirectory(self, "Follow a run folder", str(start.resolve()))
-        if path:
-            self.follow(path)
-
-    def follow(self, run_dir: str) -> bool:
-        """Show `run_dir`'s settings and watch its metrics, samples and checkpoints every 2 s; False if the folder
-        is not a run (or the studio is training a run of its own)."""
-        if self.training_state in BUSY_STATES and self.training_state != "following":
-            self._error(f"Cannot follow {run_dir} while training: stop the run first.")
-            return False
-        self.stop_following()  # following another run: its settings give way to the new one's
-        root = Path(run_dir)
-        try:
-            record = read_run_record(root)
-            total, batch = int(record["train"]["total_steps"]), int(record["train"]["batch_size"])
-        except (ValueError, KeyError, TypeError) as e:  # RunError is a ValueError
-            self._error(f"{run_dir} is not a run folder: {e}")
-            return False
-        if record.get("preset") in PRESETS:
-            self.preset_combo.setCurrentText(record["preset"])
-        self._set_state("following")
-        self._show_train_config(record["train"])
-        self._show_differences(record=record)
-        self.curves.set_timesteps(_run_timesteps(root))
-        self.run_controls.set_run_dir(str(root))
-        self._reset_view(FOLLOWED_RAW_PLACEHOLDER)
-        self.run_dir, self._total_steps, self._batch_size = str(root), total, batch
-        self._tail = MetricsFollower(root / "metrics.jsonl")
-        self._hinted_step = 0
-        self.progress_bar.setRange(0, total)
-        self.progress_bar.setValue(0)
-        self.status_label.setText(
-            f"Following {root} (preset {record.get('preset') or 'custom'}, "
-            f"data {record.get('data')}); refreshed every {FOLLOW_INTERVAL_MS // 1000} s."
-        )
-        self.state.set("run_dir", str(root))
-        self.poll_followed_run()
-        self.follow_timer.start()
-        return True
-
-    def stop_following(self) -> None:
-        if self.training_state == "following":
-            self.follow_timer.stop()
-            self._tail = None
-            self._set_state("idle")
-            self._show_differences()
-
-    def poll_followed_run(self) -> None:
-        """Show what the followed run wrote since the last poll: metrics, the newest sample grid, checkpoints."""
-        if self._tail is None:
-            return
-        records, restarted = self._tail.read()
-        if restarted:
-            self.curves.clear()
-        step = self.curves.show_records(records, self._total_steps, self._batch_size)
-        if step is not None:
-            self.progress_bar.setValue(min(step, self._total_steps))
-        self.outputs.show_run_samples(Path(self.run_dir))
-        self.checkpoint_list.list_checkpoints(Path(self.run_dir))
-        self._hint_newer_checkpoint()
-
-    def _hint_newer_checkpoint(self) -> None:
-        """Say in the status bar when the followed run has saved a newer checkpoint than the loaded model of the same
-        run (once per checkpoint). Never reload it on its own: that would clear whatever is being explored."""
-        model, run = self.bridge.model, Path(self.run_dir)
-        checkpoints = step_files(run / "checkpoints", "json")
-        if model is None or not checkpoints:
-            return
-        try:
-            same_run = Path(model.source).resolve().parent.parent == run.resolve()
-        except OSError:
-            return
-        newest = checkpoints[-1][0]
-        if same_run and newest > model.step and newest > self._hinted_step:
-            self._hinted_step = newest
-            self.state.set(
-                "status", f"step {newest:,} is available: double-click it in Training > Checkpoints to load it"
-            )

@@ -17,8 +17,6 @@ from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtWidgets import (
     QApplication,
     QHBoxLayout,
-    QLabel,
-    QProgressBar,
     QVBoxLayout,
     QWidget,
 )
@@ -39,7 +37,9 @@ from studio.widgets.chain_view import (
     X_T,
     ChainControls,
     ForkControls,
+    StatusLine,
     chain_cost,
+    controls_column,
     fill_grid,
     fork_blocker,
     fork_results_box,
@@ -108,14 +108,7 @@ class TrajectoryPanel(QWidget):
         self.fork_seed_spin = self.fork_box_controls.fork_seed_spin
         self.fork_button = self.fork_box_controls.fork_button
 
-        controls = QVBoxLayout()
-        controls.addWidget(chain_box)
-        controls.addWidget(self.fork_box_controls)
-        controls.addStretch(1)
-        controls.setContentsMargins(0, 0, 0, 0)
-        controls_widget = QWidget()
-        controls_widget.setLayout(controls)
-        controls_widget.setFixedWidth(270)
+        controls_widget = controls_column((chain_box, self.fork_box_controls), 270)
 
         self.scrubber = TimestepScrubber()
         self.t_slider, self.play_button = self.scrubber.slider, self.scrubber.play_button
@@ -138,14 +131,11 @@ class TrajectoryPanel(QWidget):
         main = QHBoxLayout()
         main.addWidget(controls_widget)
         main.addLayout(view, 1)
-        self.status_label = QLabel("No chain yet: press Generate (Ctrl+G).", wordWrap=True)
-        self.progress = QProgressBar(format="%v / %m", visible=False, maximumWidth=280, minimumWidth=280)
+        self.status_line = StatusLine("No chain yet: press Generate (Ctrl+G).")
+        self.status_label, self.progress = self.status_line.label, self.status_line.progress
         outer = QVBoxLayout(self)
         outer.addLayout(main, 1)
-        status_row = QHBoxLayout()
-        outer.addLayout(status_row)
-        status_row.addWidget(self.status_label, 1)
-        status_row.addWidget(self.progress)
+        outer.addWidget(self.status_line)
 
         bind_shortcut(self, GENERATE_KEYS, "generate a chain", self._on_generate_clicked)
         bind_shortcut(self, PLAY_KEYS, "play / pause the chain", self.scrubber.toggle_play)
@@ -407,10 +397,4 @@ class TrajectoryPanel(QWidget):
         )
 
     def _set_status(self, text: str, done: int | None = None, total: int | None = None, error: bool = False) -> None:
-        """The panel's status line; a progress bar while work runs (total 0: busy, no count yet)."""
-        self.status_label.setText(text)
-        self.status_label.setStyleSheet("color: #c62828;" if error else "")
-        self.progress.setVisible(total is not None)
-        if total is not None:
-            self.progress.setRange(0, total)
-            self.progress.setValue(done or 0)
+        self.status_line.show_status(text, done, total, error)

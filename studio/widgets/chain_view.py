@@ -9,7 +9,17 @@ import random
 import numpy as np
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from studio.bridge import limits, spin_range
 from studio.widgets.image_grid import ImageGrid
@@ -205,3 +215,37 @@ def time_left(elapsed: float, received: int, total: int) -> str:
     if received < 3:
         return ""
     return f", about {duration(elapsed / (received - 1) * (total - received))} left"
+
+
+class StatusLine(QWidget):
+    """A view's status: a line of text, and a progress bar while work runs."""
+
+    def __init__(self, text: str = ""):
+        super().__init__()
+        self.label = QLabel(text, wordWrap=True)
+        self.progress = QProgressBar(format="%v / %m", visible=False, maximumWidth=280, minimumWidth=280)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.label, 1)
+        row.addWidget(self.progress)
+
+    def show_status(self, text: str, done: int | None = None, total: int | None = None, error: bool = False) -> None:
+        """The line; the bar where `total` is given (0: busy, no count yet)."""
+        self.label.setText(text)
+        self.label.setStyleSheet("color: #c62828;" if error else "")
+        self.progress.setVisible(total is not None)
+        if total is not None:
+            self.progress.setRange(0, total)
+            self.progress.setValue(done or 0)
+
+
+def controls_column(widgets, width: int) -> QWidget:
+    """Boxes of controls stacked at the top of a column of a fixed width."""
+    column = QWidget()
+    column.setFixedWidth(width)
+    stack = QVBoxLayout(column)
+    stack.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        stack.addWidget(widget)
+    stack.addStretch(1)
+    return column
