@@ -29,6 +29,8 @@ def to_uint8(x: Tensor) -> np.ndarray:
 
 def from_uint8(images: np.ndarray | Tensor) -> Tensor:
     """[N, H, W, C] uint8 -> [N, C, H, W] float32 in [-1, 1], on the 256-level grid of Eq. 13."""
+    if isinstance(images, np.ndarray) and not images.flags.writeable:
+        images = images.copy()  # a decoded image is read-only: torch would warn (and the result is a new tensor anyway)
     t = torch.as_tensor(np.asarray(images))
     assert t.dtype == torch.uint8 and t.ndim == 4, (t.dtype, t.shape)
     return t.permute(0, 3, 1, 2).float() / 127.5 - 1.0
