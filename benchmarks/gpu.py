@@ -49,7 +49,7 @@ from engine.train_events import StepDone  # noqa: E402
 from engine.unet import UNet, count_parameters  # noqa: E402
 
 PAPER = {"train_steps_per_s": 21.0, "sample_256x1000_s": 17.0}  # Ho et al. 2020, Sec. 4 / Appendix B (TPU v3-8)
-GOALS = {"train_steps_per_s": 40.0, "sample_256x1000_s": 8.0}  # issue 14
+GOALS = {"train_steps_per_s": 40.0, "sample_256x1000_s": 8.0}  # the project's GPU goals (docs/performance.md)
 # The tests that run without Qt (the studio's need a display and PySide6, which the GPU image lacks).
 ENGINE_TESTS = [
     "tests/test_diffusion.py",

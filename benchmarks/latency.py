@@ -54,7 +54,7 @@ from engine.unet import UNet  # noqa: E402
 from engine.worker import EngineWorker, JobFailed, JobFinished, JobProgress, Priority  # noqa: E402
 
 TARGETS = {"direct_s": 0.15, "settled_s": 1.0}  # docs/architecture.md, progressive refinement
-DRAG_TARGET_P95_S = 0.1  # issue 14: the direct preview while dragging, 95th percentile
+DRAG_TARGET_P95_S = 0.1  # the design's target: the direct preview while dragging, 95th percentile
 DRAG_MOVES, DRAG_INTERVAL_S, DRAG_FIRST_T, DRAG_T_STEP = 40, 0.030, 300, 10
 LAMBDAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # the panel's default strip: reconstructions at the ends
 MIX_STEP = 500

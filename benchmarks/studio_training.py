@@ -1,4 +1,4 @@
-"""The studio trains as fast as the command line when nobody is exploring (issue 14: within 5%).
+"""The studio trains as fast as the command line when nobody is exploring (the bar: within 5%).
 
 For each repeat it trains the same new run twice, in turn (CLI, studio, CLI, studio, ...), each in a process of its
 own as a user runs them:

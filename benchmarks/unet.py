@@ -10,7 +10,7 @@ freq_shift=1, single-head attention), checks that their parameter counts and for
 in eager fp32 and under bf16 autocast, both with torch's default Adam (the networks compared as such), and, as the
 headline, the path the product uses (`product`): sampling through the `Denoiser` that `ddpm sample` and the studio
 call, at the precision engine.device resolves AUTO to here, and training with the trainer's optimiser
-(engine.train.make_adam, the fused kernel), measured side by side with diffusers' fp32 default beside issue 14's
+(engine.train.make_adam, the fused kernel), measured side by side with diffusers' fp32 default beside the project's
 goals. `--compiled` adds the studio's background-compiled sampling path (`product_compiled`; engine/compiled.py),
 whose compile takes about a minute per preset. The two models alternate repeat by repeat (ours, reference, ours, ...)
 so that load from elsewhere on a shared machine falls on both; the figures are medians. The headline is the ratio
@@ -52,7 +52,7 @@ TRAIN_BATCH = {"cifar10": 8}  # docs/performance.md's batches: 32 for the CPU pr
 SAMPLE_BATCH = 16
 NUM_TIMESTEPS = 1000
 TARGET_REPEAT_S = 0.5  # each timed repeat runs enough steps to last about this long; fewer makes medians jumpy
-# Issue 14's bar: the product's path against diffusers' fp32 default (above 1: ours is faster).
+# The project's bar: the product's path against diffusers' fp32 default (above 1: ours is faster).
 GOALS = {
     "tiny": {"sample": 1.7, "train": 1.5},
     "small": {"sample": 2.0, "train": 1.8},

@@ -64,6 +64,7 @@ RECIPE_OPTIONS = [
     ("--schedule", "schedule"),
     ("--ema-decay", "ema_decay"),
     ("--loss", "loss"),
+    ("--hflip/--no-hflip", "hflip"),
 ]
 
 
@@ -173,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="noise schedule: linear (the paper) or cosine (Nichol & Dhariwal 2021)",
     )
     p.add_argument("--ema-decay", type=float, default=None, help="override the preset's EMA decay")
+    p.add_argument(
+        "--hflip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random horizontal flips (the paper's, for CIFAR-10); default: on for CIFAR-10 and the built-in shapes, "
+        "off for a folder or MNIST, where a mirror image may be no valid sample (`ddpm inspect` says which)",
+    )
     p.add_argument(
         "--loss",
         choices=[k.value for k in cfg.LossType],

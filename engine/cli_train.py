@@ -109,7 +109,7 @@ def _new_run_spec(args: argparse.Namespace):
     """A new run's configs: the preset, with the data's channels and size, and the command line's changes."""
     import dataclasses
 
-    from .data import load_dataset, parse_data_spec
+    from .data import flips_note, load_dataset, parse_data_spec
     from .runs import RunSpec
 
     preset = cfg.get_preset(args.preset or "tiny")
@@ -130,6 +130,7 @@ def _new_run_spec(args: argparse.Namespace):
             ("seed", args.seed),
             ("total_steps", args.steps),
             ("ema_decay", args.ema_decay),
+            ("hflip", args.hflip),
             ("precision", args.precision and cfg.Precision(args.precision)),
             ("lr_schedule", args.lr_schedule and cfg.LRSchedule(args.lr_schedule)),
         )
@@ -143,4 +144,9 @@ def _new_run_spec(args: argparse.Namespace):
         )
         if v is not None
     }
-    return RunSpec.for_data(preset, str(spec), dataset.channels, dataset.image_size, train, diffusion), dataset
+    run_spec = RunSpec.for_data(preset, str(spec), dataset.channels, dataset.image_size, train, diffusion)
+    if args.hflip is None:  # the data's rule, said with how to change it
+        print(flips_note(dataset.report.kind), file=sys.stderr)
+    else:
+        print(f"random horizontal flips: {'on' if args.hflip else 'off'} (as asked)", file=sys.stderr)
+    return run_spec, dataset

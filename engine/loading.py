@@ -65,6 +65,7 @@ class LoadedModel:
     source: str  # the checkpoint's path on this machine: for finding it again, never for a picture's provenance
     sha256: str | None  # of the checkpoint's weights file (names the exact weights); None for live training weights
     trained_on: str | None = None  # the data spec of its training; None where not recorded (an imported model)
+    trained_with_flips: bool | None = None  # whether its training flipped images at random; None: not recorded
     # Sampling and exploring run the network in bf16 where the device runs it natively (faster: docs/performance.md;
     # eps within the tolerance tests/test_device.py states); the bound is evaluated in fp32 regardless (it is a
     # reported number).
@@ -144,6 +145,7 @@ def load_model(
         str(found.path),
         str(found.metadata["sha256"]),  # checked against the file by load_checkpoint
         training_data(found.metadata),
+        training_flips(found.metadata),
     )
 
 
@@ -152,6 +154,13 @@ def training_data(metadata: dict) -> str | None:
     importer was told (`ddpm import --data`), else None: the data an imported run explores with is only a default."""
     value = metadata.get("trained_on") if "imported" in metadata else metadata.get("data")
     return value if isinstance(value, str) else None
+
+
+def training_flips(metadata: dict) -> bool | None:
+    """Whether a checkpoint's model was trained with random horizontal flips; None where not recorded (imported)."""
+    train = metadata.get("train")
+    value = train.get("hflip") if isinstance(train, dict) and "imported" not in metadata else None
+    return value if isinstance(value, bool) else None
 
 
 def provenance(loaded: LoadedModel) -> dict[str, str]:
@@ -163,6 +172,7 @@ def provenance(loaded: LoadedModel) -> dict[str, str]:
         "precision": resolve_precision(loaded.inference, loaded.diffusion.device).value,  # the network's, sampling
         "config": json.dumps(to_jsonable(loaded.unet_config), sort_keys=True),
         "diffusion": json.dumps(to_jsonable(loaded.diffusion.config), sort_keys=True),
+        "hflip": {True: "on", False: "off", None: "not recorded"}[loaded.trained_with_flips],  # of its training
     }
 
 

@@ -93,13 +93,18 @@ class RunSpec:
         diffusion: dict[str, Any] | None = None,
     ) -> RunSpec:
         """A new run's configs: the preset, with the data's channels and size and the user's changes (fields of
-        TrainConfig and DiffusionConfig). The one place the command line and the studio build a new run from; a
-        size the U-Net's levels cannot halve evenly raises ValueError."""
+        TrainConfig and DiffusionConfig). Random horizontal flips, unless the changes say, follow the data
+        (engine.data.flips_by_default: off for a folder of the user's, on for CIFAR-10 and the built-in shapes).
+        The one place the command line and the studio build a new run from; a size the U-Net's levels cannot halve
+        evenly raises ValueError."""
+        from .data import flips_for
+
+        train = {"hflip": flips_for(data), **(train or {})} if data else dict(train or {})
         unet = dataclasses.replace(preset.unet, in_channels=channels, image_size=tuple(image_size))
         return cls(
             unet,
             dataclasses.replace(preset.diffusion, **(diffusion or {})),
-            dataclasses.replace(preset.train, **(train or {})),
+            dataclasses.replace(preset.train, **train),
             data,
             preset.name,
         )

@@ -235,6 +235,7 @@ class Trainer(TrainerState):
                 "steps": str(chain_length(self.config.sample_steps, self.diffusion.num_timesteps)),
                 "seed": "0",
                 "config": to_jsonable(self.run_dir.spec.unet),
+                "hflip": "on" if self.config.hflip else "off",
             },
         )
         return SamplesReady(self.step, ema, raw, str(path))

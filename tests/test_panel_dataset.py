@@ -130,7 +130,7 @@ def test_estimate_follows_the_preset_and_the_image_size(qtbot, panel):
     assert "cannot train" in panel.estimate_label.text() and "divisible by 4" in panel.estimate_label.text()
 
     seconds, _ = training_estimate(training_cost(PRESETS["tiny"].unet), PRESETS["tiny"].train)
-    assert 60 < seconds < 3600  # 2,000 steps of tiny: minutes on a 2-core CPU, as measured (issue 3)
+    assert 60 < seconds < 3600  # 2,000 steps of tiny: minutes on a 2-core CPU, as measured (docs/performance.md)
 
 
 def drag_event(cls, mime):

@@ -32,6 +32,7 @@ from .formats import (
     RestrictedUnpickler,
     UnsafePickleError,
     detect_source,
+    flips_for,
     read_cifar10,
     read_cifar10_batch,
     read_idx,
@@ -48,6 +49,8 @@ from .spec import (
     ProgressCallback,
     SourceKind,
     Split,
+    flips_by_default,
+    flips_note,
     parse_data_spec,
 )
 
@@ -60,6 +63,9 @@ __all__ = [
     "ProgressCallback",
     "SourceKind",
     "Split",
+    "flips_by_default",
+    "flips_note",
+    "flips_for",
     "parse_data_spec",
     # report
     "DataReport",

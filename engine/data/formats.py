@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .spec import DataError, SourceKind, Split
+from .spec import DataError, SourceKind, Split, flips_by_default, parse_data_spec
 
 
 class UnsafePickleError(DataError):
@@ -259,3 +259,11 @@ def detect_source(source: str) -> SourceKind:
     if path.name in _CIFAR_BATCHES[Split.TRAIN] + _CIFAR_BATCHES[Split.TEST] or tarfile.is_tarfile(path):
         return SourceKind.CIFAR10
     raise DataError(f"{source}: not a folder, a CIFAR-10 .tar.gz or batch, or an IDX images file")
+
+
+def flips_for(data: str) -> bool:
+    """`flips_by_default` of the source a data spec names (False where it names none that exists)."""
+    try:
+        return flips_by_default(detect_source(parse_data_spec(data).source))
+    except (DataError, ValueError, OSError):
+        return False

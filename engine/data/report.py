@@ -12,7 +12,7 @@ from enum import Enum
 
 from PIL import Image, UnidentifiedImageError
 
-from .spec import DataSpec, SourceKind
+from .spec import DataSpec, SourceKind, flips_by_default, flips_note
 
 
 class SkipReason(Enum):
@@ -58,6 +58,11 @@ class DataReport:
     def ok(self) -> bool:
         return self.error is None and self.count > 0
 
+    @property
+    def flips(self) -> bool:
+        """Whether a run on this data flips its images at random unless told otherwise (spec.flips_by_default)."""
+        return flips_by_default(self.kind)
+
     def format(self) -> str:
         height, width = self.spec.image_size
         kind = {
@@ -96,6 +101,8 @@ class DataReport:
             ]
             if len(self.skipped) > 50:
                 lines.append(f"    ... and {len(self.skipped) - 50:,} more")
+        if self.ok:
+            lines.append(f"  {flips_note(self.kind)}")
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 

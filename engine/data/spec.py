@@ -38,6 +38,32 @@ class SourceKind(Enum):
     IDX = "idx"
 
 
+# Random horizontal flips, the paper's augmentation of CIFAR-10 and CelebA-HQ, help only where a mirror image is as
+# valid a sample as the original: the built-in shapes and CIFAR-10's photos, yes; handwritten digits (MNIST), no. A
+# folder may hold digits, text or anything else, and a mirrored "2" trains the model to draw one, so a folder trains
+# without flips unless the user turns them on (photos, faces).
+FLIPS_BY_DEFAULT = {SourceKind.SHAPES: True, SourceKind.CIFAR10: True, SourceKind.IDX: False, SourceKind.FOLDER: False}
+_KIND_WORDS = {SourceKind.SHAPES: "the built-in shapes", SourceKind.CIFAR10: "CIFAR-10", SourceKind.IDX: "IDX digits"}
+
+
+def flips_by_default(kind: SourceKind | None) -> bool:
+    """Whether a run on data of this kind flips its images at random unless told otherwise."""
+    return FLIPS_BY_DEFAULT.get(kind, False)
+
+
+def flips_note(kind: SourceKind | None) -> str:
+    """What the default is for this kind of data and why, and how to change it, in a line."""
+    what = _KIND_WORDS.get(kind, "an image folder" if kind is SourceKind.FOLDER else "this source")
+    if flips_by_default(kind):
+        return (
+            f"random horizontal flips: on by default for {what} (a mirror image is as valid); --no-hflip turns them off"
+        )
+    return (
+        f"random horizontal flips: off by default for {what} (a mirrored digit or letter is not a valid sample); "
+        "--hflip turns them on where a mirror image is as valid (photos, faces)"
+    )
+
+
 @dataclass(frozen=True)
 class DataSpec:
     """Which images to train on and the shape every one is brought to."""

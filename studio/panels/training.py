@@ -224,9 +224,9 @@ class TrainingPanel(RunFollowing, QWidget):
         self.curves.set_timesteps(preset.diffusion.num_timesteps)
         self._new_run_dir()
 
-    def _show_train_config(self, train: dict) -> None:
-        """Fill the settings from a TrainConfig in JSON form (a preset's, or a run.json's)."""
-        self.settings_form.show_train(train)
+    def _show_train_config(self, train: dict, run: bool = False) -> None:
+        """Fill the settings from a TrainConfig in JSON form (a preset's, or a `run`'s run.json)."""
+        self.settings_form.show_train(train, run)
         self._show_differences()
 
     def _new_run_dir(self) -> None:

@@ -66,7 +66,7 @@ class RunFollowing:
         if record.get("preset") in PRESETS:
             self.preset_combo.setCurrentText(record["preset"])
         self._set_state("following")
-        self._show_train_config(record["train"])
+        self._show_train_config(record["train"], run=True)
         self._show_differences(record=record)
         self.curves.set_timesteps(run_timesteps(root))
         self.run_controls.set_run_dir(str(root))

@@ -72,10 +72,20 @@ SETTINGS = (
         "precision",
         "fp32, bf16 autocast, or auto: bf16 where the device runs it natively",
     ),
+    (
+        "flips_combo",
+        "Flips",
+        "hflip",
+        "Random horizontal flips (the paper's, for CIFAR-10). By the data: on for CIFAR-10 and the built-in shapes,\n"
+        "off for a folder or MNIST, where a mirrored digit or letter is not a valid sample; turn them on for photos",
+    ),
     ("seed_spin", "Seed", "seed", "Seeds the initial weights, the data order and each step's t and ε: a run replays"),
     ("sample_every_spin", "Sample every", "sample_every", "Steps between the EMA and raw sample grids"),
     ("checkpoint_every_spin", "Checkpoint every", "checkpoint_every", "Steps between checkpoints"),
 )
+
+
+FLIPS = {"by the data": None, "on": True, "off": False}  # the Flips editor's choices: None leaves it to the data
 
 
 def show_value(value, name: str = "") -> str:
@@ -132,9 +142,9 @@ class CompactSpinBox(QDoubleSpinBox):
 
 def setting_widget(name: str) -> QWidget:
     """The editor of one TrainConfig field."""
-    if name == "precision":
+    if name in ("precision", "hflip"):
         combo = QComboBox()
-        combo.addItems([p.value for p in Precision])
+        combo.addItems([p.value for p in Precision] if name == "precision" else list(FLIPS))
         return combo
     if name == "learning_rate":  # the ranges are the engine's (engine/limits.py), as the command line checks them
         return CompactSpinBox(limits.LEARNING_RATE.low, limits.LEARNING_RATE.high, geometric=True)
@@ -164,19 +174,30 @@ class TrainSettingsForm(QGroupBox):
             form.addRow(label, editor)
             setattr(self, attribute, editor)
             self.editors[name] = editor
-            (editor.currentIndexChanged if name == "precision" else editor.valueChanged).connect(self.settings_changed)
+            changed = editor.currentIndexChanged if isinstance(editor, QComboBox) else editor.valueChanged
+            changed.connect(self.settings_changed)
 
-    def show_train(self, train: dict) -> None:
-        """Fill the form from a TrainConfig in JSON form (a preset's, or a run.json's)."""
+    def show_train(self, train: dict, run: bool = False) -> None:
+        """Fill the form from a TrainConfig in JSON form: a preset's (flips left to the data), or a `run`'s."""
         for name, editor in self.editors.items():
-            editor.setCurrentText(train[name]) if name == "precision" else editor.setValue(train[name])
+            if name == "hflip":
+                editor.setCurrentText(("on" if train[name] else "off") if run else "by the data")
+            elif name == "precision":
+                editor.setCurrentText(train[name])
+            else:
+                editor.setValue(train[name])
 
     def values(self) -> dict:
-        """{TrainConfig field: value} of the form, ready for `dataclasses.replace(train, **values)`."""
-        return {
-            name: Precision(editor.currentText()) if name == "precision" else editor.value()
-            for name, editor in self.editors.items()
-        }
+        """{TrainConfig field: value} of the form, ready for `dataclasses.replace(train, **values)` (flips only where
+        chosen: else RunSpec.for_data decides by the data)."""
+        values = {}
+        for name, editor in self.editors.items():
+            if name == "hflip":
+                if FLIPS[editor.currentText()] is not None:
+                    values[name] = FLIPS[editor.currentText()]
+            else:
+                values[name] = Precision(editor.currentText()) if name == "precision" else editor.value()
+        return values
 
 
 class PaperDifferences(QListWidget):
