@@ -165,31 +165,51 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return _save(args, strip.picture(), strip.metadata)
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def _held_out(args: argparse.Namespace, loaded, n: int):
+    """The first n images of the model's data (or --data) in --split, at the model's size, as [N, H, W, C] uint8,
+    with what they are and why a figure on them may mislead (the warnings are also printed)."""
     import dataclasses
 
     import numpy as np
 
-    from . import figures
     from .data import Split, held_out_notes, load_dataset, parse_data_spec
 
-    loaded = _load(args)
     data = args.data or loaded.trained_on or "builtin:shapes"
     shape = {"image_size": loaded.unet_config.image_size, "channels": loaded.unet_config.in_channels}
     spec = dataclasses.replace(parse_data_spec(data), split=Split(args.split), **shape)
-    if spec.count is None or spec.count > args.n:
-        spec = dataclasses.replace(spec, count=args.n)  # decode no more than needed
+    if spec.count is None or spec.count > n:
+        spec = dataclasses.replace(spec, count=n)  # decode no more than needed
     dataset = load_dataset(spec)
     notes = held_out_notes(dataset.report, loaded.trained_on)
     for warning in notes.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    images = np.concatenate(list(dataset.chunks(args.n)))  # [N, H, W, C] uint8
+    return np.concatenate(list(dataset.chunks(n))), notes
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from . import figures
+
+    loaded = _load(args)
+    images, notes = _held_out(args, loaded, args.n)
     result = _drain("bound", figures.bound(loaded, images, args.seed))
     summary = result.summary() | {"split": args.split, "data": notes.scored, "warnings": list(notes.warnings)}
     print(json.dumps(summary, indent=2))
     if args.out:
         curves = {"rate_bpd": result.rate.tolist(), "distortion_rmse": result.distortion.tolist()}
         Path(args.out).write_text(json.dumps({**summary, **curves}))
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from .quality import load_feature_network, quality
+
+    features = load_feature_network(args.features)  # before any work: a missing or bad file is one line
+    loaded = _load(args)
+    L.REVERSE_STEPS.check("--steps", args.steps, high=loaded.diffusion.num_timesteps)
+    reference, notes = _held_out(args, loaded, args.reference)
+    steps = None if args.steps >= loaded.diffusion.num_timesteps else args.steps
+    result = _drain("metrics", quality(loaded, features, reference, notes.scored, args.n, args.seed, steps))
+    print(json.dumps(result.summary() | {"warnings": list(notes.warnings)}, indent=2))
     return 0
 
 
@@ -255,6 +275,7 @@ COMMANDS = {
     "fork": cmd_fork,
     "interpolate": cmd_interpolate,
     "eval": cmd_eval,
+    "metrics": cmd_metrics,
     "import": cmd_import,
     "export": cmd_export,
 }

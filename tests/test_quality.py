@@ -3,6 +3,7 @@ against itself, small for two halves of one sample; KID unbiased (about 0 for tw
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -58,3 +59,71 @@ def test_kid_is_unbiased_and_grows_with_the_difference():
     spread = (sum((m - average) ** 2 for m in means) / (len(means) - 1)) ** 0.5
     assert abs(average) < 3 * spread / math.sqrt(len(means)) + 1e-12  # zero within its error
     assert min(means) < 0 < other and other > 10 * spread
+
+
+class _PooledPixels(torch.nn.Module):
+    """A stand-in feature network (the Inception one is 92 MB): 4x4 average-pooled pixels, 48 features."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(x / 255.0, 4).flatten(1)
+
+
+def _feature_file(tmp_path):
+    path = tmp_path / "features.pt"
+    with pytest.warns(DeprecationWarning):  # TorchScript is deprecated in torch, and still what the FID files are
+        torch.jit.save(torch.jit.script(_PooledPixels()), str(path))
+    return path
+
+
+def test_ddpm_metrics_prints_fid_and_kid_with_their_protocol(micro_run, tmp_path, capsys):
+    """`ddpm metrics` samples the model, reads the held-out split and prints FID, KID and how they were made (the
+    feature file's SHA-256 among it); the same seed gives the same figures."""
+    import hashlib
+    import json
+
+    from engine.__main__ import main
+
+    features = _feature_file(tmp_path)
+    command = ["metrics", "--run", str(micro_run), "--n", "12", "--steps", "4", "--reference", "20"]
+    assert main([*command, "--features", str(features)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["fid"] > 0 and out["kid_std"] >= 0 and out["warnings"] == []
+    protocol = out["protocol"]
+    assert protocol["generated"] == 12 and protocol["reference_images"] == 20 and protocol["steps"] == 4
+    assert protocol["reference"] == "builtin:shapes test split" and protocol["model"]["step"] == 6
+    assert protocol["features"] == {
+        "file": "features.pt",
+        "sha256": hashlib.sha256(features.read_bytes()).hexdigest(),
+        "dims": 48,
+    }
+    assert main([*command, "--features", str(features)]) == 0
+    assert json.loads(capsys.readouterr().out)["fid"] == out["fid"]
+
+
+def test_a_model_whose_weights_are_spoiled_scores_worse(micro_run, tmp_path):
+    """The figure measures the model: the same run with its weights scaled to noise is further from its data."""
+    from engine.data import load_dataset
+    from engine.loading import load_model
+    from engine.progress import finish
+    from engine.quality import load_feature_network, quality
+
+    features = load_feature_network(_feature_file(tmp_path))
+    reference = np.concatenate(list(load_dataset("builtin:shapes?size=8&count=64&split=test").chunks(64)))
+    good = finish(quality(load_model(micro_run), features, reference, "test", 64, num_steps=10))
+    spoilt = load_model(micro_run)  # before its first evaluation, which converts its weights once
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in spoilt.model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * p.std().clamp_min(1e-3) * 3)
+    spoiled = finish(quality(spoilt, features, reference, "test", 64, num_steps=10))
+    assert spoiled.fid > good.fid and spoiled.kid_mean > good.kid_mean
+
+
+def test_a_missing_or_foreign_feature_file_is_one_line(micro_run, tmp_path, capsys):
+    from engine.__main__ import main
+
+    (tmp_path / "not.pt").write_bytes(b"not a network")
+    for path, said in ((tmp_path / "none.pt", "no such file"), (tmp_path / "not.pt", "not a TorchScript")):
+        assert main(["metrics", "--run", str(micro_run), "--n", "4", "--features", str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], err
