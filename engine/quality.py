@@ -179,6 +179,47 @@ def load_feature_network(path: str | Path | None = None) -> FeatureNetwork:
     return FeatureNetwork(network, hashlib.sha256(data).hexdigest(), path.name)
 
 
+# ---- reference features, cached ----
+
+CACHE_KEEP = 8  # reference feature files kept, newest first (10,000 images' 2048-d features are 80 MB)
+
+
+def _cache_folder() -> Path:
+    from .runs import user_data_folder
+
+    return user_data_folder() / "quality-cache"
+
+
+def reference_features(features: FeatureNetwork, images: np.ndarray) -> Work[tuple[Tensor, bool]]:
+    """The features of reference images [M, H, W, C] uint8, computed once per (feature file, preprocessing, the
+    images' bytes) and then read back from the user data folder: (features [M, D] float64, whether from the cache).
+    The file is safetensors (never unpickled), checked for its shape; an unreadable one is computed afresh."""
+    from safetensors.torch import load_file, save_file
+
+    from .atomic import atomic_write_bytes
+
+    digest = hashlib.sha256(f"{features.sha256} {features.preprocessing} {images.shape}".encode())
+    digest.update(np.ascontiguousarray(images).tobytes())
+    path = _cache_folder() / f"{digest.hexdigest()[:32]}.safetensors"
+    if path.is_file():
+        try:
+            cached = load_file(str(path))["features"]
+            if cached.ndim == 2 and cached.shape[0] == len(images) and torch.isfinite(cached).all():
+                path.touch()
+                return cached.to(torch.float64), True
+        except Exception:  # noqa: BLE001 - a damaged cache file is computed again, not trusted
+            pass
+    computed = yield from features.features(images)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(path.name + ".tmp")
+    save_file({"features": computed.to(torch.float32).contiguous()}, str(scratch))
+    atomic_write_bytes(path, scratch.read_bytes())
+    scratch.unlink(missing_ok=True)
+    for old in sorted(path.parent.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)[CACHE_KEEP:]:
+        old.unlink(missing_ok=True)
+    return computed, False
+
+
 # ---- the figure ----
 
 
@@ -214,7 +255,7 @@ def quality(
         samples.append((yield from draw_samples(denoiser, loaded.diffusion, shape, seed + i, num_steps, 1.0)))
         yield Progress(Stage.SAMPLE, start + shape[0], n)
     generated = yield from features.features(np.concatenate(samples))
-    real = yield from features.features(reference)
+    real, cached = yield from reference_features(features, reference)
     kid = kernel_distance(generated, real, subsets=100, subset_size=min(1000, n, len(reference)))
     identity = loaded.identity
     protocol = {
@@ -227,6 +268,7 @@ def quality(
         "seeds": f"batch i of {SAMPLE_BATCH} from seed + i",
         "model": {"run": identity.run, "step": identity.step, "weights": identity.weights, "sha256": identity.sha256},
         "features": {"file": features.name, "sha256": features.sha256, "dims": int(generated.shape[1])},
+        "reference_features": "read from the cache" if cached else "computed",
         "preprocessing": f"uint8 RGB (grey repeated to 3 channels) as {features.preprocessing}",
         "kid": {"kernel": "(x.y/d + 1)^3", "subsets": 100, "subset_size": min(1000, n, len(reference))},
     }

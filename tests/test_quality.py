@@ -147,3 +147,28 @@ def test_the_installed_feature_network_is_the_known_inception():
     images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 1), dtype=np.uint8)
     features = finish(network.features(images))
     assert features.shape == (2, 2048) and torch.isfinite(features).all()
+
+
+def test_reference_features_are_computed_once_and_read_back(tmp_path):
+    """The reference set's features are cached by the feature file and the images' bytes: a second call reads
+    them (the network is not run) and gives the same features; other images, or a damaged file, are computed."""
+    from engine.progress import finish
+    from engine.quality import _cache_folder, load_feature_network, reference_features
+
+    network = load_feature_network(_feature_file(tmp_path))
+    calls = []
+    real_network = network.network
+    network.network = lambda x: calls.append(len(x)) or real_network(x)
+    images = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
+    first, cached = finish(reference_features(network, images))
+    assert not cached and calls == [10]
+    again, cached = finish(reference_features(network, images))
+    assert cached and calls == [10] and torch.allclose(first, again, rtol=1e-6)  # stored as float32
+    other = images.copy()
+    other[0, 0, 0, 0] ^= 1
+    _, cached = finish(reference_features(network, other))
+    assert not cached
+    for path in _cache_folder().glob("*.safetensors"):
+        path.write_bytes(b"damaged")
+    _, cached = finish(reference_features(network, images))
+    assert not cached and calls == [10, 10, 10]
