@@ -24,7 +24,7 @@ from .images import from_uint8, make_grid, to_uint8
 from .likelihood import BoundResult, bound_terms
 from .loading import LoadedModel, ModelIdentity, provenance
 from .progress import Progress, Stage, Work, drain
-from .sampling import SampleStep, encode_pair, fork, generate, mix_latents, reverse_chain, shared_noise
+from .sampling import encode_pair, fork, generate, mix_latents, reverse_chain, shared_noise
 
 BOUND_BATCH = 256  # images through the bound at once: memory stays bounded whatever the number of images
 
@@ -219,17 +219,9 @@ def forks_figure(loaded: LoadedModel, n: int, t: int, forks: int, seed: int) -> 
             break
         yield Progress(Stage.FORK, done, total) if done % 10 == 0 else None
     completions = fork_chain(loaded, held, forks)(held, t, torch.Generator().manual_seed(seed), None)
-    last = yield from _continue(completions, Stage.FORK, T - t + 1, total)
+    last = yield from drain(completions, Stage.FORK, total, done=T - t + 1)
     settings = {"sampler": "ancestral", "t": t, "forks": forks, "seed": seed, "layout": "rows: held x_t then its forks"}
     return Forks(to_uint8(held), to_uint8(last.x_t), _metadata(loaded, **settings), loaded.identity)
-
-
-def _continue(steps, stage: str, done: int, total: int) -> Work[SampleStep]:
-    last = None
-    for last in steps:  # noqa: B007 (the last step is the result)
-        done += 1
-        yield Progress(stage, done, total) if done % 10 == 0 or done == total else None
-    return last
 
 
 # ---- the interpolation (Figs. 8-9) ----

@@ -41,10 +41,11 @@ T = TypeVar("T")
 Work = Generator[Any, None, T]  # yields Progress, partial results or None; returns the result
 
 
-def drain(steps: Iterable[T], stage: str, total: int, every: int = 10) -> Work[T]:
-    """Run a chain of `total` steps to its end, yielding its progress every `every` steps and at the end (None
-    between: a point to pre-empt); returns the last step."""
-    last, done = None, 0
+def drain(steps: Iterable[T], stage: str, total: int, every: int = 10, done: int = 0) -> Work[T]:
+    """Run a chain to its end, yielding its progress every `every` steps and at the end (None between: a point to
+    pre-empt) out of `total`, counting from `done` steps already reported (the chain continues earlier work);
+    returns the last step."""
+    last = None
     for last in steps:  # noqa: B007 (the last step is the result)
         done += 1
         yield Progress(stage, min(done, total), total) if done % every == 0 or done == total else None

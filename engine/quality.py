@@ -169,14 +169,14 @@ def load_feature_network(path: str | Path | None = None) -> FeatureNetwork:
         with warnings.catch_warnings():  # torch's deprecation notice of TorchScript is no line for the user
             warnings.simplefilter("ignore", DeprecationWarning)
             network = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+        loaded = FeatureNetwork(network, hashlib.sha256(data).hexdigest(), path.name)
         with torch.no_grad():
-            probe = FeatureNetwork(network, hashlib.sha256(data).hexdigest(), path.name)
-            probe = probe.network(probe._prepare(torch.zeros(2, 3, 64, 64)))
+            probe = loaded.network(loaded._prepare(torch.zeros(2, 3, 64, 64)))
     except Exception as e:  # noqa: BLE001 - a stranger's file: any failure is one line
         raise ValueError(f"{path}: not a TorchScript feature network ({type(e).__name__}: {str(e)[:120]})") from None
     if not isinstance(probe, Tensor) or probe.ndim < 2 or probe.shape[0] != 2 or not torch.isfinite(probe).all():
         raise ValueError(f"{path}: its output is not one finite feature vector per image")
-    return FeatureNetwork(network, hashlib.sha256(data).hexdigest(), path.name)
+    return loaded
 
 
 # ---- reference features, cached ----
@@ -194,7 +194,7 @@ def reference_features(features: FeatureNetwork, images: np.ndarray) -> Work[tup
     """The features of reference images [M, H, W, C] uint8, computed once per (feature file, preprocessing, the
     images' bytes) and then read back from the user data folder: (features [M, D] float64, whether from the cache).
     The file is safetensors (never unpickled), checked for its shape; an unreadable one is computed afresh."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     from .atomic import atomic_write_bytes
 
@@ -211,10 +211,7 @@ def reference_features(features: FeatureNetwork, images: np.ndarray) -> Work[tup
             pass
     computed = yield from features.features(images)
     path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(path.name + ".tmp")
-    save_file({"features": computed.to(torch.float32).contiguous()}, str(scratch))
-    atomic_write_bytes(path, scratch.read_bytes())
-    scratch.unlink(missing_ok=True)
+    atomic_write_bytes(path, save({"features": computed.to(torch.float32).contiguous()}))
     for old in sorted(path.parent.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)[CACHE_KEEP:]:
         old.unlink(missing_ok=True)
     return computed, False

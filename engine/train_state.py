@@ -183,5 +183,6 @@ def open_trainer(
             raise RunError(f"{root} holds no run to resume (no run.json)")
         run = Run.create(root, spec)
     distributed.barrier()  # rank 0 has written run.json: the others read the same spec from it
-    usable = dataset is not None and str(dataset.spec) == (run or Run.open(root)).spec.data
-    return Trainer(run or Run.open(root), device=device, dataset=dataset if usable else None), []
+    run = run or Run.open(root)
+    usable = dataset is not None and str(dataset.spec) == run.spec.data
+    return Trainer(run, device=device, dataset=dataset if usable else None), []
