@@ -56,11 +56,12 @@ def flips_note(kind: SourceKind | None) -> str:
     what = _KIND_WORDS.get(kind, "an image folder" if kind is SourceKind.FOLDER else "this source")
     if flips_by_default(kind):
         return (
-            f"random horizontal flips: on by default for {what} (a mirror image is as valid); --no-hflip turns them off"
+            f"random horizontal flips: on by default for {what} (a mirror image is as valid); --no-hflip "
+            "(the Training tab's Flips) turns them off"
         )
     return (
         f"random horizontal flips: off by default for {what} (a mirrored digit or letter is not a valid sample); "
-        "--hflip turns them on where a mirror image is as valid (photos, faces)"
+        "--hflip (the Training tab's Flips) turns them on where a mirror image is as valid (photos, faces)"
     )
 
 
